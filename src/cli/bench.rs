@@ -1,0 +1,208 @@
+//! `lim bench`: kernel throughput on the chosen adapter. Every figure is printed with the
+//! adapter, backend and driver it was measured on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lim::ops::matmul::{MatmulDims, MatmulOptions, MatmulVariant, reference};
+use lim::{Gpu, Tensor};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde_json::json;
+
+use super::{CliResult, GpuArgs};
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// GFLOP/s of every matmul variant on square N x N x N products, and the autotuner's choice
+    Matmul(MatmulArgs),
+}
+
+#[derive(clap::Args)]
+pub struct MatmulArgs {
+    /// Matrix sizes N, comma-separated
+    #[arg(long, value_delimiter = ',', default_value = "256,512,1024")]
+    sizes: Vec<usize>,
+    /// Timed runs per variant; the median is reported
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Only these variants (names as printed, comma-separated); the autotuner still sees all
+    #[arg(long, value_delimiter = ',')]
+    variants: Vec<String>,
+    /// Print one JSON object per line instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(gpu_args: &GpuArgs, cmd: &Command) -> CliResult {
+    match cmd {
+        Command::Matmul(args) => matmul(gpu_args, args),
+    }
+}
+
+struct Stats {
+    median: Duration,
+    min: Duration,
+    max: Duration,
+    gpu_median: Option<Duration>,
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Wall time of dispatch, submit and wait (as the peers measure), after one warm-up run that
+/// compiles the pipeline; GPU timestamps beside it where the adapter has them.
+fn measure(
+    gpu: &Gpu,
+    runs: usize,
+    mut work: impl FnMut() -> lim::Result<()>,
+) -> lim::Result<Stats> {
+    gpu.time(&mut work)?;
+    let mut walls = Vec::new();
+    let mut gpus = Vec::new();
+    for _ in 0..runs.max(1) {
+        let ((), t) = gpu.time(&mut work)?;
+        walls.push(t.wall);
+        gpus.extend(t.gpu);
+    }
+    Ok(Stats {
+        median: median(walls.clone()),
+        min: *walls.iter().min().expect("at least one run"),
+        max: *walls.iter().max().expect("at least one run"),
+        gpu_median: (!gpus.is_empty()).then(|| median(gpus)),
+    })
+}
+
+fn random_matrix(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    (0..n * n).map(|_| rng.random_range(-0.5f32..0.5)).collect()
+}
+
+/// Largest error of 64 sampled outputs against the f64 reference, relative to the sum of
+/// the absolute products.
+fn sampled_error(a: &[f32], b: &[f32], c: &[f32], n: usize, rng: &mut StdRng) -> f64 {
+    (0..64)
+        .map(|_| {
+            let (i, j) = (rng.random_range(0..n), rng.random_range(0..n));
+            let row =
+                MatmulDims::infer(&[1, n], &[n, 1], MatmulOptions::default()).expect("valid dims");
+            let column: Vec<f32> = (0..n).map(|k| b[k * n + j]).collect();
+            let (want, scale) = reference::matmul(&a[i * n..(i + 1) * n], &column, &row);
+            (c[i * n + j] as f64 - want[0]).abs() / scale[0].max(f64::MIN_POSITIVE)
+        })
+        .fold(0.0, f64::max)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn matmul(gpu_args: &GpuArgs, args: &MatmulArgs) -> CliResult {
+    let gpu: Arc<Gpu> = Gpu::new(&gpu_args.options()?)?;
+    let info = gpu.info().clone();
+    let unknown: Vec<_> = args
+        .variants
+        .iter()
+        .filter(|v| MatmulVariant::from_name(v).is_none())
+        .collect();
+    if !unknown.is_empty() {
+        let names: Vec<_> = MatmulVariant::all()
+            .into_iter()
+            .map(MatmulVariant::name)
+            .collect();
+        return Err(format!(
+            "unknown variant(s) {unknown:?}; choose from {}",
+            names.join(", ")
+        )
+        .into());
+    }
+    if !args.json {
+        println!("matmul f32 on {}", gpu.describe());
+        println!(
+            "wall = dispatch + submit + wait, median of {} runs; gpu = timestamp queries",
+            args.runs
+        );
+        println!(
+            "{:>6}  {:<10} {:>10} {:>10} {:>10} {:>9} {:>12}",
+            "N", "variant", "wall ms", "GFLOP/s", "gpu ms", "min ms", "max rel err"
+        );
+    }
+    let mut rng = StdRng::seed_from_u64(1);
+    for &n in &args.sizes {
+        let (ha, hb) = (random_matrix(&mut rng, n), random_matrix(&mut rng, n));
+        let a = Tensor::from_slice(&gpu, &[n, n], &ha)?;
+        let b = Tensor::from_slice(&gpu, &[n, n], &hb)?;
+        let dims = MatmulDims::infer(a.shape(), b.shape(), MatmulOptions::default())?;
+        for variant in MatmulVariant::all() {
+            let wanted = args.variants.is_empty() || args.variants.contains(&variant.name());
+            if !wanted || !variant.supports(&dims) {
+                continue;
+            }
+            let c = a.matmul_with(&b, dims.opts, variant)?;
+            let err = sampled_error(&ha, &hb, &c.to_vec()?, n, &mut rng);
+            let s = measure(&gpu, args.runs, || {
+                a.matmul_with(&b, dims.opts, variant).map(drop)
+            })?;
+            let gflops = dims.flops() / s.median.as_secs_f64() / 1e9;
+            if args.json {
+                let line = json!({
+                    "tool": format!("lim-{}", env!("CARGO_PKG_VERSION")),
+                    "what": "matmul",
+                    "variant": variant.name(),
+                    "shape": format!("{n}x{n}x{n}"),
+                    "median_ms": ms(s.median),
+                    "min_ms": ms(s.min),
+                    "max_ms": ms(s.max),
+                    "runs": args.runs,
+                    "gflops": gflops,
+                    "gpu_median_ms": s.gpu_median.map(ms),
+                    "max_rel_err": err,
+                    "adapter": info.name,
+                    "backend": format!("{:?}", info.backend),
+                    "driver": info.driver,
+                    "driver_info": info.driver_info,
+                });
+                println!("{line}");
+            } else {
+                let gpu_ms = s
+                    .gpu_median
+                    .map_or("-".to_string(), |d| format!("{:.2}", ms(d)));
+                println!(
+                    "{n:>6}  {:<10} {:>10.2} {gflops:>10.2} {gpu_ms:>10} {:>9.2} {err:>12.1e}",
+                    variant.name(),
+                    ms(s.median),
+                    ms(s.min)
+                );
+            }
+        }
+        let was_tuned = gpu.tuned(&dims.tune_key()).is_some();
+        a.matmul(&b)?;
+        let record = gpu.tuned(&dims.tune_key());
+        let choice = record
+            .as_ref()
+            .map_or("(tuning off)".to_string(), |r| r.choice.clone());
+        if args.json {
+            let line = json!({
+                "tool": format!("lim-{}", env!("CARGO_PKG_VERSION")),
+                "what": "matmul-autotune",
+                "shape": format!("{n}x{n}x{n}"),
+                "autotuned": choice,
+                "from_cache": was_tuned,
+                "adapter": info.name,
+                "backend": format!("{:?}", info.backend),
+                "driver": info.driver,
+                "driver_info": info.driver_info,
+            });
+            println!("{line}");
+        } else {
+            let source = if was_tuned {
+                "from the autotune cache"
+            } else {
+                "tuned now"
+            };
+            println!("{n:>6}  autotuned choice: {choice} ({source})");
+        }
+    }
+    Ok(())
+}

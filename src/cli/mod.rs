@@ -1,0 +1,80 @@
+//! Subcommands, one file each. Only this layer prints and chooses exit codes.
+
+mod bench;
+mod info;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use lim::gpu::{BackendChoice, GpuOptions, Tuning};
+
+pub type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+#[derive(Parser)]
+#[command(
+    name = "lim",
+    version,
+    about = "Less is More: GPU-first selective reduction of CT data \
+    and self-supervised pre-training, on any GPU wgpu reaches"
+)]
+struct Cli {
+    #[command(flatten)]
+    gpu: GpuArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+pub struct GpuArgs {
+    /// Use the adapter whose name contains this text (case-insensitive); by default the
+    /// highest-performance adapter wgpu offers
+    #[arg(long, env = "LIM_ADAPTER", global = true)]
+    adapter: Option<String>,
+    /// Only look at one backend: vulkan, metal, dx12 or gl
+    #[arg(long, env = "LIM_BACKEND", global = true)]
+    backend: Option<String>,
+}
+
+impl GpuArgs {
+    pub fn options(&self) -> Result<GpuOptions, lim::GpuError> {
+        Ok(GpuOptions {
+            adapter: self.adapter.clone().filter(|a| !a.trim().is_empty()),
+            backend: self
+                .backend
+                .as_deref()
+                .filter(|b| !b.trim().is_empty())
+                .map(str::parse::<BackendChoice>)
+                .transpose()?,
+            tuning: Tuning::Disk,
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every adapter wgpu sees, which one lim uses, and its limits and features
+    Info(info::Args),
+    /// Measure kernels on the chosen adapter
+    #[command(subcommand)]
+    Bench(bench::Command),
+}
+
+pub fn main() -> ExitCode {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // Silences a harmless warning of the Vulkan loader's Wayland probe.
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+    }
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Info(args) => info::run(&cli.gpu, args),
+        Command::Bench(cmd) => bench::run(&cli.gpu, cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! The library's error type.
+
+use thiserror::Error;
+
+use crate::gpu::GpuError;
+use crate::tensor::DType;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+
+    #[error("{op}: shapes {lhs:?} and {rhs:?} do not fit together ({why})")]
+    ShapeMismatch {
+        op: &'static str,
+        lhs: Vec<usize>,
+        rhs: Vec<usize>,
+        why: String,
+    },
+
+    #[error("{op}: {why}")]
+    InvalidArgument { op: &'static str, why: String },
+
+    #[error("{op} works on {expected:?} tensors, got {got:?}")]
+    DType {
+        op: &'static str,
+        expected: DType,
+        got: DType,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,261 @@
+//! A small autotuner: the first time an op meets a shape class on an adapter, it times each
+//! kernel variant that can run it and keeps the fastest. Choices persist in the user's cache
+//! directory, in one file per adapter, driver and lim version.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Gpu, GpuError};
+
+/// Where tuning choices live.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Tuning {
+    /// Time the variants on first use; keep the choices in `$LIM_CACHE_DIR` or the user's
+    /// cache directory (`~/.cache/lim` on Linux).
+    #[default]
+    Disk,
+    /// Like `Disk`, in this directory.
+    Dir(PathBuf),
+    /// Time the variants on first use; keep the choices for this process only.
+    Memory,
+    /// Never time: every op uses its default variant.
+    Off,
+}
+
+/// What the tuner decided for one key, with the time of each variant it measured.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TuneRecord {
+    pub choice: String,
+    /// Best time per variant, in microseconds; variants cut short are timed once.
+    pub micros: BTreeMap<String, f64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CacheFile {
+    lim_version: String,
+    adapter: String,
+    backend: String,
+    driver: String,
+    driver_info: String,
+    entries: BTreeMap<String, TuneRecord>,
+}
+
+pub(crate) struct Autotuner {
+    tuning: Tuning,
+    path: Option<PathBuf>,
+    info: wgpu::AdapterInfo,
+    /// Loaded from disk on first use.
+    entries: Mutex<Option<BTreeMap<String, TuneRecord>>>,
+    /// One tuning at a time, so variants are not timed against each other's load.
+    timing: Mutex<()>,
+}
+
+/// Timed runs per variant.
+const RUNS: usize = 3;
+
+fn cache_dir() -> Option<PathBuf> {
+    match std::env::var_os("LIM_CACHE_DIR") {
+        Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
+        _ => dirs::cache_dir().map(|d| d.join("lim")),
+    }
+}
+
+/// FNV-1a, to name the cache file after what it is valid for.
+fn fingerprint(text: &str) -> u64 {
+    text.bytes().fold(0xcbf29ce484222325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+fn cache_file_name(info: &wgpu::AdapterInfo) -> String {
+    let slug: String = info
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    let key = format!(
+        "{}|{:?}|{}|{}|{}",
+        info.name,
+        info.backend,
+        info.driver,
+        info.driver_info,
+        env!("CARGO_PKG_VERSION")
+    );
+    format!("autotune-{slug}-{:016x}.json", fingerprint(&key))
+}
+
+impl Autotuner {
+    pub(crate) fn new(tuning: Tuning, info: &wgpu::AdapterInfo) -> Self {
+        let dir = match &tuning {
+            Tuning::Disk => cache_dir(),
+            Tuning::Dir(dir) => Some(dir.clone()),
+            Tuning::Memory | Tuning::Off => None,
+        };
+        let path = dir.map(|d| d.join(cache_file_name(info)));
+        Self {
+            tuning,
+            path,
+            info: info.clone(),
+            entries: Mutex::new(None),
+            timing: Mutex::new(()),
+        }
+    }
+
+    fn with_entries<R>(&self, f: impl FnOnce(&mut BTreeMap<String, TuneRecord>) -> R) -> R {
+        let mut guard = self.entries.lock().unwrap();
+        let entries = guard.get_or_insert_with(|| {
+            self.path
+                .as_ref()
+                .and_then(|p| std::fs::read(p).ok())
+                .and_then(|bytes| serde_json::from_slice::<CacheFile>(&bytes).ok())
+                .map(|file| file.entries)
+                .unwrap_or_default()
+        });
+        f(entries)
+    }
+
+    /// Writes the choices next to the file and renames it into place; a cache that cannot be
+    /// written only means tuning again next time.
+    fn save(&self, entries: &BTreeMap<String, TuneRecord>) {
+        let Some(path) = &self.path else { return };
+        let file = CacheFile {
+            lim_version: env!("CARGO_PKG_VERSION").into(),
+            adapter: self.info.name.clone(),
+            backend: format!("{:?}", self.info.backend),
+            driver: self.info.driver.clone(),
+            driver_info: self.info.driver_info.clone(),
+            entries: entries.clone(),
+        };
+        let Ok(json) = serde_json::to_vec_pretty(&file) else {
+            return;
+        };
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let written = path
+            .parent()
+            .is_some_and(|dir| std::fs::create_dir_all(dir).is_ok())
+            && std::fs::write(&tmp, json).is_ok()
+            && std::fs::rename(&tmp, path).is_ok();
+        if !written {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+}
+
+impl Gpu {
+    /// The variant to use for `key`, one of `candidates` (the first is the default). On the
+    /// first call for a key, each candidate is run through `run` (which records the op with
+    /// that variant) once to warm up and then timed; the fastest is remembered.
+    pub fn autotune<E: From<GpuError>>(
+        &self,
+        key: &str,
+        candidates: &[String],
+        mut run: impl FnMut(&str) -> Result<(), E>,
+    ) -> Result<String, E> {
+        let default = candidates.first().cloned().expect("at least one candidate");
+        if self.tuner.tuning == Tuning::Off || candidates.len() == 1 {
+            return Ok(default);
+        }
+        let known = |tuner: &super::Autotuner| {
+            tuner.with_entries(|e| {
+                e.get(key)
+                    .map(|r| r.choice.clone())
+                    .filter(|c| candidates.contains(c))
+            })
+        };
+        if let Some(choice) = known(&self.tuner) {
+            return Ok(choice);
+        }
+        let _one_at_a_time = self.tuner.timing.lock().unwrap();
+        if let Some(choice) = known(&self.tuner) {
+            return Ok(choice);
+        }
+        let mut micros = BTreeMap::new();
+        let mut best: Option<(Duration, &String)> = None;
+        let mut first_error = None;
+        for candidate in candidates {
+            match self.time_variant(candidate, best.map(|b| b.0), &mut run) {
+                Ok(t) => {
+                    micros.insert(candidate.clone(), t.as_secs_f64() * 1e6);
+                    if best.is_none_or(|(b, _)| t < b) {
+                        best = Some((t, candidate));
+                    }
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        let Some((_, choice)) = best else {
+            return Err(first_error.expect("every candidate failed"));
+        };
+        let record = TuneRecord {
+            choice: choice.clone(),
+            micros,
+        };
+        self.tuner.with_entries(|entries| {
+            entries.insert(key.to_string(), record);
+            self.tuner.save(entries);
+        });
+        Ok(choice.clone())
+    }
+
+    /// Best of a few runs; a variant far behind the best so far is timed only once.
+    fn time_variant<E: From<GpuError>>(
+        &self,
+        candidate: &str,
+        best_so_far: Option<Duration>,
+        run: &mut impl FnMut(&str) -> Result<(), E>,
+    ) -> Result<Duration, E> {
+        self.time(|| run(candidate))?;
+        let mut fastest = Duration::MAX;
+        for _ in 0..RUNS {
+            let ((), timing) = self.time(|| run(candidate))?;
+            fastest = fastest.min(timing.best());
+            if best_so_far.is_some_and(|b| fastest > b * 2) {
+                break;
+            }
+        }
+        Ok(fastest)
+    }
+
+    /// What the tuner has recorded for `key`, if anything.
+    pub fn tuned(&self, key: &str) -> Option<TuneRecord> {
+        self.tuner.with_entries(|e| e.get(key).cloned())
+    }
+
+    /// The file tuning choices persist in, when they persist.
+    pub fn tune_cache_path(&self) -> Option<&Path> {
+        self.tuner.path.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_file_depends_on_adapter_driver_and_version() {
+        let mut info = wgpu::AdapterInfo::new(wgpu::DeviceType::Cpu, wgpu::Backend::Vulkan);
+        info.name = "llvmpipe (LLVM 15.0.6, 256 bits)".into();
+        info.driver_info = "Mesa 22.3.6".into();
+        let a = cache_file_name(&info);
+        assert!(
+            a.starts_with("autotune-llvmpipe--llvm-15-0-6--256-bits--"),
+            "{a}"
+        );
+        assert!(a.ends_with(".json"));
+        info.driver_info = "Mesa 25.0.7".into();
+        assert_ne!(a, cache_file_name(&info));
+    }
+}

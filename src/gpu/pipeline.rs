@@ -1,0 +1,138 @@
+//! One compiled pipeline per shader entry point and specialisation (override constants),
+//! compiled on first use and shared afterwards.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::shader::Shader;
+use super::{Gpu, GpuError, feature_name};
+
+/// A compiled compute pipeline and the layout of its bind group 0.
+#[derive(Debug)]
+pub struct Kernel {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+    pub label: String,
+}
+
+#[derive(Hash, PartialEq, Eq)]
+struct Key {
+    shader: &'static str,
+    entry: String,
+    /// Override constants, by name, as f64 bit patterns (f64 is not `Eq`).
+    constants: Vec<(String, u64)>,
+}
+
+#[derive(Default)]
+pub(crate) struct PipelineCache {
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    kernels: Mutex<HashMap<Key, Arc<Kernel>>>,
+}
+
+impl PipelineCache {
+    pub(crate) fn len(&self) -> usize {
+        self.kernels.lock().unwrap().len()
+    }
+}
+
+impl Gpu {
+    /// The pipeline for `entry` of `shader` specialised with `constants`, compiled on first use.
+    pub fn kernel(
+        &self,
+        shader: &'static Shader,
+        entry: &str,
+        constants: &[(&str, f64)],
+    ) -> Result<Arc<Kernel>, GpuError> {
+        let mut sorted: Vec<(String, u64)> = constants
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_bits()))
+            .collect();
+        sorted.sort();
+        let key = Key {
+            shader: shader.name,
+            entry: entry.to_string(),
+            constants: sorted,
+        };
+        if let Some(kernel) = self.pipelines.kernels.lock().unwrap().get(&key) {
+            return Ok(kernel.clone());
+        }
+        let missing = shader.features - self.features;
+        if !missing.is_empty() {
+            return Err(GpuError::MissingFeature {
+                what: format!("shader {}", shader.name),
+                feature: feature_name(missing),
+                adapter: self.info.name.clone(),
+            });
+        }
+        let label = if constants.is_empty() {
+            format!("{}::{entry}", shader.name)
+        } else {
+            let spec: Vec<String> = constants.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("{}::{entry}[{}]", shader.name, spec.join(","))
+        };
+        let module = self.module(shader)?;
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    // Kernels initialise the shared memory they read.
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        if let Some(err) = pollster::block_on(scope.pop()) {
+            return Err(self.shader_error(&label, err));
+        }
+        let kernel = Arc::new(Kernel {
+            layout: pipeline.get_bind_group_layout(0),
+            pipeline,
+            label,
+        });
+        self.pipelines
+            .kernels
+            .lock()
+            .unwrap()
+            .insert(key, kernel.clone());
+        Ok(kernel)
+    }
+
+    fn module(&self, shader: &'static Shader) -> Result<wgpu::ShaderModule, GpuError> {
+        if let Some(module) = self.pipelines.modules.lock().unwrap().get(shader.name) {
+            return Ok(module.clone());
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(shader.name),
+            source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+        };
+        // SAFETY: every kernel bounds-checks its own indices (and the tests check them on
+        // awkward shapes), so the clamps wgpu would add cost speed and buy nothing.
+        let module = unsafe {
+            self.device
+                .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+        };
+        if let Some(err) = pollster::block_on(scope.pop()) {
+            return Err(self.shader_error(shader.name, err));
+        }
+        self.pipelines
+            .modules
+            .lock()
+            .unwrap()
+            .insert(shader.name, module.clone());
+        Ok(module)
+    }
+
+    fn shader_error(&self, shader: &str, err: wgpu::Error) -> GpuError {
+        GpuError::Shader {
+            shader: shader.to_string(),
+            adapter: self.info.name.clone(),
+            message: err.to_string(),
+        }
+    }
+}

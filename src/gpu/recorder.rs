@@ -1,0 +1,140 @@
+//! Recording: every dispatch and copy goes into the device's one open command encoder
+//! (dispatches share one compute pass), submitted in one go by `flush`.
+
+use super::{Gpu, GpuError, Kernel, PooledBuffer};
+
+/// Submit after this many dispatches even if nobody asks, so the device starts early.
+const FLUSH_EVERY: usize = 64;
+
+#[derive(Default)]
+pub(crate) struct Recorder {
+    encoder: Option<wgpu::CommandEncoder>,
+    pass: Option<wgpu::ComputePass<'static>>,
+    dispatches: usize,
+    /// Parameter buffers of recorded dispatches, released after submission.
+    keep: Vec<PooledBuffer>,
+}
+
+impl Recorder {
+    fn encoder(&mut self, device: &wgpu::Device) -> &mut wgpu::CommandEncoder {
+        self.pass = None;
+        self.encoder
+            .get_or_insert_with(|| device.create_command_encoder(&Default::default()))
+    }
+}
+
+impl Gpu {
+    /// Records commands outside a compute pass (copies, clears, query resolves).
+    pub fn with_encoder<R>(&self, record: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> R {
+        let mut rec = self.recorder.lock().unwrap();
+        self.pool.set_pending();
+        record(rec.encoder(&self.device))
+    }
+
+    /// Records one dispatch of `kernel`: `params` is bound as a uniform at binding 0, the
+    /// buffers at their bindings.
+    pub fn dispatch(
+        &self,
+        kernel: &Kernel,
+        params: &[u8],
+        buffers: &[(u32, wgpu::BufferBinding<'_>)],
+        groups: [u32; 3],
+    ) -> Result<(), GpuError> {
+        let max = self.limits.max_compute_workgroups_per_dimension;
+        if let Some(&g) = groups.iter().find(|&&g| g > max) {
+            return Err(self.limit_error(
+                &kernel.label,
+                "max_compute_workgroups_per_dimension",
+                g as u64,
+                max as u64,
+            ));
+        }
+        if groups.contains(&0) {
+            return Ok(());
+        }
+        let uniform = self.uniform(params)?;
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniform.as_entire_binding(),
+        }];
+        entries.extend(
+            buffers
+                .iter()
+                .map(|(binding, buffer)| wgpu::BindGroupEntry {
+                    binding: *binding,
+                    resource: wgpu::BindingResource::Buffer(buffer.clone()),
+                }),
+        );
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&kernel.label),
+            layout: &kernel.layout,
+            entries: &entries,
+        });
+        let mut rec = self.recorder.lock().unwrap();
+        self.pool.set_pending();
+        if rec.pass.is_none() {
+            let pass = rec
+                .encoder(&self.device)
+                .begin_compute_pass(&Default::default())
+                .forget_lifetime();
+            rec.pass = Some(pass);
+        }
+        let pass = rec.pass.as_mut().expect("opened above");
+        pass.set_pipeline(&kernel.pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        rec.keep.push(uniform);
+        rec.dispatches += 1;
+        if rec.dispatches >= FLUSH_EVERY {
+            self.submit(&mut rec);
+        }
+        Ok(())
+    }
+
+    /// Submits everything recorded so far, without waiting for it.
+    pub fn flush(&self) {
+        let mut rec = self.recorder.lock().unwrap();
+        self.submit(&mut rec);
+    }
+
+    /// Submits under the recorder's lock, so submissions keep the order work was recorded in.
+    fn submit(&self, rec: &mut Recorder) {
+        rec.pass = None;
+        rec.dispatches = 0;
+        if let Some(encoder) = rec.encoder.take() {
+            self.queue.submit([encoder.finish()]);
+            self.submissions
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.pool.submitted();
+        rec.keep.clear();
+    }
+
+    fn uniform(&self, params: &[u8]) -> Result<PooledBuffer, GpuError> {
+        let len = (params.len() as u64).next_multiple_of(16).max(16);
+        let buffer = self.buffer(
+            len,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            "kernel parameters",
+        )?;
+        let mut bytes = params.to_vec();
+        bytes.resize(len as usize, 0);
+        self.queue.write_buffer(&buffer, 0, &bytes);
+        Ok(buffer)
+    }
+
+    /// Records a timestamp write (into `queries` at `index`) between the surrounding commands.
+    pub(crate) fn timestamp(&self, queries: &wgpu::QuerySet, index: u32) {
+        self.with_encoder(|encoder| {
+            // An empty pass carries the timestamp, which needs only TIMESTAMP_QUERY.
+            encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("timestamp"),
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: queries,
+                    beginning_of_pass_write_index: Some(index),
+                    end_of_pass_write_index: None,
+                }),
+            });
+        });
+    }
+}

@@ -1,0 +1,25 @@
+//! lim ("Less is More"): selective reduction of CT data and self-supervised pre-training,
+//! computed on any GPU wgpu reaches (Vulkan, Metal, DX12, GL) with hand-written WGSL kernels.
+//!
+//! This is the foundation: the wgpu runtime ([`gpu`]), GPU tensors ([`Tensor`]) and the first
+//! kernel families ([`ops`]).
+//!
+//! ```no_run
+//! use lim::{Gpu, GpuOptions, Tensor};
+//! # fn main() -> lim::Result<()> {
+//! let gpu = Gpu::new(&GpuOptions::from_env()?)?;
+//! let a = Tensor::from_slice(&gpu, &[2, 3], &[1., 2., 3., 4., 5., 6.])?;
+//! let b = Tensor::from_slice(&gpu, &[3, 1], &[1., 0., -1.])?;
+//! assert_eq!(a.matmul(&b)?.to_vec()?, vec![-2., -2.]);
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod error;
+pub mod gpu;
+pub mod ops;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use gpu::{Gpu, GpuError, GpuOptions};
+pub use tensor::{DType, Tensor};
