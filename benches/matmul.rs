@@ -15,7 +15,7 @@ fn matmul(c: &mut Criterion) {
         let b = Tensor::from_slice(&gpu, &[n, n], &common::pattern(n * n)).unwrap();
         let dims = MatmulDims::infer(a.shape(), b.shape(), MatmulOptions::default()).unwrap();
         group.throughput(Throughput::Elements(dims.flops() as u64));
-        for variant in MatmulVariant::all() {
+        for variant in MatmulVariant::available(&gpu) {
             group.bench_function(BenchmarkId::new(variant.name(), n), |bench| {
                 bench.iter(|| {
                     let out = a.matmul_with(&b, dims.opts, variant).unwrap();

@@ -5,9 +5,13 @@
 // SIMD lanes), and caches serve these loads well on GPUs; the autotuner picks ROWS and COLS4
 // per adapter and shape class.
 //
-// Needs K % 4 == 0 and N % 4 == 0, and also M % 4 == 0 and ROWS % 4 == 0 when TRANS_A; the
-// other variants take every other shape. Layouts and batch strides (in elements, multiples
-// of 4 here) are as in matmul_naive.wgsl.
+// ROWS (a multiple of 4) and COLS4 are specialisation constants: lim rewrites their `const`
+// lines for each pipeline, so that every array has exactly the size its loop walks and the
+// driver unrolls the loops (override-sized loops over larger arrays were 3x slower).
+//
+// Needs K % 4 == 0 and N % 4 == 0, and also M % 4 == 0 when TRANS_A; the other variants take
+// every other shape. Layouts and batch strides (in elements, multiples of 4 here) are as in
+// matmul_naive.wgsl.
 //
 // entry `main`
 //   bindings: 0 uniform Params, 1 A as vec4 (read), 2 B as vec4 (read), 3 C as vec4 (read_write)
@@ -27,16 +31,22 @@ struct Params {
     group0_z: u32,
 }
 
+const ROWS: u32 = 8u;
+const COLS4: u32 = 2u;
+const QUADS: u32 = ROWS / 4u;
+
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
-// At most 32 rows and 4 column groups, and ROWS * COLS4 <= 32 (the size of the accumulator).
-override ROWS: u32 = 8u;
-override COLS4: u32 = 2u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
+
+// acc + av.x b0 + av.y b1 + av.z b2 + av.w b3: a row of A's block times B's 4 x 4 block.
+fn update(acc: vec4<f32>, av: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
+    return fma(vec4(av.w), b3, fma(vec4(av.z), b2, fma(vec4(av.y), b1, fma(vec4(av.x), b0, acc))));
+}
 
 @compute @workgroup_size(8, 8, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -53,27 +63,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let b_base = batch * (p.stride_b / 4u);
 
     // Rows and column groups past the edge load a clamped neighbour and are never stored.
-    var acc: array<vec4<f32>, 32>;
+    // acc[q][t][j] holds row 4 q + t, vec4 column group j.
+    var acc: array<array<array<vec4<f32>, COLS4>, 4>, QUADS>;
     for (var k4 = 0u; k4 < k4s; k4++) {
-        // a_blk[r][i] = op(A)[row0 + r][4 k4 + i]
-        var a_blk: array<vec4<f32>, 32>;
-        if TRANS_A {
-            for (var i = 0u; i < 4u; i++) {
-                for (var g = 0u; g < ROWS / 4u; g++) {
-                    let rows = a[a_base + (4u * k4 + i) * m4s + min(row0 / 4u + g, m4s - 1u)];
-                    a_blk[4u * g][i] = rows.x;
-                    a_blk[4u * g + 1u][i] = rows.y;
-                    a_blk[4u * g + 2u][i] = rows.z;
-                    a_blk[4u * g + 3u][i] = rows.w;
-                }
-            }
-        } else {
-            for (var r = 0u; r < ROWS; r++) {
-                a_blk[r] = a[a_base + min(row0 + r, p.m - 1u) * k4s + k4];
-            }
-        }
-        // b_blk[i * COLS4 + j] = op(B)[4 k4 + i][4 (group0 + j) .. + 4]
-        var b_blk: array<vec4<f32>, 16>;
+        // b_blk[i][j] = op(B)[4 k4 + i][4 (group0 + j) .. + 4]
+        var b_blk: array<array<vec4<f32>, COLS4>, 4>;
         for (var j = 0u; j < COLS4; j++) {
             let g = min(group0 + j, n4s - 1u);
             if TRANS_B {
@@ -84,32 +78,46 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
                     b[b_base + (4u * g + 3u) * k4s + k4],
                 ));
                 for (var i = 0u; i < 4u; i++) {
-                    b_blk[i * COLS4 + j] = cols[i];
+                    b_blk[i][j] = cols[i];
                 }
             } else {
                 for (var i = 0u; i < 4u; i++) {
-                    b_blk[i * COLS4 + j] = b[b_base + (4u * k4 + i) * n4s + g];
+                    b_blk[i][j] = b[b_base + (4u * k4 + i) * n4s + g];
                 }
             }
         }
-        for (var r = 0u; r < ROWS; r++) {
-            let av = a_blk[r];
-            for (var j = 0u; j < COLS4; j++) {
-                var s = acc[r * COLS4 + j];
-                s = fma(vec4(av.x), b_blk[j], s);
-                s = fma(vec4(av.y), b_blk[COLS4 + j], s);
-                s = fma(vec4(av.z), b_blk[2u * COLS4 + j], s);
-                acc[r * COLS4 + j] = fma(vec4(av.w), b_blk[3u * COLS4 + j], s);
+        for (var q = 0u; q < QUADS; q++) {
+            // rows[t] = op(A)[row0 + 4 q + t][4 k4 .. + 4]
+            var rows: mat4x4<f32>;
+            if TRANS_A {
+                let quad = min(row0 / 4u + q, m4s - 1u);
+                rows = transpose(mat4x4<f32>(
+                    a[a_base + (4u * k4) * m4s + quad],
+                    a[a_base + (4u * k4 + 1u) * m4s + quad],
+                    a[a_base + (4u * k4 + 2u) * m4s + quad],
+                    a[a_base + (4u * k4 + 3u) * m4s + quad],
+                ));
+            } else {
+                for (var t = 0u; t < 4u; t++) {
+                    rows[t] = a[a_base + min(row0 + 4u * q + t, p.m - 1u) * k4s + k4];
+                }
+            }
+            for (var t = 0u; t < 4u; t++) {
+                for (var j = 0u; j < COLS4; j++) {
+                    acc[q][t][j] = update(acc[q][t][j], rows[t], b_blk[0][j], b_blk[1][j], b_blk[2][j], b_blk[3][j]);
+                }
             }
         }
     }
 
     let c_base = batch * (p.stride_c / 4u);
-    for (var r = 0u; r < ROWS; r++) {
-        let row = row0 + r;
-        for (var j = 0u; j < COLS4; j++) {
-            if row < p.m && group0 + j < n4s {
-                c[c_base + row * n4s + group0 + j] = acc[r * COLS4 + j];
+    for (var q = 0u; q < QUADS; q++) {
+        for (var t = 0u; t < 4u; t++) {
+            let row = row0 + 4u * q + t;
+            for (var j = 0u; j < COLS4; j++) {
+                if row < p.m && group0 + j < n4s {
+                    c[c_base + row * n4s + group0 + j] = acc[q][t][j];
+                }
             }
         }
     }

@@ -4,7 +4,7 @@
 //! This is the foundation: the wgpu runtime ([`gpu`]), GPU tensors ([`Tensor`]) and the first
 //! kernel families ([`ops`]).
 //!
-//! ```no_run
+//! ```
 //! use lim::{Gpu, GpuOptions, Tensor};
 //! # fn main() -> lim::Result<()> {
 //! let gpu = Gpu::new(&GpuOptions::from_env()?)?;

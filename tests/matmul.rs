@@ -85,7 +85,11 @@ fn check(
 
 #[test]
 fn every_variant_every_transpose_awkward_sizes() {
-    for variant in MatmulVariant::all().into_iter().map(Some).chain([None]) {
+    for variant in MatmulVariant::available(&gpu())
+        .into_iter()
+        .map(Some)
+        .chain([None])
+    {
         for (s, &(m, n, k)) in SIZES.iter().enumerate() {
             for opts in TRANSPOSES {
                 let a = stored(m, k, opts.trans_a);
@@ -100,12 +104,15 @@ fn every_variant_every_transpose_awkward_sizes() {
 }
 
 #[test]
-fn register_blocked_variants_apply_to_aligned_shapes_only() {
+fn vec4_variants_apply_to_aligned_shapes_only() {
     let aligned = MatmulDims::infer(&[12, 8], &[8, 20], MatmulOptions::default()).unwrap();
     let odd_k = MatmulDims::infer(&[12, 7], &[7, 20], MatmulOptions::default()).unwrap();
     let odd_m_transposed = MatmulDims::infer(&[8, 13], &[8, 20], TRANSPOSES[1]).unwrap();
     for v in MatmulVariant::all() {
-        let reg = matches!(v, MatmulVariant::Reg { .. });
+        let reg = matches!(
+            v,
+            MatmulVariant::Reg { .. } | MatmulVariant::Subgroup { .. }
+        );
         assert!(v.supports(&aligned), "{}", v.name());
         assert_eq!(v.supports(&odd_k), !reg, "{}", v.name());
         assert_eq!(v.supports(&odd_m_transposed), !reg, "{}", v.name());
@@ -123,14 +130,47 @@ fn register_blocked_variants_apply_to_aligned_shapes_only() {
     assert!(err.to_string().contains("reg8x8 cannot compute"), "{err}");
 }
 
+/// One variant of each family the device has, and the autotuned choice.
+fn one_of_each_family() -> Vec<Option<MatmulVariant>> {
+    let mut picked: Vec<MatmulVariant> = Vec::new();
+    for v in MatmulVariant::available(&gpu()) {
+        if !picked.iter().any(|p| p.shader().name == v.shader().name) {
+            picked.push(v);
+        }
+    }
+    picked.into_iter().map(Some).chain([None]).collect()
+}
+
+#[test]
+fn subgroup_variants_exist_where_the_subgroup_size_is_fixed() {
+    let gpu = gpu();
+    let info = gpu.info();
+    let fixed = gpu.features().contains(wgpu::Features::SUBGROUP)
+        && info.subgroup_min_size == info.subgroup_max_size;
+    let subgroup = MatmulVariant::available(&gpu)
+        .into_iter()
+        .filter(|v| matches!(v, MatmulVariant::Subgroup { .. }))
+        .count();
+    assert_eq!(
+        subgroup > 0,
+        fixed,
+        "subgroup sizes {}..{}",
+        info.subgroup_min_size,
+        info.subgroup_max_size
+    );
+    if !fixed {
+        let a = Tensor::from_slice(&gpu, &[4, 4], &[0.0; 16]).unwrap();
+        let variant = MatmulVariant::Subgroup { rows: 8, cols4: 2 };
+        let err = a
+            .matmul_with(&a, MatmulOptions::default(), variant)
+            .unwrap_err();
+        assert!(err.to_string().contains("subgroups"), "{err}");
+    }
+}
+
 #[test]
 fn batched_and_broadcast_operands() {
-    for variant in [
-        Some(MatmulVariant::Naive),
-        Some(MatmulVariant::Tiled),
-        Some(MatmulVariant::Reg { rows: 4, cols4: 1 }),
-        None,
-    ] {
+    for variant in one_of_each_family() {
         for opts in TRANSPOSES {
             let (m, n, k) = (8, 12, 16);
             let a = stored(m, k, opts.trans_a);
@@ -150,49 +190,58 @@ fn batched_and_broadcast_operands() {
 
 #[test]
 fn grids_wider_than_one_dimension_allows() {
-    let max = gpu().limits().max_compute_workgroups_per_dimension as usize;
-    // Rows: one past the limit for each variant's tile height.
+    let gpu = gpu();
+    let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
+    let plain = MatmulOptions::default();
+    // Rows: one past the limit for each family's tile height (the smallest tile of each).
     check(
         &[16 * max + 1, 1],
         &[1, 1],
-        MatmulOptions::default(),
+        plain,
         Some(MatmulVariant::Naive),
         20,
     );
     check(
         &[64 * max + 3, 1],
         &[1, 2],
-        MatmulOptions::default(),
+        plain,
         Some(MatmulVariant::Tiled),
         21,
     );
     check(
         &[32 * max + 5, 4],
         &[4, 4],
-        MatmulOptions::default(),
+        plain,
         Some(MatmulVariant::Reg { rows: 4, cols4: 1 }),
         22,
     );
+    let info = gpu.info();
+    let smallest_subgroup_tile = MatmulVariant::available(&gpu)
+        .into_iter()
+        .filter_map(|v| match v {
+            MatmulVariant::Subgroup { rows, .. } => Some((64 / info.subgroup_min_size * rows, v)),
+            _ => None,
+        })
+        .min_by_key(|(tile_rows, _)| *tile_rows);
+    if let Some((tile_rows, variant)) = smallest_subgroup_tile {
+        check(
+            &[tile_rows as usize * max + 5, 4],
+            &[4, 4],
+            plain,
+            Some(variant),
+            25,
+        );
+    }
     // Columns, and batches.
     check(
         &[1, 1],
         &[1, 16 * max + 9],
-        MatmulOptions::default(),
+        plain,
         Some(MatmulVariant::Naive),
         23,
     );
-    for variant in [
-        MatmulVariant::Naive,
-        MatmulVariant::Tiled,
-        MatmulVariant::Reg { rows: 4, cols4: 1 },
-    ] {
-        check(
-            &[max + 2, 1, 4],
-            &[max + 2, 4, 4],
-            MatmulOptions::default(),
-            Some(variant),
-            24,
-        );
+    for variant in one_of_each_family() {
+        check(&[max + 2, 1, 4], &[max + 2, 4, 4], plain, variant, 24);
     }
 }
 

@@ -77,6 +77,29 @@ fn every_shader_file_is_registered_and_valid() {
 }
 
 #[test]
+fn every_specialisation_of_the_matmul_kernels_is_valid() {
+    use lim::gpu::shader::specialise;
+    use lim::ops::matmul::MatmulVariant;
+    let mut checked = 0;
+    for variant in MatmulVariant::all() {
+        for sg in [4, 8, 16, 32, 64] {
+            let consts = variant.specialisation(sg);
+            if consts.is_empty() || !variant.fits_subgroup(sg) {
+                continue;
+            }
+            let shader = variant.shader();
+            let source = specialise(shader.source, &consts).unwrap();
+            let shown = format!("shaders/{}.wgsl {consts:?}", shader.name);
+            if let Err(report) = validate(&shown, &source, shader.features) {
+                panic!("{report}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 40, "only {checked} specialisations");
+}
+
+#[test]
 fn a_broken_shader_is_reported_with_file_and_line() {
     let source = "@compute @workgroup_size(1)\nfn main() {\n    let x: f32 = 1u;\n}\n";
     let report = validate("shaders/broken.wgsl", source, wgpu::Features::empty()).unwrap_err();

@@ -134,7 +134,7 @@ fn matmul(gpu_args: &GpuArgs, args: &MatmulArgs) -> CliResult {
         let a = Tensor::from_slice(&gpu, &[n, n], &ha)?;
         let b = Tensor::from_slice(&gpu, &[n, n], &hb)?;
         let dims = MatmulDims::infer(a.shape(), b.shape(), MatmulOptions::default())?;
-        for variant in MatmulVariant::all() {
+        for variant in MatmulVariant::available(&gpu) {
             let wanted = args.variants.is_empty() || args.variants.contains(&variant.name());
             if !wanted || !variant.supports(&dims) {
                 continue;

@@ -19,11 +19,11 @@ fn key_limits(l: &wgpu::Limits) -> Vec<(&'static str, u64)> {
         ("max_buffer_size", l.max_buffer_size),
         (
             "max_storage_buffer_binding_size",
-            l.max_storage_buffer_binding_size as u64,
+            l.max_storage_buffer_binding_size,
         ),
         (
             "max_uniform_buffer_binding_size",
-            l.max_uniform_buffer_binding_size as u64,
+            l.max_uniform_buffer_binding_size,
         ),
         (
             "min_storage_buffer_offset_alignment",

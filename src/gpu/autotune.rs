@@ -1,6 +1,6 @@
 //! A small autotuner: the first time an op meets a shape class on an adapter, it times each
 //! kernel variant that can run it and keeps the fastest. Choices persist in the user's cache
-//! directory, in one file per adapter, driver and lim version.
+//! directory, in one file per adapter, driver, lim version and set of kernel sources.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -84,13 +84,16 @@ fn cache_file_name(info: &wgpu::AdapterInfo) -> String {
         })
         .take(40)
         .collect();
+    // The kernels' sources too: a choice made for other kernels is no choice for these.
+    let sources: String = super::shader::ALL.iter().map(|s| s.source).collect();
     let key = format!(
-        "{}|{:?}|{}|{}|{}",
+        "{}|{:?}|{}|{}|{}|{}",
         info.name,
         info.backend,
         info.driver,
         info.driver_info,
-        env!("CARGO_PKG_VERSION")
+        env!("CARGO_PKG_VERSION"),
+        sources
     );
     format!("autotune-{slug}-{:016x}.json", fingerprint(&key))
 }

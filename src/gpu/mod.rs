@@ -228,7 +228,7 @@ impl Gpu {
 
     /// Fails unless a buffer of `bytes` may be bound as one storage binding.
     pub fn check_binding(&self, what: &str, bytes: u64) -> Result<(), GpuError> {
-        let allowed = self.limits.max_storage_buffer_binding_size as u64;
+        let allowed = self.limits.max_storage_buffer_binding_size;
         if bytes > allowed {
             return Err(self.limit_error(what, "max_storage_buffer_binding_size", bytes, allowed));
         }
@@ -270,7 +270,7 @@ impl Gpu {
     pub fn upload(&self, bytes: &[u8], what: &str) -> Result<PooledBuffer, GpuError> {
         let padded = (bytes.len() as u64).next_multiple_of(4);
         let buffer = self.buffer(padded, STORAGE, what)?;
-        if bytes.len() % 4 == 0 {
+        if bytes.len().is_multiple_of(4) {
             self.queue.write_buffer(&buffer, 0, bytes);
         } else {
             let mut data = bytes.to_vec();

@@ -1,10 +1,10 @@
-//! One compiled pipeline per shader entry point and specialisation (override constants),
-//! compiled on first use and shared afterwards.
+//! One compiled pipeline per shader entry point and specialisation (rewritten `const`s and
+//! pipeline override constants), compiled on first use and shared afterwards.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::shader::Shader;
+use super::shader::{Shader, specialise};
 use super::{Gpu, GpuError, feature_name};
 
 /// A compiled compute pipeline and the layout of its bind group 0.
@@ -15,9 +15,12 @@ pub struct Kernel {
     pub label: String,
 }
 
+/// A shader with its specialised `const`s.
+type ModuleKey = (&'static str, Vec<(String, u32)>);
+
 #[derive(Hash, PartialEq, Eq)]
 struct Key {
-    shader: &'static str,
+    module: ModuleKey,
     entry: String,
     /// Override constants, by name, as f64 bit patterns (f64 is not `Eq`).
     constants: Vec<(String, u64)>,
@@ -25,7 +28,7 @@ struct Key {
 
 #[derive(Default)]
 pub(crate) struct PipelineCache {
-    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    modules: Mutex<HashMap<ModuleKey, wgpu::ShaderModule>>,
     kernels: Mutex<HashMap<Key, Arc<Kernel>>>,
 }
 
@@ -36,22 +39,37 @@ impl PipelineCache {
 }
 
 impl Gpu {
-    /// The pipeline for `entry` of `shader` specialised with `constants`, compiled on first use.
+    /// The pipeline for `entry` of `shader` with override `constants`, compiled on first use.
     pub fn kernel(
         &self,
         shader: &'static Shader,
         entry: &str,
         constants: &[(&str, f64)],
     ) -> Result<Arc<Kernel>, GpuError> {
-        let mut sorted: Vec<(String, u64)> = constants
+        self.specialised_kernel(shader, &[], entry, constants)
+    }
+
+    /// The pipeline for `entry` of `shader` with its `consts` rewritten (see
+    /// [`specialise`]) and override `constants`, compiled on first use.
+    pub fn specialised_kernel(
+        &self,
+        shader: &'static Shader,
+        consts: &[(&str, u32)],
+        entry: &str,
+        constants: &[(&str, f64)],
+    ) -> Result<Arc<Kernel>, GpuError> {
+        let mut overrides: Vec<(String, u64)> = constants
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_bits()))
             .collect();
-        sorted.sort();
+        overrides.sort();
+        let mut specialised: Vec<(String, u32)> =
+            consts.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        specialised.sort();
         let key = Key {
-            shader: shader.name,
+            module: (shader.name, specialised),
             entry: entry.to_string(),
-            constants: sorted,
+            constants: overrides,
         };
         if let Some(kernel) = self.pipelines.kernels.lock().unwrap().get(&key) {
             return Ok(kernel.clone());
@@ -64,13 +82,17 @@ impl Gpu {
                 adapter: self.info.name.clone(),
             });
         }
-        let label = if constants.is_empty() {
+        let spec: Vec<String> = consts
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .chain(constants.iter().map(|(k, v)| format!("{k}={v}")))
+            .collect();
+        let label = if spec.is_empty() {
             format!("{}::{entry}", shader.name)
         } else {
-            let spec: Vec<String> = constants.iter().map(|(k, v)| format!("{k}={v}")).collect();
             format!("{}::{entry}[{}]", shader.name, spec.join(","))
         };
-        let module = self.module(shader)?;
+        let module = self.module(shader, &key.module)?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let pipeline = self
             .device
@@ -102,14 +124,24 @@ impl Gpu {
         Ok(kernel)
     }
 
-    fn module(&self, shader: &'static Shader) -> Result<wgpu::ShaderModule, GpuError> {
-        if let Some(module) = self.pipelines.modules.lock().unwrap().get(shader.name) {
+    fn module(
+        &self,
+        shader: &'static Shader,
+        key: &ModuleKey,
+    ) -> Result<wgpu::ShaderModule, GpuError> {
+        if let Some(module) = self.pipelines.modules.lock().unwrap().get(key) {
             return Ok(module.clone());
         }
+        let consts: Vec<(&str, u32)> = key.1.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let source = specialise(shader.source, &consts).map_err(|message| GpuError::Shader {
+            shader: shader.name.to_string(),
+            adapter: self.info.name.clone(),
+            message,
+        })?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let desc = wgpu::ShaderModuleDescriptor {
             label: Some(shader.name),
-            source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
         };
         // SAFETY: every kernel bounds-checks its own indices (and the tests check them on
         // awkward shapes), so the clamps wgpu would add cost speed and buy nothing.
@@ -124,7 +156,7 @@ impl Gpu {
             .modules
             .lock()
             .unwrap()
-            .insert(shader.name, module.clone());
+            .insert(key.clone(), module.clone());
         Ok(module)
     }
 

@@ -33,6 +33,7 @@ pub const REDUCE: Shader = shader!("reduce");
 pub const MATMUL_NAIVE: Shader = shader!("matmul_naive");
 pub const MATMUL_TILED: Shader = shader!("matmul_tiled");
 pub const MATMUL_REG: Shader = shader!("matmul_reg");
+pub const MATMUL_SUBGROUP: Shader = shader!("matmul_subgroup", wgpu::Features::SUBGROUP);
 pub const CAST: Shader = shader!("cast", wgpu::Features::SHADER_F16);
 
 /// Every shader lim ships; tests check this against the files in `shaders/`.
@@ -42,5 +43,52 @@ pub const ALL: &[&Shader] = &[
     &MATMUL_NAIVE,
     &MATMUL_TILED,
     &MATMUL_REG,
+    &MATMUL_SUBGROUP,
     &CAST,
 ];
+
+/// `source` with the `const NAME: u32 = ...;` declaration of each named constant set to the
+/// given value: specialisation for constants that size arrays, which WGSL's pipeline
+/// overrides cannot do. Each name must be declared exactly once, at the start of a line.
+pub fn specialise(source: &str, consts: &[(&str, u32)]) -> Result<String, String> {
+    let mut lines: Vec<String> = source.lines().map(str::to_string).collect();
+    for &(name, value) in consts {
+        let head = format!("const {name}: u32 = ");
+        let mut hits = lines.iter_mut().filter(|l| l.starts_with(&head));
+        match (hits.next(), hits.next()) {
+            (Some(line), None) => *line = format!("{head}{value}u;"),
+            (None, _) => return Err(format!("no line `{head}...;` to specialise")),
+            (Some(_), Some(_)) => return Err(format!("`{head}...;` is declared twice")),
+        }
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::specialise;
+
+    #[test]
+    fn specialise_rewrites_named_constants_only() {
+        let src =
+            "const ROWS: u32 = 8u;\nconst COLS: u32 = 2u;\n// const ROWS: u32 = 1u;\nfn f() {}\n";
+        let out = specialise(src, &[("ROWS", 32)]).unwrap();
+        assert_eq!(
+            out,
+            "const ROWS: u32 = 32u;\nconst COLS: u32 = 2u;\n// const ROWS: u32 = 1u;\nfn f() {}\n"
+        );
+        assert!(
+            specialise(src, &[("DEPTH", 1)])
+                .unwrap_err()
+                .contains("DEPTH")
+        );
+        let twice = "const A: u32 = 1u;\nconst A: u32 = 2u;\n";
+        assert!(
+            specialise(twice, &[("A", 3)])
+                .unwrap_err()
+                .contains("twice")
+        );
+    }
+}

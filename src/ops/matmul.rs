@@ -1,10 +1,11 @@
 //! Matrix multiplication with optional transposes and a batch dimension:
-//! `shaders/matmul_naive.wgsl`, `matmul_tiled.wgsl` and `matmul_reg.wgsl`, one of which the
-//! autotuner picks per adapter and shape class.
+//! `shaders/matmul_naive.wgsl`, `matmul_tiled.wgsl`, `matmul_reg.wgsl` and
+//! `matmul_subgroup.wgsl`, one of which the autotuner picks per adapter and shape class.
 
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
+use crate::gpu::Gpu;
 use crate::gpu::shader::{self, Shader};
 use crate::ops::size_bucket;
 use crate::tensor::{DType, Tensor};
@@ -27,6 +28,9 @@ pub enum MatmulVariant {
     Tiled,
     /// `rows` x `4 * cols4` outputs per invocation in registers, vec4 loads, no shared memory.
     Reg { rows: u32, cols4: u32 },
+    /// As `Reg`, with the lanes of a subgroup sharing the loads of A through shuffles; needs
+    /// subgroups of a fixed size.
+    Subgroup { rows: u32, cols4: u32 },
 }
 
 /// The register-blocked shapes worth trying.
@@ -40,6 +44,27 @@ const REG_SHAPES: [(u32, u32); 8] = [
     (4, 4),
     (8, 4),
 ];
+const SUBGROUP_SHAPES: [(u32, u32); 8] = [
+    (32, 2),
+    (32, 4),
+    (64, 1),
+    (8, 2),
+    (16, 1),
+    (16, 2),
+    (32, 1),
+    (16, 4),
+];
+
+/// The adapter's subgroup size where it is fixed and the subgroup kernel can use it.
+fn fixed_subgroup_size(gpu: &Gpu) -> Option<u32> {
+    let info = gpu.info();
+    let size = info.subgroup_min_size;
+    let usable = gpu.features().contains(wgpu::Features::SUBGROUP)
+        && size == info.subgroup_max_size
+        && (4..=64).contains(&size)
+        && size.is_power_of_two();
+    usable.then_some(size)
+}
 
 /// The sizes of one matmul.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,15 +80,32 @@ pub struct MatmulDims {
 }
 
 impl MatmulVariant {
-    /// Every variant, the default (used when tuning is off) first.
+    /// Every variant: the subgroup ones, the register-blocked ones, tiled, naive.
     pub fn all() -> Vec<MatmulVariant> {
-        let mut all: Vec<_> = REG_SHAPES
+        let subgroup = SUBGROUP_SHAPES
             .iter()
-            .map(|&(rows, cols4)| Self::Reg { rows, cols4 })
-            .collect();
-        all.insert(1, Self::Tiled);
-        all.insert(2, Self::Naive);
-        all
+            .map(|&(rows, cols4)| Self::Subgroup { rows, cols4 });
+        let reg = REG_SHAPES
+            .iter()
+            .map(|&(rows, cols4)| Self::Reg { rows, cols4 });
+        subgroup
+            .chain(reg)
+            .chain([Self::Tiled, Self::Naive])
+            .collect()
+    }
+
+    /// The variants this device can run, its default (used when tuning is off) first.
+    pub fn available(gpu: &Gpu) -> Vec<MatmulVariant> {
+        Self::all().into_iter().filter(|v| v.runs_on(gpu)).collect()
+    }
+
+    fn runs_on(self, gpu: &Gpu) -> bool {
+        match self {
+            Self::Subgroup { .. } => {
+                fixed_subgroup_size(gpu).is_some_and(|sg| self.fits_subgroup(sg))
+            }
+            _ => true,
+        }
     }
 
     pub fn name(self) -> String {
@@ -71,6 +113,7 @@ impl MatmulVariant {
             Self::Naive => "naive".into(),
             Self::Tiled => "tiled".into(),
             Self::Reg { rows, cols4 } => format!("reg{rows}x{}", 4 * cols4),
+            Self::Subgroup { rows, cols4 } => format!("sub{rows}x{}", 4 * cols4),
         }
     }
 
@@ -82,24 +125,50 @@ impl MatmulVariant {
     pub fn supports(self, d: &MatmulDims) -> bool {
         match self {
             Self::Naive | Self::Tiled => true,
-            Self::Reg { .. } => d.k % 4 == 0 && d.n % 4 == 0 && (!d.opts.trans_a || d.m % 4 == 0),
+            Self::Reg { .. } | Self::Subgroup { .. } => {
+                d.k.is_multiple_of(4)
+                    && d.n.is_multiple_of(4)
+                    && (!d.opts.trans_a || d.m.is_multiple_of(4))
+            }
         }
     }
 
-    /// Output columns and rows one workgroup covers.
-    fn tile(self) -> (usize, usize) {
+    /// The `const`s of the variant's shader to rewrite, for subgroups of `sg` lanes.
+    pub fn specialisation(self, sg: u32) -> Vec<(&'static str, u32)> {
+        match self {
+            Self::Reg { rows, cols4 } => vec![("ROWS", rows), ("COLS4", cols4)],
+            Self::Subgroup { rows, cols4 } => vec![("ROWS", rows), ("COLS4", cols4), ("SG", sg)],
+            Self::Naive | Self::Tiled => vec![],
+        }
+    }
+
+    /// Whether the subgroup variant can share loads among `sg` lanes.
+    pub fn fits_subgroup(self, sg: u32) -> bool {
+        match self {
+            Self::Subgroup { rows, .. } => rows % sg == 0 || sg.is_multiple_of(rows),
+            _ => true,
+        }
+    }
+
+    /// Output columns and rows one workgroup covers, for subgroups of `sg` lanes.
+    fn tile(self, sg: u32) -> (usize, usize) {
         match self {
             Self::Naive => (16, 16),
             Self::Tiled => (64, 64),
             Self::Reg { rows, cols4 } => (8 * 4 * cols4 as usize, 8 * rows as usize),
+            Self::Subgroup { rows, cols4 } => {
+                ((sg * 4 * cols4) as usize, (64 / sg * rows) as usize)
+            }
         }
     }
 
-    fn shader(self) -> &'static Shader {
+    /// The kernel family's shader.
+    pub fn shader(self) -> &'static Shader {
         match self {
             Self::Naive => &shader::MATMUL_NAIVE,
             Self::Tiled => &shader::MATMUL_TILED,
             Self::Reg { .. } => &shader::MATMUL_REG,
+            Self::Subgroup { .. } => &shader::MATMUL_SUBGROUP,
         }
     }
 }
@@ -170,9 +239,9 @@ impl MatmulDims {
             size_bucket(self.m),
             size_bucket(self.n),
             size_bucket(self.k),
-            (self.m % 4 == 0) as u8,
-            (self.n % 4 == 0) as u8,
-            (self.k % 4 == 0) as u8,
+            self.m.is_multiple_of(4) as u8,
+            self.n.is_multiple_of(4) as u8,
+            self.k.is_multiple_of(4) as u8,
         )
     }
 }
@@ -219,6 +288,16 @@ impl Tensor {
             }
         }
         let dims = MatmulDims::infer(self.shape(), other.shape(), opts)?;
+        if !variant.runs_on(self.gpu()) {
+            return Err(Error::InvalidArgument {
+                op: "matmul",
+                why: format!(
+                    "variant {} needs subgroups of one fixed size, which adapter `{}` does not have",
+                    variant.name(),
+                    self.gpu().info().name
+                ),
+            });
+        }
         if !variant.supports(&dims) {
             return Err(Error::InvalidArgument {
                 op: "matmul",
@@ -240,7 +319,7 @@ impl Tensor {
 
 /// The autotuned variant for these operands.
 fn choose_variant(a: &Tensor, b: &Tensor, dims: &MatmulDims) -> Result<MatmulVariant> {
-    let candidates: Vec<String> = MatmulVariant::all()
+    let candidates: Vec<String> = MatmulVariant::available(a.gpu())
         .into_iter()
         .filter(|v| v.supports(dims))
         .map(MatmulVariant::name)
@@ -264,25 +343,19 @@ fn record(
     variant: MatmulVariant,
 ) -> Result<()> {
     let gpu = a.gpu();
-    let constants = match variant {
-        MatmulVariant::Reg { rows, cols4 } => vec![
-            ("TRANS_A", d.opts.trans_a as u8 as f64),
-            ("TRANS_B", d.opts.trans_b as u8 as f64),
-            ("ROWS", rows as f64),
-            ("COLS4", cols4 as f64),
-        ],
-        _ => vec![
-            ("TRANS_A", d.opts.trans_a as u8 as f64),
-            ("TRANS_B", d.opts.trans_b as u8 as f64),
-        ],
-    };
-    let kernel = gpu.kernel(variant.shader(), "main", &constants)?;
+    let sg = fixed_subgroup_size(gpu).unwrap_or(1);
+    let transposes = [
+        ("TRANS_A", d.opts.trans_a as u8 as f64),
+        ("TRANS_B", d.opts.trans_b as u8 as f64),
+    ];
+    let consts = variant.specialisation(sg);
+    let kernel = gpu.specialised_kernel(variant.shader(), &consts, "main", &transposes)?;
     let bindings = [
         (1, a.binding("matmul A")?),
         (2, b.binding("matmul B")?),
         (3, out.binding("matmul C")?),
     ];
-    let (tile_cols, tile_rows) = variant.tile();
+    let (tile_cols, tile_rows) = variant.tile(sg);
     let grid = [d.n.div_ceil(tile_cols), d.m.div_ceil(tile_rows), d.batch];
     let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
     for z0 in (0..grid[2]).step_by(max) {

@@ -19,7 +19,7 @@ pub(crate) fn for_each_chunk(
 ) -> Result<()> {
     let limits = gpu.limits();
     let align = limits.min_storage_buffer_offset_alignment as u64;
-    let max_bytes = limits.max_storage_buffer_binding_size as u64 / align * align;
+    let max_bytes = limits.max_storage_buffer_binding_size / align * align;
     let chunk = max_bytes / elem_bytes as u64;
     let numel = numel as u64;
     let mut first = 0;
