@@ -43,11 +43,6 @@ override TRANS_B: bool = false;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
 
-// acc + av.x b0 + av.y b1 + av.z b2 + av.w b3: a row of A's block times B's 4 x 4 block.
-fn update(acc: vec4<f32>, av: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
-    return fma(vec4(av.w), b3, fma(vec4(av.z), b2, fma(vec4(av.y), b1, fma(vec4(av.x), b0, acc))));
-}
-
 @compute @workgroup_size(8, 8, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let k4s = p.k / 4u;
@@ -66,26 +61,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     // acc[q][t][j] holds row 4 q + t, vec4 column group j.
     var acc: array<array<array<vec4<f32>, COLS4>, 4>, QUADS>;
     for (var k4 = 0u; k4 < k4s; k4++) {
-        // b_blk[i][j] = op(B)[4 k4 + i][4 (group0 + j) .. + 4]
-        var b_blk: array<array<vec4<f32>, COLS4>, 4>;
-        for (var j = 0u; j < COLS4; j++) {
-            let g = min(group0 + j, n4s - 1u);
-            if TRANS_B {
-                let cols = transpose(mat4x4<f32>(
-                    b[b_base + (4u * g) * k4s + k4],
-                    b[b_base + (4u * g + 1u) * k4s + k4],
-                    b[b_base + (4u * g + 2u) * k4s + k4],
-                    b[b_base + (4u * g + 3u) * k4s + k4],
-                ));
-                for (var i = 0u; i < 4u; i++) {
-                    b_blk[i][j] = cols[i];
-                }
-            } else {
-                for (var i = 0u; i < 4u; i++) {
-                    b_blk[i][j] = b[b_base + (4u * k4 + i) * n4s + g];
-                }
-            }
-        }
+        let b_blk = b_block(b_base, k4, k4s, n4s, group0);
         for (var q = 0u; q < QUADS; q++) {
             // rows[t] = op(A)[row0 + 4 q + t][4 k4 .. + 4]
             var rows: mat4x4<f32>;

@@ -55,24 +55,38 @@ fn every_shader_file_is_registered_and_valid() {
         .filter(|p| p.extension().is_some_and(|x| x == "wgsl"))
         .collect();
     files.sort();
-    assert!(files.len() >= 6, "found only {files:?}");
+    assert!(files.len() >= 7, "found only {files:?}");
+    let read =
+        |name: &str| std::fs::read_to_string(shader_dir().join(format!("{name}.wgsl"))).unwrap();
+    let libraries: Vec<&str> = ALL.iter().filter_map(|s| s.library).collect();
     for path in &files {
         let name = path.file_stem().unwrap().to_str().unwrap();
+        if libraries.contains(&name) {
+            continue; // validated as part of each shader that appends it
+        }
         let shader = registered(name);
-        let on_disk = std::fs::read_to_string(path).unwrap();
+        let on_disk = match shader.library {
+            Some(library) => format!("{}\n{}", read(name), read(library)),
+            None => read(name),
+        };
         assert_eq!(
             shader.source, on_disk,
             "{name}: the embedded source is stale"
         );
-        let shown = format!("shaders/{name}.wgsl");
+        // The shader's own lines come first, so reported line numbers are the file's; past
+        // its end they are the library's, offset by the file's length.
+        let shown = match shader.library {
+            Some(library) => format!("shaders/{name}.wgsl (+ {library}.wgsl)"),
+            None => format!("shaders/{name}.wgsl"),
+        };
         if let Err(report) = validate(&shown, &on_disk, shader.features) {
             panic!("{report}");
         }
     }
     assert_eq!(
         files.len(),
-        ALL.len(),
-        "ALL lists a shader that has no file"
+        ALL.len() + 1,
+        "ALL lists a shader that has no file, or a library is unused"
     );
 }
 

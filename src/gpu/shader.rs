@@ -1,13 +1,28 @@
 //! The WGSL kernel families compiled into lim, and what each needs from the adapter.
 
-/// One `.wgsl` file of `shaders/`, embedded at build time.
+/// One `.wgsl` file of `shaders/`, embedded at build time, with the shared library file
+/// appended to it where it uses one (WGSL has no includes).
 #[derive(Debug)]
 pub struct Shader {
     /// File stem: `shaders/<name>.wgsl`.
     pub name: &'static str,
+    /// The file, then the library's.
     pub source: &'static str,
+    /// File stem of the appended library, if any.
+    pub library: Option<&'static str>,
     /// Optional wgpu features the module needs; lim refuses to compile it without them.
     pub features: wgpu::Features,
+}
+
+macro_rules! wgsl {
+    ($name:literal) => {
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/shaders/",
+            $name,
+            ".wgsl"
+        ))
+    };
 }
 
 macro_rules! shader {
@@ -17,12 +32,16 @@ macro_rules! shader {
     ($name:literal, $features:expr) => {
         Shader {
             name: $name,
-            source: include_str!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/shaders/",
-                $name,
-                ".wgsl"
-            )),
+            source: wgsl!($name),
+            library: None,
+            features: $features,
+        }
+    };
+    ($name:literal + $library:literal, $features:expr) => {
+        Shader {
+            name: $name,
+            source: concat!(wgsl!($name), "\n", wgsl!($library)),
+            library: Some($library),
             features: $features,
         }
     };
@@ -32,11 +51,13 @@ pub const ELEMENTWISE: Shader = shader!("elementwise");
 pub const REDUCE: Shader = shader!("reduce");
 pub const MATMUL_NAIVE: Shader = shader!("matmul_naive");
 pub const MATMUL_TILED: Shader = shader!("matmul_tiled");
-pub const MATMUL_REG: Shader = shader!("matmul_reg");
-pub const MATMUL_SUBGROUP: Shader = shader!("matmul_subgroup", wgpu::Features::SUBGROUP);
+pub const MATMUL_REG: Shader = shader!("matmul_reg" + "matmul_vec4", wgpu::Features::empty());
+pub const MATMUL_SUBGROUP: Shader =
+    shader!("matmul_subgroup" + "matmul_vec4", wgpu::Features::SUBGROUP);
 pub const CAST: Shader = shader!("cast", wgpu::Features::SHADER_F16);
 
-/// Every shader lim ships; tests check this against the files in `shaders/`.
+/// Every shader lim ships; tests check this (and the libraries it names) against the files
+/// in `shaders/`.
 pub const ALL: &[&Shader] = &[
     &ELEMENTWISE,
     &REDUCE,
