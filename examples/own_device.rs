@@ -6,7 +6,8 @@ use lim::{Gpu, Tensor};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Your program's own set-up; lim uses whatever features and limits you asked for.
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
     let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
         power_preference: wgpu::PowerPreference::HighPerformance,
         ..Default::default()

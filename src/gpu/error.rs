@@ -27,10 +27,10 @@ pub enum GpuError {
     DeviceLost { reason: String },
 
     #[error(
-        "out of GPU memory while allocating {bytes} bytes for {what}; \
-             use smaller batches or free tensors you no longer need"
+        "out of GPU memory in {what}{}; use smaller batches or free tensors you no longer need",
+        bytes.map(|b| format!(" ({b} bytes)")).unwrap_or_default()
     )]
-    OutOfMemory { what: String, bytes: u64 },
+    OutOfMemory { what: String, bytes: Option<u64> },
 
     #[error(
         "{what} needs {requested} but adapter `{adapter}` allows at most {allowed} ({limit}); \

@@ -40,10 +40,15 @@ pub const OPTIONAL_FEATURES: [(wgpu::Features, &str); 4] = [
 ];
 
 /// The union of [`OPTIONAL_FEATURES`]: what lim requests when the adapter offers it.
-pub const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
-    .union(wgpu::Features::TIMESTAMP_QUERY)
-    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
-    .union(wgpu::Features::SUBGROUP);
+pub const WANTED_FEATURES: wgpu::Features = {
+    let mut all = wgpu::Features::empty();
+    let mut i = 0;
+    while i < OPTIONAL_FEATURES.len() {
+        all = all.union(OPTIONAL_FEATURES[i].0);
+        i += 1;
+    }
+    all
+};
 
 /// Usage of every tensor buffer.
 pub const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
@@ -116,7 +121,8 @@ impl Gpu {
     }
 
     /// Wraps a device the caller already has (bring your own `wgpu::Device`). lim uses the
-    /// features and limits the device was created with.
+    /// features and limits the device was created with, and installs its own device-lost and
+    /// uncaptured-error callbacks, whose errors lim's calls return instead of panicking.
     pub fn from_device(
         device: wgpu::Device,
         queue: wgpu::Queue,
@@ -137,7 +143,7 @@ impl Gpu {
             let err = match err {
                 wgpu::Error::OutOfMemory { .. } => GpuError::OutOfMemory {
                     what: "a GPU operation".into(),
-                    bytes: 0,
+                    bytes: None,
                 },
                 other => GpuError::Validation(other.to_string()),
             };
@@ -260,7 +266,7 @@ impl Gpu {
         if pollster::block_on(scope.pop()).is_some() {
             return Err(GpuError::OutOfMemory {
                 what: what.to_string(),
-                bytes: size,
+                bytes: Some(size),
             });
         }
         Ok(self.pool.wrap(buffer))
@@ -351,9 +357,10 @@ impl Gpu {
     /// Copies the given `(buffer, offset, size)` ranges to the host with one staging buffer,
     /// one submission and one map. Sizes and offsets must be multiples of 4.
     pub fn read(&self, parts: &[(&wgpu::Buffer, u64, u64)]) -> Result<Vec<Vec<u8>>, GpuError> {
-        let total: u64 = parts.iter().map(|p| p.2).sum();
+        // A zero-sized map is invalid; read at least one word.
+        let total = parts.iter().map(|p| p.2).sum::<u64>().max(4);
         let staging = self.buffer(
-            total.max(4),
+            total,
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             "readback",
         )?;
@@ -368,7 +375,7 @@ impl Gpu {
         });
         self.flush();
         let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, 0..total.max(4), move |r| {
+        staging.map_async(wgpu::MapMode::Read, 0..total, move |r| {
             let _ = tx.send(r);
         });
         self.wait()?;
@@ -377,7 +384,7 @@ impl Gpu {
             .map_err(|e| GpuError::Readback(e.to_string()))?;
         let out = {
             let view = staging
-                .get_mapped_range(0..total.max(4))
+                .get_mapped_range(0..total)
                 .map_err(|e| GpuError::Readback(e.to_string()))?;
             let mut at = 0usize;
             parts
