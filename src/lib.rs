@@ -17,7 +17,9 @@
 
 pub mod error;
 pub mod gpu;
+pub mod io;
 pub mod ops;
+pub mod preprocess;
 pub mod tensor;
 
 pub use error::{Error, Result};

@@ -2,6 +2,7 @@
 
 mod bench;
 mod info;
+mod preprocess;
 
 use std::process::ExitCode;
 
@@ -57,6 +58,8 @@ enum Command {
     /// Measure kernels on the chosen adapter
     #[command(subcommand)]
     Bench(bench::Command),
+    /// Turn CT volumes (NIfTI, DICOM series, NRRD) into 2-D PNG slices
+    Preprocess(preprocess::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -69,6 +72,7 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Info(args) => info::run(&cli.gpu, args),
         Command::Bench(cmd) => bench::run(&cli.gpu, cmd),
+        Command::Preprocess(args) => preprocess::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -40,3 +40,13 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], tol: impl Fn(usize) -
 
 /// f32's machine epsilon as f64.
 pub const EPS: f64 = f32::EPSILON as f64;
+
+/// The sample data (`make test` fetches it); without it the tests that need it fail.
+pub fn samples() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/samples");
+    assert!(
+        dir.join(".complete").exists(),
+        "the sample data is missing: run `scripts/fetch-samples.sh` (`make test` does it)"
+    );
+    dir
+}

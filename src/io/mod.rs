@@ -1,0 +1,143 @@
+//! Reading medical volumes (NIfTI, DICOM series, NRRD) and writing PNG slices.
+
+pub mod dicom;
+pub mod nifti;
+pub mod nrrd;
+pub mod png;
+pub mod volume;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+pub use volume::{Format, Rescale, Samples, Volume};
+
+/// A file lim could not use, and why. Every message names the file.
+#[derive(Debug, Error)]
+pub enum IoError {
+    #[error("{}: {reason}", path.display())]
+    Invalid { path: PathBuf, reason: String },
+    #[error("{}: unsupported: {what}", path.display())]
+    Unsupported { path: PathBuf, what: String },
+    #[error("{}: not an image ({what}); skipped", path.display())]
+    NotAnImage { path: PathBuf, what: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl IoError {
+    pub fn invalid(path: &Path, reason: impl Into<String>) -> IoError {
+        IoError::Invalid {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn unsupported(path: &Path, what: impl Into<String>) -> IoError {
+        IoError::Unsupported {
+            path: path.to_path_buf(),
+            what: what.into(),
+        }
+    }
+
+    pub fn io(path: &Path, source: std::io::Error) -> IoError {
+        IoError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// Objects that are not images are skipped rather than failed.
+    pub fn is_skip(&self) -> bool {
+        matches!(self, IoError::NotAnImage { .. })
+    }
+}
+
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, IoError> {
+    std::fs::read(path).map_err(|e| IoError::io(path, e))
+}
+
+/// The file's bytes, gunzipped when they start with the gzip magic.
+pub(crate) fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, IoError> {
+    let bytes = read_file(path)?;
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        return Ok(bytes);
+    }
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(&bytes[..])
+        .read_to_end(&mut out)
+        .map_err(|e| IoError::invalid(path, format!("corrupt or truncated gzip data: {e}")))?;
+    Ok(out)
+}
+
+/// What a file on disk is, judged by its name and, for DICOM, its first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Nifti,
+    Nrrd,
+    Dicom,
+    /// The `.img` half of a NIfTI pair, read through its `.hdr`.
+    NiftiData,
+    Other,
+}
+
+pub fn kind_of(path: &Path) -> Kind {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let ends = |s: &str| name.ends_with(s);
+    if ends(".nii") || ends(".nii.gz") || ends(".hdr") || ends(".hdr.gz") {
+        Kind::Nifti
+    } else if ends(".img") || ends(".img.gz") {
+        Kind::NiftiData
+    } else if ends(".nrrd") || ends(".nhdr") {
+        Kind::Nrrd
+    } else if ends(".dcm") || ends(".dicom") || dicom::has_preamble(path) {
+        Kind::Dicom
+    } else {
+        Kind::Other
+    }
+}
+
+/// Every file under `inputs` (files as given, folders walked recursively), sorted by path.
+pub fn walk(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, IoError> {
+    let mut files = Vec::new();
+    for input in inputs {
+        let meta = std::fs::metadata(input).map_err(|e| IoError::io(input, e))?;
+        if meta.is_dir() {
+            walk_dir(input, &mut files)?;
+        } else {
+            files.push(input.clone());
+        }
+    }
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+fn walk_dir(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), IoError> {
+    for entry in std::fs::read_dir(dir).map_err(|e| IoError::io(dir, e))? {
+        let path = entry.map_err(|e| IoError::io(dir, e))?.path();
+        if path.is_dir() {
+            walk_dir(&path, files)?;
+        } else {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Reads a NIfTI or NRRD file (DICOM goes through [`dicom`], by series).
+pub fn read_volume(path: &Path) -> Result<Volume, IoError> {
+    match kind_of(path) {
+        Kind::Nifti => nifti::read(path),
+        Kind::Nrrd => nrrd::read(path),
+        _ => Err(IoError::unsupported(path, "not a NIfTI or NRRD file")),
+    }
+}

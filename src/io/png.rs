@@ -1,0 +1,48 @@
+//! PNG slices: 8- or 16-bit greyscale, written under a temporary name and renamed into place,
+//! so a slice that exists is complete.
+
+use std::io::BufWriter;
+use std::path::Path;
+
+use image::ImageEncoder;
+use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+
+use super::IoError;
+
+/// Greyscale pixels, row-major.
+pub enum Pixels {
+    Gray8(Vec<u8>),
+    Gray16(Vec<u16>),
+}
+
+/// Writes `pixels` (`width` x `height`) to `path` atomically.
+pub fn write(path: &Path, width: usize, height: usize, pixels: &Pixels) -> Result<(), IoError> {
+    let tmp = path.with_extension(format!("png.tmp{}", std::process::id()));
+    let result = (|| {
+        let file = std::fs::File::create(&tmp).map_err(|e| IoError::io(&tmp, e))?;
+        let encoder = PngEncoder::new_with_quality(
+            BufWriter::new(file),
+            CompressionType::Fast,
+            FilterType::Adaptive,
+        );
+        let (bytes, color) = match pixels {
+            Pixels::Gray8(p) => (
+                std::borrow::Cow::Borrowed(&p[..]),
+                image::ExtendedColorType::L8,
+            ),
+            // The encoder takes 16-bit samples as native-endian bytes.
+            Pixels::Gray16(p) => (
+                p.iter().flat_map(|v| v.to_ne_bytes()).collect(),
+                image::ExtendedColorType::L16,
+            ),
+        };
+        encoder
+            .write_image(&bytes, width as u32, height as u32, color)
+            .map_err(|e| IoError::invalid(path, format!("cannot write PNG: {e}")))?;
+        std::fs::rename(&tmp, path).map_err(|e| IoError::io(path, e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

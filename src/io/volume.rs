@@ -1,0 +1,145 @@
+//! A 3-D image as read from disk: stored samples in their own type, the rescale that turns
+//! them into physical values (HU for CT), and the geometry that places voxels in the patient.
+
+use std::path::PathBuf;
+
+/// Stored voxel values, `i` fastest, then `j`, then `k`.
+#[derive(Clone, Debug)]
+pub enum Samples {
+    U8(Vec<u8>),
+    I8(Vec<i8>),
+    U16(Vec<u16>),
+    I16(Vec<i16>),
+    U32(Vec<u32>),
+    I32(Vec<i32>),
+    U64(Vec<u64>),
+    I64(Vec<i64>),
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+/// A stored sample type.
+pub trait Sample: Copy + Send + Sync + 'static {
+    fn to_f64(self) -> f64;
+}
+
+macro_rules! sample {
+    ($($t:ty),*) => { $(impl Sample for $t { fn to_f64(self) -> f64 { self as f64 } })* };
+}
+sample!(u8, i8, u16, i16, u32, i32, u64, i64, f32, f64);
+
+/// Calls `$body` with `$v` bound to the typed vector inside `$samples`.
+macro_rules! with_samples {
+    ($samples:expr, $v:ident => $body:expr) => {
+        match $samples {
+            Samples::U8($v) => $body,
+            Samples::I8($v) => $body,
+            Samples::U16($v) => $body,
+            Samples::I16($v) => $body,
+            Samples::U32($v) => $body,
+            Samples::I32($v) => $body,
+            Samples::U64($v) => $body,
+            Samples::I64($v) => $body,
+            Samples::F32($v) => $body,
+            Samples::F64($v) => $body,
+        }
+    };
+}
+
+impl Samples {
+    pub fn len(&self) -> usize {
+        with_samples!(self, v => v.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `out[n] = value at index[n]`, as f64.
+    pub fn gather(&self, index: impl Iterator<Item = usize>, out: &mut Vec<f64>) {
+        out.clear();
+        with_samples!(self, v => out.extend(index.map(|i| v[i].to_f64())))
+    }
+
+    /// The stored value at one index, as f64.
+    pub fn get(&self, i: usize) -> f64 {
+        with_samples!(self, v => v[i].to_f64())
+    }
+}
+
+/// `physical = stored * slope + inter`, in f64 with two roundings (as numpy computes it).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rescale {
+    pub slope: f64,
+    pub inter: f64,
+}
+
+impl Rescale {
+    pub const IDENTITY: Rescale = Rescale {
+        slope: 1.0,
+        inter: 0.0,
+    };
+
+    pub fn apply(self, stored: f64) -> f64 {
+        if self == Self::IDENTITY {
+            stored
+        } else {
+            stored * self.slope + self.inter
+        }
+    }
+}
+
+/// The file format a volume came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Nifti,
+    Dicom,
+    Nrrd,
+}
+
+/// A volume of `dims[0] x dims[1] x dims[2]` voxels along its `i`, `j`, `k` axes.
+#[derive(Clone, Debug)]
+pub struct Volume {
+    /// Files the volume was read from (a DICOM series has one per slice).
+    pub sources: Vec<PathBuf>,
+    pub format: Format,
+    pub dims: [usize; 3],
+    pub samples: Samples,
+    /// One per `k` slice, or one for all.
+    pub rescale: Vec<Rescale>,
+    /// Voxel `(i, j, k)` to patient coordinates in mm, LPS (DICOM's convention):
+    /// `p = affine · (i, j, k, 1)`.
+    pub affine: [[f64; 4]; 3],
+    /// A stored value that marks voxels outside the scanned field (DICOM PixelPaddingValue).
+    pub padding: Option<f64>,
+    /// Whether low values are bright (DICOM MONOCHROME1).
+    pub inverted: bool,
+    /// The file's own display window (DICOM WindowCenter, WindowWidth), if it has one.
+    pub window: Option<(f64, f64)>,
+    /// For each `k` slice, the index in `sources` it came from (DICOM), if not all from one file.
+    pub slice_sources: Option<Vec<usize>>,
+    /// For each `k` slice, its own ImagePositionPatient (DICOM), where the file gives one.
+    pub slice_positions: Option<Vec<Option<[f64; 3]>>>,
+    /// For each `k` slice, RescaleSlope and RescaleIntercept as the file states them (DICOM):
+    /// the paper's script has its own defaults for missing ones.
+    pub rescale_tags: Option<Vec<[Option<f64>; 2]>>,
+    /// Things the reader had to assume, for the manifest (e.g. slices ordered by InstanceNumber).
+    pub notes: Vec<String>,
+}
+
+impl Volume {
+    /// The rescale of stored slice `k`.
+    pub fn rescale_of(&self, k: usize) -> Rescale {
+        self.rescale[if self.rescale.len() == 1 { 0 } else { k }]
+    }
+
+    /// Voxel spacing along `i`, `j`, `k` in mm: the lengths of the affine's columns.
+    pub fn spacing(&self) -> [f64; 3] {
+        std::array::from_fn(|c| {
+            (0..3)
+                .map(|r| self.affine[r][c].powi(2))
+                .sum::<f64>()
+                .sqrt()
+        })
+    }
+}

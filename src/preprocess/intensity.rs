@@ -1,0 +1,282 @@
+//! From physical values (HU) to grey levels: windows for the default mode, and the paper's
+//! two per-slice min-max normalisations with their quirks.
+
+use std::str::FromStr;
+
+/// How values map to grey levels in the default mode.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Window {
+    /// Each slice's own minimum to maximum (padding left out).
+    MinMax,
+    /// `center - width / 2 .. center + width / 2` to the full grey range, clipped.
+    Fixed { center: f64, width: f64 },
+    /// The DICOM file's own first WindowCenter / WindowWidth.
+    Dicom,
+}
+
+/// Named windows (W/L in HU), as radiology viewers preset them.
+pub const PRESETS: [(&str, f64, f64); 5] = [
+    ("lung", -600.0, 1500.0),
+    ("mediastinum", 40.0, 400.0),
+    ("abdomen", 60.0, 400.0),
+    ("bone", 400.0, 1800.0),
+    ("brain", 40.0, 80.0),
+];
+
+impl FromStr for Window {
+    type Err = String;
+    /// `minmax`, `dicom`, a preset name, or `W/L` (width / level, e.g. `1500/-600`).
+    fn from_str(s: &str) -> Result<Window, String> {
+        let s = s.trim().to_ascii_lowercase();
+        if s == "minmax" {
+            return Ok(Window::MinMax);
+        }
+        if s == "dicom" {
+            return Ok(Window::Dicom);
+        }
+        if let Some(&(_, center, width)) = PRESETS.iter().find(|p| p.0 == s) {
+            return Ok(Window::Fixed { center, width });
+        }
+        let parsed = s.split_once('/').and_then(|(w, l)| {
+            Some((w.trim().parse::<f64>().ok()?, l.trim().parse::<f64>().ok()?))
+        });
+        match parsed {
+            Some((width, center)) if width > 0.0 && center.is_finite() => {
+                Ok(Window::Fixed { center, width })
+            }
+            _ => {
+                let names: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
+                Err(format!(
+                    "`{s}` is not a window: use minmax, dicom, {}, or W/L such as 1500/-600",
+                    names.join(", ")
+                ))
+            }
+        }
+    }
+}
+
+/// The range a slice's values were mapped from, for the manifest.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Range {
+    pub low: f64,
+    pub high: f64,
+}
+
+/// Round half to even, then clamp to `0..=max`: OpenCV's `saturate_cast` of a double, which
+/// also sends NaN and infinities to 0.
+pub fn quantise(v: f64, max: f64) -> f64 {
+    if !v.is_finite() {
+        return 0.0;
+    }
+    v.round_ties_even().clamp(0.0, max)
+}
+
+/// Default mode: values in `0..=max` (before rounding), `None` marking padding. Returns the
+/// range mapped from.
+pub fn window(
+    values: &[Option<f64>],
+    window: Window,
+    dicom_window: Option<(f64, f64)>,
+    max: f64,
+    out: &mut Vec<f64>,
+) -> Range {
+    let range = match (window, dicom_window) {
+        (Window::Fixed { center, width }, _) | (Window::Dicom, Some((center, width))) => Range {
+            low: center - width / 2.0,
+            high: center + width / 2.0,
+        },
+        (Window::MinMax | Window::Dicom, _) => {
+            let (low, high) = values
+                .iter()
+                .flatten()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+                    (lo.min(v), hi.max(v))
+                });
+            if low > high {
+                Range {
+                    low: 0.0,
+                    high: 0.0,
+                }
+            } else {
+                Range { low, high }
+            }
+        }
+    };
+    let span = range.high - range.low;
+    out.clear();
+    out.extend(values.iter().map(|v| match v {
+        Some(v) if span > 0.0 => ((v - range.low) / span * max).clamp(0.0, max),
+        _ => 0.0,
+    }));
+    range
+}
+
+/// numpy's `min()` / `max()`: NaN if any value is NaN.
+fn numpy_min_max(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
+    values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        if v.is_nan() || lo.is_nan() {
+            (f64::NAN, f64::NAN)
+        } else {
+            (lo.min(v), hi.max(v))
+        }
+    })
+}
+
+/// The paper's PET-CT (NIfTI) script: `(img - min) / (max - min + 1e-5) * 255` in float64,
+/// then `cv2.imwrite`'s rounding.
+pub fn paper_nifti(values: &[f64], out: &mut Vec<u8>) -> Range {
+    let (min, max) = numpy_min_max(values.iter().copied());
+    let denom = max - min + 1e-5;
+    out.clear();
+    out.extend(
+        values
+            .iter()
+            .map(|&v| quantise((v - min) / denom * 255.0, 255.0) as u8),
+    );
+    Range {
+        low: min,
+        high: max,
+    }
+}
+
+/// The paper's LIDC (DICOM) script on one slice of stored values:
+/// `int16` cast, raw `-2000` to 0, `int16(slope * x)` when the slope is not 1, `+= int16(intercept)`
+/// (RescaleSlope and RescaleIntercept default to 1 and -1024), all in wrapping int16; then
+/// `(img - min) / (max - min) * 255` with int16 differences and no epsilon, and `cv2.imwrite`'s
+/// rounding (a constant slice gives NaN, hence 0).
+pub fn paper_dicom(
+    stored: &[f64],
+    slope: Option<f64>,
+    intercept: Option<f64>,
+    out: &mut Vec<u8>,
+) -> Range {
+    let slope = slope.unwrap_or(1.0);
+    let intercept = (intercept.unwrap_or(-1024.0) as i32) as i16;
+    let img: Vec<i16> = stored
+        .iter()
+        .map(|&s| {
+            let mut v = (s as i64) as i16;
+            if v == -2000 {
+                v = 0;
+            }
+            if slope != 1.0 {
+                v = ((slope * v as f64) as i32) as i16;
+            }
+            v.wrapping_add(intercept)
+        })
+        .collect();
+    let min = img.iter().copied().min().unwrap_or(0);
+    let max = img.iter().copied().max().unwrap_or(0);
+    let denom = max.wrapping_sub(min) as f64;
+    out.clear();
+    out.extend(
+        img.iter()
+            .map(|&v| quantise(v.wrapping_sub(min) as f64 / denom * 255.0, 255.0) as u8),
+    );
+    Range {
+        low: min as f64,
+        high: max as f64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_parse_from_presets_and_width_level() {
+        assert_eq!(
+            "lung".parse::<Window>().unwrap(),
+            Window::Fixed {
+                center: -600.0,
+                width: 1500.0
+            }
+        );
+        assert_eq!(
+            "400/40".parse::<Window>().unwrap(),
+            Window::Fixed {
+                center: 40.0,
+                width: 400.0
+            }
+        );
+        assert_eq!("MinMax".parse::<Window>().unwrap(), Window::MinMax);
+        assert!("wide".parse::<Window>().unwrap_err().contains("lung"));
+        assert!("0/40".parse::<Window>().is_err());
+    }
+
+    #[test]
+    fn quantise_rounds_half_to_even_and_saturates_like_opencv() {
+        assert_eq!(quantise(0.5, 255.0), 0.0);
+        assert_eq!(quantise(1.5, 255.0), 2.0);
+        assert_eq!(quantise(254.5, 255.0), 254.0);
+        assert_eq!(quantise(300.0, 255.0), 255.0);
+        assert_eq!(quantise(-3.0, 255.0), 0.0);
+        assert_eq!(quantise(f64::NAN, 255.0), 0.0);
+        assert_eq!(quantise(f64::INFINITY, 255.0), 0.0);
+    }
+
+    #[test]
+    fn window_maps_linearly_and_clips_with_padding_at_zero() {
+        let mut out = Vec::new();
+        let values = [Some(-1000.0), Some(-600.0), Some(150.0), Some(2000.0), None];
+        let range = window(&values, "1500/-600".parse().unwrap(), None, 255.0, &mut out);
+        assert_eq!(
+            range,
+            Range {
+                low: -1350.0,
+                high: 150.0
+            }
+        );
+        assert_eq!(out, vec![350.0 / 1500.0 * 255.0, 127.5, 255.0, 255.0, 0.0]);
+        let range = window(&values, Window::MinMax, None, 255.0, &mut out);
+        assert_eq!(
+            range,
+            Range {
+                low: -1000.0,
+                high: 2000.0
+            }
+        );
+        assert_eq!(out[0], 0.0);
+        assert_eq!(out[3], 255.0);
+        window(
+            &[Some(5.0), Some(5.0)],
+            Window::MinMax,
+            None,
+            255.0,
+            &mut out,
+        );
+        assert_eq!(out, vec![0.0, 0.0], "a constant slice is black, not NaN");
+    }
+
+    #[test]
+    fn paper_dicom_keeps_the_scripts_int16_quirks() {
+        let mut out = Vec::new();
+        // -2000 becomes 0 before the intercept; the default intercept is -1024.
+        paper_dicom(&[-2000.0, 0.0, 1024.0], None, None, &mut out);
+        assert_eq!(out, vec![0, 0, 255]);
+        // A constant slice divides 0 by 0: NaN, written as 0.
+        paper_dicom(&[7.0, 7.0], Some(1.0), Some(0.0), &mut out);
+        assert_eq!(out, vec![0, 0]);
+        // uint16 65535 is -1 as int16; the slope product is truncated toward zero.
+        paper_dicom(&[65535.0, 3.0], Some(2.5), Some(0.0), &mut out);
+        assert_eq!(out, vec![0, 255]);
+        // int16 wrap-around: 32767 + 1 is -32768, the new minimum.
+        paper_dicom(&[32767.0, 0.0], Some(1.0), Some(1.0), &mut out);
+        assert_eq!(out, vec![0, 255]);
+        // The int16 differences wrap too: 0 - (-32768) is -32768, and max - min is -1, so the
+        // middle value saturates instead of landing at 128.
+        paper_dicom(&[-32768.0, 0.0, 32767.0], Some(1.0), Some(0.0), &mut out);
+        assert_eq!(out, vec![0, 255, 255]);
+    }
+
+    #[test]
+    fn paper_nifti_has_the_epsilon_and_propagates_nan() {
+        let mut out = Vec::new();
+        paper_nifti(&[0.0, 1.0], &mut out);
+        assert_eq!(out, vec![0, 255]);
+        paper_nifti(&[3.0, 3.0], &mut out);
+        assert_eq!(out, vec![0, 0]);
+        paper_nifti(&[0.0, f64::NAN, 10.0], &mut out);
+        assert_eq!(out, vec![0, 0, 0]);
+    }
+}

@@ -1,0 +1,601 @@
+//! `lim preprocess`: CT volumes (NIfTI, DICOM series, NRRD) to 2-D PNG slices, with a
+//! manifest of where each slice came from.
+//!
+//! The default mode writes axial slices in patient orientation, inferior to superior, through
+//! a window; `Mode::Paper` reproduces the paper's two scripts exactly, quirks and file names
+//! included (reference/less-is-more.md §1.2, §1.3).
+
+pub mod intensity;
+pub mod slicing;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::io::dicom::{self, Series, SliceOrder};
+use crate::io::png::{self, Pixels};
+use crate::io::{self, IoError, Kind, Volume};
+use intensity::{Range, Window};
+use slicing::SlicePlan;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Default,
+    /// The paper's scripts: stored slice order, per-slice min-max, 8-bit, native size.
+    Paper,
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub mode: Mode,
+    pub window: Window,
+    /// Resize slices to `size` x `size` (default mode).
+    pub size: Option<u32>,
+    /// 16-bit PNGs (default mode).
+    pub sixteen_bit: bool,
+    /// Threads; `None` uses every core.
+    pub jobs: Option<usize>,
+    /// Stop at the first failure.
+    pub strict: bool,
+    pub output: PathBuf,
+}
+
+impl Options {
+    pub fn new(output: impl Into<PathBuf>) -> Options {
+        Options {
+            mode: Mode::Default,
+            window: Window::MinMax,
+            size: None,
+            sixteen_bit: false,
+            jobs: None,
+            strict: false,
+            output: output.into(),
+        }
+    }
+}
+
+/// One line of `failures.jsonl`: an input that could not be used.
+#[derive(Clone, Debug, Serialize)]
+pub struct Failure {
+    pub input: PathBuf,
+    pub error: String,
+    /// Not an image (an RT plan, a report...): passed over rather than failed.
+    pub skipped: bool,
+}
+
+impl From<IoError> for Failure {
+    fn from(e: IoError) -> Failure {
+        let input = match &e {
+            IoError::Invalid { path, .. }
+            | IoError::Unsupported { path, .. }
+            | IoError::NotAnImage { path, .. }
+            | IoError::Io { path, .. } => path.clone(),
+        };
+        Failure {
+            input,
+            skipped: e.is_skip(),
+            error: e.to_string(),
+        }
+    }
+}
+
+/// One line of `manifest.jsonl`: a slice and where it came from.
+#[derive(Clone, Debug, Serialize)]
+pub struct SliceRecord {
+    /// Relative to the output folder.
+    pub path: String,
+    pub sources: Vec<PathBuf>,
+    pub volume: String,
+    pub slice: usize,
+    /// Position of the slice along the patient's inferior-superior axis (LPS z), if known.
+    pub z_mm: Option<f64>,
+    /// Spacing along the PNG's columns, rows, and between slices.
+    pub spacing_mm: [f64; 3],
+    /// Width and height of the PNG.
+    pub size: [usize; 2],
+    /// The values mapped to black and white: the window, or the slice's min and max.
+    pub range: [f64; 2],
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub volumes: usize,
+    pub slices_written: usize,
+    /// Slices already complete from an earlier run.
+    pub slices_existing: usize,
+    pub failures: Vec<Failure>,
+    /// Files in the input folders that are not medical images lim reads.
+    pub ignored: usize,
+    /// `strict` stopped the run early.
+    pub stopped: bool,
+}
+
+impl Report {
+    /// Failures that count (not skipped non-image objects).
+    pub fn failed(&self) -> usize {
+        self.failures.iter().filter(|f| !f.skipped).count()
+    }
+}
+
+/// Told about progress, from worker threads.
+pub trait Progress: Sync {
+    fn start(&self, volumes: usize);
+    fn volume_done(&self, volume: &str, slices: usize);
+}
+
+/// A source of one volume, and how its slices are named.
+struct Job {
+    source: Source,
+    id: String,
+    naming: Naming,
+}
+
+enum Source {
+    File(PathBuf),
+    Series(Series),
+}
+
+enum Naming {
+    /// `{id}/{slice:04}.png`
+    Folder,
+    /// `{patient}_{study}_{slice}.png` (the paper's PET-CT script)
+    Study { patient: String, study: usize },
+    /// `{patient}_{n}.png` with `n` counting frames over all series, from `first` (the paper's
+    /// LIDC script); a file that cannot be read leaves its numbers unused.
+    Counter { patient: String, first: usize },
+}
+
+fn sanitise(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// A volume file's name without its extensions.
+fn file_stem(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("volume");
+    let lower = name.to_ascii_lowercase();
+    let cut = [
+        ".nii.gz", ".hdr.gz", ".nii", ".hdr", ".nrrd", ".nhdr", ".dcm", ".dicom",
+    ]
+    .iter()
+    .find(|ext| lower.ends_with(*ext))
+    .map_or(name.len(), |ext| name.len() - ext.len());
+    sanitise(&name[..cut])
+}
+
+fn parent_name(path: &Path) -> Option<String> {
+    path.parent()?.file_name()?.to_str().map(sanitise)
+}
+
+/// Finds the volumes among `inputs` and names them.
+fn discover(inputs: &[PathBuf], mode: Mode) -> Result<(Vec<Job>, Vec<Failure>, usize), IoError> {
+    let files = io::walk(inputs)?;
+    let explicit: HashSet<&PathBuf> = inputs.iter().filter(|p| p.is_file()).collect();
+    let mut volume_files = Vec::new();
+    let mut dicom_files = Vec::new();
+    let mut failures = Vec::new();
+    let mut ignored = 0;
+    for file in files {
+        match io::kind_of(&file) {
+            Kind::Nifti | Kind::Nrrd => volume_files.push(file),
+            Kind::Dicom => dicom_files.push(file),
+            Kind::NiftiData => {
+                let header = ["hdr", "hdr.gz"].iter().any(|ext| {
+                    let name = file
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or_default();
+                    let stem = name
+                        .strip_suffix(".gz")
+                        .unwrap_or(name)
+                        .trim_end_matches(".img");
+                    file.with_file_name(format!("{stem}.{ext}")).exists()
+                });
+                if !header {
+                    failures.push(
+                        IoError::invalid(&file, "NIfTI image data without its .hdr header").into(),
+                    );
+                }
+            }
+            Kind::Other if explicit.contains(&file) => {
+                failures
+                    .push(IoError::unsupported(&file, "not a NIfTI, DICOM or NRRD file").into());
+            }
+            Kind::Other => ignored += 1,
+        }
+    }
+    let scanned: Vec<_> = dicom_files.par_iter().map(|f| dicom::scan(f)).collect();
+    let mut headers = Vec::new();
+    for result in scanned {
+        match result {
+            Ok(h) => headers.push(h),
+            Err(e) => failures.push(e.into()),
+        }
+    }
+
+    let mut jobs = Vec::new();
+    for (n, file) in volume_files.into_iter().enumerate() {
+        let id = file_stem(&file);
+        // The paper's PET-CT layout is <patient>/<study>/CT.nii.gz.
+        let patient = match id.as_str() {
+            "CT" => file
+                .parent()
+                .and_then(parent_name)
+                .unwrap_or_else(|| id.clone()),
+            _ => id.clone(),
+        };
+        let naming = match mode {
+            Mode::Default => Naming::Folder,
+            Mode::Paper => Naming::Study {
+                patient,
+                study: n + 1,
+            },
+        };
+        jobs.push(Job {
+            source: Source::File(file),
+            id,
+            naming,
+        });
+    }
+    let mut counter = 0;
+    for series in dicom::group(headers) {
+        let first = &series.files[0];
+        let patient = series
+            .patient_id
+            .as_deref()
+            .map(sanitise)
+            .or_else(|| parent_name(first))
+            .unwrap_or_else(|| "dicom".into());
+        let id = match (&series.series_uid, &series.series_number) {
+            (None, _) => file_stem(first),
+            (Some(_), Some(number)) => format!("{patient}_{}", sanitise(number)),
+            (Some(_), None) => patient.clone(),
+        };
+        let naming = match mode {
+            Mode::Default => Naming::Folder,
+            Mode::Paper => Naming::Counter {
+                patient,
+                first: counter,
+            },
+        };
+        counter += series.frames.iter().map(|&f| f as usize).sum::<usize>();
+        jobs.push(Job {
+            source: Source::Series(series),
+            id,
+            naming,
+        });
+    }
+    // Volume ids name folders: make them unique, in job order.
+    let mut seen = HashSet::new();
+    for job in &mut jobs {
+        let mut id = job.id.clone();
+        let mut n = 1;
+        while !seen.insert(id.clone()) {
+            n += 1;
+            id = format!("{}_{n}", job.id);
+        }
+        job.id = id;
+    }
+    Ok((jobs, failures, ignored))
+}
+
+/// Reads, slices, maps and writes the volumes under `inputs` into `opts.output`.
+pub fn run(inputs: &[PathBuf], opts: &Options, progress: &dyn Progress) -> Result<Report, IoError> {
+    std::fs::create_dir_all(&opts.output).map_err(|e| IoError::io(&opts.output, e))?;
+    let (jobs, mut failures, ignored) = discover(inputs, opts.mode)?;
+    progress.start(jobs.len());
+    let stop = AtomicBool::new(opts.strict && failures.iter().any(|f| !f.skipped));
+    let work = || -> Vec<Option<Result<Done, Vec<Failure>>>> {
+        jobs.par_iter()
+            .map(|job| {
+                if stop.load(Ordering::Relaxed) {
+                    return None;
+                }
+                let outcome =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| process(job, opts)))
+                        .unwrap_or_else(|panic| {
+                            let what = panic
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+                            Err(vec![Failure {
+                                input: job.source.path().to_path_buf(),
+                                error: format!(
+                                    "internal error while processing: {}",
+                                    what.unwrap_or_default()
+                                ),
+                                skipped: false,
+                            }])
+                        });
+                let failed = match &outcome {
+                    Ok(done) => done.failures.iter().any(|f| !f.skipped),
+                    Err(_) => true,
+                };
+                if failed && opts.strict {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                progress.volume_done(&job.id, outcome.as_ref().map_or(0, |d| d.records.len()));
+                Some(outcome)
+            })
+            .collect()
+    };
+    let outcomes = match opts.jobs {
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build()
+            .map_err(|e| IoError::invalid(&opts.output, format!("cannot start {n} threads: {e}")))?
+            .install(work),
+        None => work(),
+    };
+
+    let mut report = Report {
+        ignored,
+        ..Report::default()
+    };
+    let mut records = Vec::new();
+    for outcome in outcomes {
+        match outcome {
+            None => report.stopped = true,
+            Some(Ok(mut done)) => {
+                report.volumes += 1;
+                report.slices_written += done.written;
+                report.slices_existing += done.existing;
+                failures.append(&mut done.failures);
+                records.append(&mut done.records);
+            }
+            Some(Err(mut f)) => failures.append(&mut f),
+        }
+    }
+    write_jsonl(&opts.output.join("manifest.jsonl"), &records)?;
+    write_jsonl(&opts.output.join("failures.jsonl"), &failures)?;
+    report.failures = failures;
+    Ok(report)
+}
+
+impl Source {
+    fn path(&self) -> &Path {
+        match self {
+            Source::File(p) => p,
+            Source::Series(s) => &s.files[0],
+        }
+    }
+}
+
+/// One volume's slices, written.
+struct Done {
+    records: Vec<SliceRecord>,
+    failures: Vec<Failure>,
+    written: usize,
+    existing: usize,
+}
+
+fn process(job: &Job, opts: &Options) -> Result<Done, Vec<Failure>> {
+    let order = if opts.mode == Mode::Paper {
+        SliceOrder::FileName
+    } else {
+        SliceOrder::Position
+    };
+    let (volume, file_errors) = match &job.source {
+        Source::File(path) => (
+            io::read_volume(path).map_err(|e| vec![e.into()])?,
+            Vec::new(),
+        ),
+        Source::Series(series) => {
+            let read = dicom::read_series(series, order).map_err(|e| vec![e.into()])?;
+            (read.volume, read.file_errors)
+        }
+    };
+    let plan = match opts.mode {
+        Mode::Paper => SlicePlan::stored(),
+        Mode::Default => SlicePlan::axial(&volume.affine),
+    };
+    let [columns, rows, slices] = plan.shape(volume.dims);
+    let digits = slices.saturating_sub(1).to_string().len().max(4);
+    if matches!(job.naming, Naming::Folder) {
+        let dir = opts.output.join(&job.id);
+        std::fs::create_dir_all(&dir).map_err(|e| vec![IoError::io(&dir, e).into()])?;
+    }
+    let spacing = plan.spacing(&volume);
+    let mut done = Done {
+        records: Vec::new(),
+        failures: file_errors.into_iter().map(Failure::from).collect(),
+        written: 0,
+        existing: 0,
+    };
+    let mut scratch = Scratch::default();
+    let names: Vec<String> = match (&job.naming, &job.source) {
+        (Naming::Counter { patient, first }, Source::Series(series)) => {
+            frame_numbers(*first, series, &volume)
+                .iter()
+                .map(|n| format!("{patient}_{n}.png"))
+                .collect()
+        }
+        (Naming::Study { patient, study }, _) => (0..slices)
+            .map(|s| format!("{patient}_{study}_{s}.png"))
+            .collect(),
+        _ => (0..slices)
+            .map(|s| format!("{}/{s:0digits$}.png", job.id))
+            .collect(),
+    };
+    for (s, name) in names.into_iter().enumerate() {
+        let (pixels, width, height, range) = match opts.mode {
+            Mode::Paper => paper_slice(&volume, s, &mut scratch),
+            Mode::Default => default_slice(&volume, &plan, s, opts, &mut scratch),
+        };
+        let path = opts.output.join(&name);
+        if path.exists() {
+            done.existing += 1;
+        } else {
+            png::write(&path, width, height, &pixels).map_err(|e| vec![e.into()])?;
+            done.written += 1;
+        }
+        let stored_k = plan.voxel(volume.dims, s, 0, 0)[2];
+        let z_mm = match (&volume.slice_positions, opts.mode) {
+            (Some(positions), Mode::Paper) => positions[stored_k].map(|p| p[2]),
+            _ => Some(plan.origin(&volume, s)[2]),
+        };
+        let sources = match &volume.slice_sources {
+            Some(index) if plan.slices.stored == 2 => vec![volume.sources[index[stored_k]].clone()],
+            _ => volume.sources.clone(),
+        };
+        done.records.push(SliceRecord {
+            path: name,
+            sources,
+            volume: job.id.clone(),
+            slice: s,
+            z_mm,
+            spacing_mm: spacing,
+            size: [width, height],
+            range: [range.low, range.high],
+            notes: volume.notes.clone(),
+        });
+    }
+    debug_assert_eq!(
+        rows * columns,
+        volume.dims[0] * volume.dims[1] * volume.dims[2] / slices.max(1)
+    );
+    Ok(done)
+}
+
+/// The paper's global number of each slice of a series read in file-name order: `first`,
+/// plus the frames of the files before the slice's file, plus its frame within the file.
+fn frame_numbers(first: usize, series: &Series, volume: &Volume) -> Vec<usize> {
+    let before: Vec<usize> = series
+        .frames
+        .iter()
+        .scan(first, |n, &f| {
+            let start = *n;
+            *n += f as usize;
+            Some(start)
+        })
+        .collect();
+    let files = volume
+        .slice_sources
+        .clone()
+        .unwrap_or_else(|| vec![0; volume.dims[2]]);
+    let mut seen = vec![0; series.files.len()];
+    files
+        .iter()
+        .map(|&file| {
+            seen[file] += 1;
+            before[file] + seen[file] - 1
+        })
+        .collect()
+}
+
+/// Buffers reused from slice to slice.
+#[derive(Default)]
+struct Scratch {
+    values: Vec<Option<f64>>,
+    plain: Vec<f64>,
+    grey: Vec<f64>,
+}
+
+/// The paper's scripts on stored slice `s`: 8-bit, native size.
+fn paper_slice(volume: &Volume, s: usize, scratch: &mut Scratch) -> (Pixels, usize, usize, Range) {
+    let [columns, rows, _] = volume.dims;
+    let plane = columns * rows;
+    volume
+        .samples
+        .gather(s * plane..(s + 1) * plane, &mut scratch.plain);
+    let mut out = Vec::with_capacity(plane);
+    let range = match &volume.rescale_tags {
+        Some(tags) => intensity::paper_dicom(&scratch.plain, tags[s][0], tags[s][1], &mut out),
+        None => {
+            let rescale = volume.rescale_of(s);
+            for v in &mut scratch.plain {
+                *v = rescale.apply(*v);
+            }
+            intensity::paper_nifti(&scratch.plain, &mut out)
+        }
+    };
+    (Pixels::Gray8(out), columns, rows, range)
+}
+
+/// The default mode on output slice `s`: windowed, optionally resized, 8 or 16 bits.
+fn default_slice(
+    volume: &Volume,
+    plan: &SlicePlan,
+    s: usize,
+    opts: &Options,
+    scratch: &mut Scratch,
+) -> (Pixels, usize, usize, Range) {
+    let [mut width, mut height, _] = plan.shape(volume.dims);
+    let max = if opts.sixteen_bit { 65535.0 } else { 255.0 };
+    plan.values(volume, s, &mut scratch.values);
+    let range = intensity::window(
+        &scratch.values,
+        opts.window,
+        volume.window,
+        max,
+        &mut scratch.grey,
+    );
+    if volume.inverted {
+        for v in &mut scratch.grey {
+            *v = max - *v;
+        }
+    }
+    if let Some(n) = opts.size {
+        // image's resize takes f32 samples as 0..1 and clamps to that range.
+        let unit: Vec<f32> = scratch.grey.iter().map(|&v| (v / max) as f32).collect();
+        let image = image::ImageBuffer::<image::Luma<f32>, Vec<f32>>::from_raw(
+            width as u32,
+            height as u32,
+            unit,
+        )
+        .expect("buffer matches its size");
+        let resized = image::imageops::resize(&image, n, n, image::imageops::FilterType::Triangle);
+        scratch.grey = resized
+            .into_raw()
+            .into_iter()
+            .map(|v| f64::from(v) * max)
+            .collect();
+        (width, height) = (n as usize, n as usize);
+    }
+    let pixels = if opts.sixteen_bit {
+        Pixels::Gray16(
+            scratch
+                .grey
+                .iter()
+                .map(|&v| intensity::quantise(v, max) as u16)
+                .collect(),
+        )
+    } else {
+        Pixels::Gray8(
+            scratch
+                .grey
+                .iter()
+                .map(|&v| intensity::quantise(v, max) as u8)
+                .collect(),
+        )
+    };
+    (pixels, width, height, range)
+}
+
+/// Writes one JSON line per item, under a temporary name renamed into place.
+fn write_jsonl<T: Serialize>(path: &Path, items: &[T]) -> Result<(), IoError> {
+    let mut text = String::new();
+    for item in items {
+        text.push_str(&serde_json::to_string(item).expect("records serialise"));
+        text.push('\n');
+    }
+    let tmp = path.with_extension(format!("jsonl.tmp{}", std::process::id()));
+    std::fs::write(&tmp, text).map_err(|e| IoError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| IoError::io(path, e))
+}

