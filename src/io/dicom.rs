@@ -207,7 +207,7 @@ struct Slice {
     rescale: Rescale,
     rescale_tags: [Option<f64>; 2],
     spacing: Option<[f64; 2]>,
-    values: Vec<f64>,
+    values: FrameValues,
 }
 
 /// The element at `tag` in the frame's functional groups (per-frame first, then shared), or
@@ -346,11 +346,17 @@ fn decode_file(path: &Path, file: usize, columns: u32, rows: u32) -> Result<Vec<
     Ok(slices)
 }
 
+/// One frame's stored values: integers where the data are integral grey levels.
+enum FrameValues {
+    Int(Vec<i32>),
+    Real(Vec<f64>),
+}
+
 /// The stored values of one frame (no rescale), one grey value per pixel: colour is turned
 /// into BT.601 luma (or its Y plane, for YBR). Read from the decoded bytes (native byte order)
 /// directly, for every layout DICOM allows: 1, 8, 16 or 32 bits, signed or not, bits stored
 /// below bits allocated, interleaved or planar samples, 4:2:2 YBR.
-fn grey_values(d: &DecodedPixelData, frame: u32) -> Result<Vec<f64>, String> {
+fn grey_values(d: &DecodedPixelData, frame: u32) -> Result<FrameValues, String> {
     let pixels = (d.rows() * d.columns()) as usize;
     let samples = d.samples_per_pixel() as usize;
     let bits = d.bits_allocated() as usize;
@@ -358,9 +364,49 @@ fn grey_values(d: &DecodedPixelData, frame: u32) -> Result<Vec<f64>, String> {
     let signed = d.pixel_representation() == PixelRepresentation::Signed;
     let photometric = d.photometric_interpretation().as_str();
     let data = d.data();
-    // Frames of 1-bit data are packed back to back, not byte-aligned.
-    let per_frame = pixels * samples;
-    let first = frame as usize * per_frame;
+    let unsupported = || {
+        format!("pixel layout: {bits} bits allocated, {samples} samples per pixel, {photometric}")
+    };
+    // Keep the stored bits, sign-extended when signed.
+    let shift = 32 - stored;
+    let extend = move |raw: u32| -> i64 {
+        if signed {
+            (((raw << shift) as i32) >> shift) as i64
+        } else {
+            ((raw << shift) >> shift) as i64
+        }
+    };
+
+    // Grey levels of 8, 16 or 32 bits: one tight loop each, signedness decided outside it.
+    if samples == 1 && matches!(bits, 8 | 16 | 32) && (signed || stored < 32) {
+        let size = bits / 8;
+        let start = frame as usize * pixels * size;
+        let bytes = data
+            .get(start..start + pixels * size)
+            .ok_or_else(|| format!("frame {frame} is past the end of the pixel data"))?;
+        fn convert(bytes: &[u8], size: usize, keep: impl Fn(u32) -> i32) -> Vec<i32> {
+            match size {
+                1 => bytes.iter().map(|&b| keep(b as u32)).collect(),
+                2 => bytes
+                    .chunks_exact(2)
+                    .map(|c| keep(u16::from_ne_bytes([c[0], c[1]]) as u32))
+                    .collect(),
+                _ => bytes
+                    .chunks_exact(4)
+                    .map(|c| keep(u32::from_ne_bytes([c[0], c[1], c[2], c[3]])))
+                    .collect(),
+            }
+        }
+        let values = if signed {
+            convert(bytes, size, |raw| ((raw << shift) as i32) >> shift)
+        } else {
+            convert(bytes, size, |raw| ((raw << shift) >> shift) as i32)
+        };
+        return Ok(FrameValues::Int(values));
+    }
+
+    // Every other layout, a sample at a time. Frames of 1-bit data are packed back to back.
+    let first = frame as usize * pixels * samples;
     let sample = |n: usize| -> Option<f64> {
         let at = first + n;
         let raw: u32 = match bits {
@@ -370,21 +416,7 @@ fn grey_values(d: &DecodedPixelData, frame: u32) -> Result<Vec<f64>, String> {
             32 => u32::from_ne_bytes(data.get(4 * at..4 * at + 4)?.try_into().ok()?),
             _ => return None,
         };
-        let raw = if stored < 32 {
-            raw & ((1u32 << stored) - 1)
-        } else {
-            raw
-        };
-        Some(if signed && stored < 32 && raw >> (stored - 1) & 1 == 1 {
-            raw as f64 - (1u64 << stored) as f64
-        } else if signed && stored == 32 {
-            raw as i32 as f64
-        } else {
-            raw as f64
-        })
-    };
-    let unsupported = || {
-        format!("pixel layout: {bits} bits allocated, {samples} samples per pixel, {photometric}")
+        Some(extend(raw) as f64)
     };
     if photometric == "YBR_FULL_422"
         && samples == 3
@@ -393,9 +425,11 @@ fn grey_values(d: &DecodedPixelData, frame: u32) -> Result<Vec<f64>, String> {
     {
         // Native 4:2:2: Y Y Cb Cr for each pair of pixels; the Ys are the grey values.
         let base = frame as usize * pixels * 2;
-        return Ok((0..pixels)
-            .map(|p| data[base + (p / 2) * 4 + p % 2] as f64)
-            .collect());
+        return Ok(FrameValues::Int(
+            (0..pixels)
+                .map(|p| data[base + (p / 2) * 4 + p % 2] as i32)
+                .collect(),
+        ));
     }
     let planar = d.planar_configuration() == PlanarConfiguration::PixelFirst;
     let at = |p: usize, s: usize| {
@@ -419,7 +453,7 @@ fn grey_values(d: &DecodedPixelData, frame: u32) -> Result<Vec<f64>, String> {
             .collect(),
         _ => None,
     };
-    values.ok_or_else(unsupported)
+    values.map(FrameValues::Real).ok_or_else(unsupported)
 }
 
 /// Row direction x column direction: the slice normal.
@@ -515,16 +549,32 @@ pub fn read_series(series: &Series, order: SliceOrder) -> Result<SeriesVolume, I
         ]
     });
 
-    let integral = slices.iter().all(|s| {
-        s.values
-            .iter()
-            .all(|v| v.fract() == 0.0 && v.abs() <= i32::MAX as f64)
-    });
-    let stacked = || slices.iter().flat_map(|s| s.values.iter().copied());
-    let samples = if integral {
-        Samples::I32(stacked().map(|v| v as i32).collect())
+    let samples = if slices
+        .iter()
+        .all(|s| matches!(s.values, FrameValues::Int(_)))
+    {
+        Samples::I32(
+            slices
+                .iter()
+                .flat_map(|s| match &s.values {
+                    FrameValues::Int(v) => v.as_slice(),
+                    FrameValues::Real(_) => &[],
+                })
+                .copied()
+                .collect(),
+        )
     } else {
-        Samples::F64(stacked().collect())
+        Samples::F64(
+            slices
+                .iter()
+                .flat_map(|s| -> Box<dyn Iterator<Item = f64> + '_> {
+                    match &s.values {
+                        FrameValues::Int(v) => Box::new(v.iter().map(|&x| x as f64)),
+                        FrameValues::Real(v) => Box::new(v.iter().copied()),
+                    }
+                })
+                .collect(),
+        )
     };
 
     let obj = open(first, true)?;

@@ -67,7 +67,21 @@ pub(crate) fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, IoError> {
     if !bytes.starts_with(&[0x1f, 0x8b]) {
         return Ok(bytes);
     }
-    let mut out = Vec::new();
+    // The gzip trailer holds the uncompressed size (mod 2^32): libdeflate decompresses a
+    // single-member file in one call, about twice as fast as streaming inflate.
+    let size = u32::from_le_bytes(
+        bytes[bytes.len().saturating_sub(4)..]
+            .try_into()
+            .unwrap_or([0; 4]),
+    ) as usize;
+    let mut out = vec![0; size];
+    if let Ok(n) = libdeflater::Decompressor::new().gzip_decompress(&bytes, &mut out)
+        && n == size
+    {
+        return Ok(out);
+    }
+    // Several members, or a size past 4 GiB: stream.
+    out.clear();
     flate2::read::MultiGzDecoder::new(&bytes[..])
         .read_to_end(&mut out)
         .map_err(|e| IoError::invalid(path, format!("corrupt or truncated gzip data: {e}")))?;

@@ -3,6 +3,25 @@
 
 use std::str::FromStr;
 
+/// Evaluates `$body` (an inlined call) compiled for AVX2 where the CPU has it: the per-pixel
+/// loops vectorise four doubles wide instead of two. Same IEEE operations, same results.
+macro_rules! with_avx2 {
+    ($body:expr) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2")]
+            fn wide<R>(f: impl FnOnce() -> R) -> R {
+                f()
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2, checked just above.
+                return unsafe { wide(|| $body) };
+            }
+        }
+        $body
+    }};
+}
+
 /// How values map to grey levels in the default mode.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Window {
@@ -64,11 +83,14 @@ pub struct Range {
 
 /// Round half to even, then clamp to `0..=max`: OpenCV's `saturate_cast` of a double, which
 /// also sends NaN and infinities to 0.
+#[inline(always)]
 pub fn quantise(v: f64, max: f64) -> f64 {
-    if !v.is_finite() {
-        return 0.0;
-    }
-    v.round_ties_even().clamp(0.0, max)
+    // 1.5 * 2^52: adding and subtracting it rounds to an integer, half to even, in the default
+    // rounding mode (exact below 2^51), without the libm call that round_ties_even becomes on
+    // baseline x86-64. Written with selects, not branches, so that loops over it vectorise.
+    const ROUND: f64 = 6_755_399_441_055_744.0;
+    let rounded = (v.max(0.0).min(max) + ROUND) - ROUND;
+    if v.is_finite() { rounded } else { 0.0 }
 }
 
 /// Default mode: values in `0..=max` (before rounding), `None` marking padding. Returns the
@@ -111,21 +133,45 @@ pub fn window(
     range
 }
 
-/// numpy's `min()` / `max()`: NaN if any value is NaN.
-fn numpy_min_max(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
-    values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-        if v.is_nan() || lo.is_nan() {
-            (f64::NAN, f64::NAN)
-        } else {
-            (lo.min(v), hi.max(v))
+/// numpy's `min()` / `max()`: NaN if any value is NaN. Eight lanes, so that it vectorises.
+#[inline(always)]
+fn numpy_min_max(values: &[f64]) -> (f64, f64) {
+    let mut lo = [f64::INFINITY; 8];
+    let mut hi = [f64::NEG_INFINITY; 8];
+    let mut nan = [false; 8];
+    let chunks = values.chunks_exact(8);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for l in 0..8 {
+            let v = chunk[l];
+            lo[l] = if v < lo[l] { v } else { lo[l] };
+            hi[l] = if v > hi[l] { v } else { hi[l] };
+            nan[l] |= v.is_nan();
         }
-    })
+    }
+    for &v in tail {
+        lo[0] = if v < lo[0] { v } else { lo[0] };
+        hi[0] = if v > hi[0] { v } else { hi[0] };
+        nan[0] |= v.is_nan();
+    }
+    if nan.contains(&true) {
+        return (f64::NAN, f64::NAN);
+    }
+    (
+        lo.into_iter().fold(f64::INFINITY, f64::min),
+        hi.into_iter().fold(f64::NEG_INFINITY, f64::max),
+    )
 }
 
 /// The paper's PET-CT (NIfTI) script: `(img - min) / (max - min + 1e-5) * 255` in float64,
 /// then `cv2.imwrite`'s rounding.
 pub fn paper_nifti(values: &[f64], out: &mut Vec<u8>) -> Range {
-    let (min, max) = numpy_min_max(values.iter().copied());
+    with_avx2!(paper_nifti_body(values, out))
+}
+
+#[inline(always)]
+fn paper_nifti_body(values: &[f64], out: &mut Vec<u8>) -> Range {
+    let (min, max) = numpy_min_max(values);
     let denom = max - min + 1e-5;
     out.clear();
     out.extend(
@@ -145,26 +191,37 @@ pub fn paper_nifti(values: &[f64], out: &mut Vec<u8>) -> Range {
 /// `(img - min) / (max - min) * 255` with int16 differences and no epsilon, and `cv2.imwrite`'s
 /// rounding (a constant slice gives NaN, hence 0).
 pub fn paper_dicom(
-    stored: &[f64],
+    stored: &[i32],
+    slope: Option<f64>,
+    intercept: Option<f64>,
+    out: &mut Vec<u8>,
+) -> Range {
+    with_avx2!(paper_dicom_body(stored, slope, intercept, out))
+}
+
+#[inline(always)]
+fn paper_dicom_body(
+    stored: &[i32],
     slope: Option<f64>,
     intercept: Option<f64>,
     out: &mut Vec<u8>,
 ) -> Range {
     let slope = slope.unwrap_or(1.0);
     let intercept = (intercept.unwrap_or(-1024.0) as i32) as i16;
-    let img: Vec<i16> = stored
+    // One simple pass per step of the script, so that each vectorises.
+    let mut img: Vec<i16> = stored
         .iter()
-        .map(|&s| {
-            let mut v = (s as i64) as i16;
-            if v == -2000 {
-                v = 0;
-            }
-            if slope != 1.0 {
-                v = ((slope * v as f64) as i32) as i16;
-            }
-            v.wrapping_add(intercept)
-        })
+        .map(|&s| s as i16)
+        .map(|v| if v == -2000 { 0 } else { v })
         .collect();
+    if slope != 1.0 {
+        for v in &mut img {
+            *v = ((slope * *v as f64) as i32) as i16;
+        }
+    }
+    for v in &mut img {
+        *v = v.wrapping_add(intercept);
+    }
     let min = img.iter().copied().min().unwrap_or(0);
     let max = img.iter().copied().max().unwrap_or(0);
     let denom = max.wrapping_sub(min) as f64;
@@ -252,20 +309,20 @@ mod tests {
     fn paper_dicom_keeps_the_scripts_int16_quirks() {
         let mut out = Vec::new();
         // -2000 becomes 0 before the intercept; the default intercept is -1024.
-        paper_dicom(&[-2000.0, 0.0, 1024.0], None, None, &mut out);
+        paper_dicom(&[-2000, 0, 1024], None, None, &mut out);
         assert_eq!(out, vec![0, 0, 255]);
         // A constant slice divides 0 by 0: NaN, written as 0.
-        paper_dicom(&[7.0, 7.0], Some(1.0), Some(0.0), &mut out);
+        paper_dicom(&[7, 7], Some(1.0), Some(0.0), &mut out);
         assert_eq!(out, vec![0, 0]);
         // uint16 65535 is -1 as int16; the slope product is truncated toward zero.
-        paper_dicom(&[65535.0, 3.0], Some(2.5), Some(0.0), &mut out);
+        paper_dicom(&[65535, 3], Some(2.5), Some(0.0), &mut out);
         assert_eq!(out, vec![0, 255]);
         // int16 wrap-around: 32767 + 1 is -32768, the new minimum.
-        paper_dicom(&[32767.0, 0.0], Some(1.0), Some(1.0), &mut out);
+        paper_dicom(&[32767, 0], Some(1.0), Some(1.0), &mut out);
         assert_eq!(out, vec![0, 255]);
         // The int16 differences wrap too: 0 - (-32768) is -32768, and max - min is -1, so the
         // middle value saturates instead of landing at 128.
-        paper_dicom(&[-32768.0, 0.0, 32767.0], Some(1.0), Some(0.0), &mut out);
+        paper_dicom(&[-32768, 0, 32767], Some(1.0), Some(0.0), &mut out);
         assert_eq!(out, vec![0, 255, 255]);
     }
 

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::io::dicom::{self, Series, SliceOrder};
 use crate::io::png::{self, Pixels};
-use crate::io::{self, IoError, Kind, Volume};
+use crate::io::{self, IoError, Kind, Samples, Volume};
 use intensity::{Range, Window};
 use slicing::SlicePlan;
 
@@ -435,7 +435,7 @@ fn process(job: &Job, opts: &Options) -> Result<Done, Vec<Failure>> {
     };
     for (s, name) in names.into_iter().enumerate() {
         let (pixels, width, height, range) = match opts.mode {
-            Mode::Paper => paper_slice(&volume, s, &mut scratch),
+            Mode::Paper => paper_slice(&volume, s, &mut scratch).map_err(|e| vec![e.into()])?,
             Mode::Default => default_slice(&volume, &plan, s, opts, &mut scratch),
         };
         let path = opts.output.join(&name);
@@ -508,16 +508,31 @@ struct Scratch {
 }
 
 /// The paper's scripts on stored slice `s`: 8-bit, native size.
-fn paper_slice(volume: &Volume, s: usize, scratch: &mut Scratch) -> (Pixels, usize, usize, Range) {
+fn paper_slice(
+    volume: &Volume,
+    s: usize,
+    scratch: &mut Scratch,
+) -> Result<(Pixels, usize, usize, Range), IoError> {
     let [columns, rows, _] = volume.dims;
     let plane = columns * rows;
-    volume
-        .samples
-        .gather(s * plane..(s + 1) * plane, &mut scratch.plain);
     let mut out = Vec::with_capacity(plane);
-    let range = match &volume.rescale_tags {
-        Some(tags) => intensity::paper_dicom(&scratch.plain, tags[s][0], tags[s][1], &mut out),
-        None => {
+    let range = match (&volume.rescale_tags, &volume.samples) {
+        (Some(tags), Samples::I32(stored)) => intensity::paper_dicom(
+            &stored[s * plane..(s + 1) * plane],
+            tags[s][0],
+            tags[s][1],
+            &mut out,
+        ),
+        (Some(_), _) => {
+            return Err(IoError::unsupported(
+                &volume.sources[0],
+                "--mode paper on colour or non-integer DICOM (the paper's script reads grey levels)",
+            ));
+        }
+        (None, _) => {
+            volume
+                .samples
+                .gather(s * plane..(s + 1) * plane, &mut scratch.plain);
             let rescale = volume.rescale_of(s);
             for v in &mut scratch.plain {
                 *v = rescale.apply(*v);
@@ -525,7 +540,7 @@ fn paper_slice(volume: &Volume, s: usize, scratch: &mut Scratch) -> (Pixels, usi
             intensity::paper_nifti(&scratch.plain, &mut out)
         }
     };
-    (Pixels::Gray8(out), columns, rows, range)
+    Ok((Pixels::Gray8(out), columns, rows, range))
 }
 
 /// The default mode on output slice `s`: windowed, optionally resized, 8 or 16 bits.
