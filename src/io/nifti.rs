@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::volume::{Format, Rescale, Samples, Volume};
+use super::volume::{Format, Rescale, SampleType, Samples, Volume};
 use super::{IoError, read_maybe_gzip};
 
 /// Little- or big-endian field access into a header.
@@ -191,50 +191,19 @@ fn lps(ras: [[f64; 4]; 3]) -> [[f64; 4]; 3] {
     [ras[0].map(|v| -v), ras[1].map(|v| -v), ras[2]]
 }
 
-/// Decodes `n` samples of NIfTI `datatype` from `data` (in the file's byte order).
-fn samples(
-    path: &Path,
-    datatype: i16,
-    data: &[u8],
-    n: usize,
-    big: bool,
-) -> Result<Samples, IoError> {
-    macro_rules! decode {
-        ($variant:ident, $t:ty) => {{
-            const SIZE: usize = std::mem::size_of::<$t>();
-            let need = n * SIZE;
-            if data.len() < need {
-                return Err(IoError::invalid(
-                    path,
-                    format!("truncated image data: {} of {need} bytes", data.len()),
-                ));
-            }
-            Samples::$variant(
-                data[..need]
-                    .chunks_exact(SIZE)
-                    .map(|c| {
-                        let b: [u8; SIZE] = c.try_into().unwrap();
-                        if big {
-                            <$t>::from_be_bytes(b)
-                        } else {
-                            <$t>::from_le_bytes(b)
-                        }
-                    })
-                    .collect(),
-            )
-        }};
-    }
+/// The sample type of a NIfTI datatype code.
+fn sample_type(path: &Path, datatype: i16) -> Result<SampleType, IoError> {
     Ok(match datatype {
-        2 => decode!(U8, u8),
-        4 => decode!(I16, i16),
-        8 => decode!(I32, i32),
-        16 => decode!(F32, f32),
-        64 => decode!(F64, f64),
-        256 => decode!(I8, i8),
-        512 => decode!(U16, u16),
-        768 => decode!(U32, u32),
-        1024 => decode!(I64, i64),
-        1280 => decode!(U64, u64),
+        2 => SampleType::U8,
+        4 => SampleType::I16,
+        8 => SampleType::I32,
+        16 => SampleType::F32,
+        64 => SampleType::F64,
+        256 => SampleType::I8,
+        512 => SampleType::U16,
+        768 => SampleType::U32,
+        1024 => SampleType::I64,
+        1280 => SampleType::U64,
         other => {
             let name = match other {
                 1 => "binary",
@@ -314,13 +283,9 @@ pub fn read(path: &Path) -> Result<Volume, IoError> {
         image_bytes = read_maybe_gzip(&img)?;
         (vec![path.to_path_buf(), img], &image_bytes)
     };
-    let samples = samples(
-        sources.last().unwrap(),
-        h.datatype,
-        data,
-        count,
-        h.big_endian,
-    )?;
+    let ty = sample_type(path, h.datatype)?;
+    let samples = Samples::decode(ty, data, count, h.big_endian)
+        .map_err(|reason| IoError::invalid(sources.last().expect("one or two sources"), reason))?;
     // nibabel ignores a zero or non-finite slope, and a non-finite intercept.
     let rescale = if h.scl_slope == 0.0 || !h.scl_slope.is_finite() {
         Rescale::IDENTITY

@@ -5,70 +5,35 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::volume::{Format, Rescale, Samples, Volume};
+use super::volume::{Format, Rescale, SampleType, Samples, Volume};
 use super::{IoError, read_file};
 
-/// NRRD's type names, normalised to the Rust type they hold.
-fn type_name(t: &str) -> Option<&'static str> {
+/// The sample type of a NRRD type name.
+fn type_name(t: &str) -> Option<SampleType> {
     Some(match t {
-        "signed char" | "int8" | "int8_t" => "i8",
-        "uchar" | "unsigned char" | "uint8" | "uint8_t" => "u8",
-        "short" | "short int" | "signed short" | "signed short int" | "int16" | "int16_t" => "i16",
-        "ushort" | "unsigned short" | "unsigned short int" | "uint16" | "uint16_t" => "u16",
-        "int" | "signed int" | "int32" | "int32_t" => "i32",
-        "uint" | "unsigned int" | "uint32" | "uint32_t" => "u32",
+        "signed char" | "int8" | "int8_t" => SampleType::I8,
+        "uchar" | "unsigned char" | "uint8" | "uint8_t" => SampleType::U8,
+        "short" | "short int" | "signed short" | "signed short int" | "int16" | "int16_t" => {
+            SampleType::I16
+        }
+        "ushort" | "unsigned short" | "unsigned short int" | "uint16" | "uint16_t" => {
+            SampleType::U16
+        }
+        "int" | "signed int" | "int32" | "int32_t" => SampleType::I32,
+        "uint" | "unsigned int" | "uint32" | "uint32_t" => SampleType::U32,
         "longlong"
         | "long long"
         | "long long int"
         | "signed long long"
         | "signed long long int"
         | "int64"
-        | "int64_t" => "i64",
+        | "int64_t" => SampleType::I64,
         "ulonglong" | "unsigned long long" | "unsigned long long int" | "uint64" | "uint64_t" => {
-            "u64"
+            SampleType::U64
         }
-        "float" => "f32",
-        "double" => "f64",
+        "float" => SampleType::F32,
+        "double" => SampleType::F64,
         _ => return None,
-    })
-}
-
-fn decode(path: &Path, ty: &str, data: &[u8], n: usize, big: bool) -> Result<Samples, IoError> {
-    macro_rules! typed {
-        ($variant:ident, $t:ty) => {{
-            const SIZE: usize = std::mem::size_of::<$t>();
-            if data.len() < n * SIZE {
-                return Err(IoError::invalid(
-                    path,
-                    format!("truncated data: {} of {} bytes", data.len(), n * SIZE),
-                ));
-            }
-            Samples::$variant(
-                data[..n * SIZE]
-                    .chunks_exact(SIZE)
-                    .map(|c| {
-                        let b: [u8; SIZE] = c.try_into().unwrap();
-                        if big {
-                            <$t>::from_be_bytes(b)
-                        } else {
-                            <$t>::from_le_bytes(b)
-                        }
-                    })
-                    .collect(),
-            )
-        }};
-    }
-    Ok(match ty {
-        "i8" => typed!(I8, i8),
-        "u8" => typed!(U8, u8),
-        "i16" => typed!(I16, i16),
-        "u16" => typed!(U16, u16),
-        "i32" => typed!(I32, i32),
-        "u32" => typed!(U32, u32),
-        "i64" => typed!(I64, i64),
-        "u64" => typed!(U64, u64),
-        "f32" => typed!(F32, f32),
-        _ => typed!(F64, f64),
     })
 }
 
@@ -170,7 +135,8 @@ pub fn read(path: &Path) -> Result<Volume, IoError> {
             ));
         }
     };
-    let samples = decode(data_path, ty, data, dims.iter().product(), big)?;
+    let samples = Samples::decode(ty, data, dims.iter().product(), big)
+        .map_err(|reason| IoError::invalid(data_path, reason))?;
 
     let affine = geometry(path, &fields, dimension)?;
     Ok(Volume {

@@ -18,6 +18,69 @@ pub enum Samples {
     F64(Vec<f64>),
 }
 
+/// The type of stored samples, as headers name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SampleType {
+    U8,
+    I8,
+    U16,
+    I16,
+    U32,
+    I32,
+    U64,
+    I64,
+    F32,
+    F64,
+}
+
+impl Samples {
+    /// `count` samples of `ty` from raw bytes in little- or big-endian order, or how many
+    /// bytes were missing.
+    pub fn decode(
+        ty: SampleType,
+        data: &[u8],
+        count: usize,
+        big_endian: bool,
+    ) -> Result<Samples, String> {
+        macro_rules! decode {
+            ($variant:ident, $t:ty) => {{
+                const SIZE: usize = std::mem::size_of::<$t>();
+                let need = count * SIZE;
+                if data.len() < need {
+                    return Err(format!(
+                        "truncated image data: {} of {need} bytes",
+                        data.len()
+                    ));
+                }
+                let word = |c: &[u8]| -> [u8; SIZE] { c.try_into().expect("chunks of SIZE") };
+                Samples::$variant(if big_endian {
+                    data[..need]
+                        .chunks_exact(SIZE)
+                        .map(|c| <$t>::from_be_bytes(word(c)))
+                        .collect()
+                } else {
+                    data[..need]
+                        .chunks_exact(SIZE)
+                        .map(|c| <$t>::from_le_bytes(word(c)))
+                        .collect()
+                })
+            }};
+        }
+        Ok(match ty {
+            SampleType::U8 => decode!(U8, u8),
+            SampleType::I8 => decode!(I8, i8),
+            SampleType::U16 => decode!(U16, u16),
+            SampleType::I16 => decode!(I16, i16),
+            SampleType::U32 => decode!(U32, u32),
+            SampleType::I32 => decode!(I32, i32),
+            SampleType::U64 => decode!(U64, u64),
+            SampleType::I64 => decode!(I64, i64),
+            SampleType::F32 => decode!(F32, f32),
+            SampleType::F64 => decode!(F64, f64),
+        })
+    }
+}
+
 /// A stored sample type.
 pub trait Sample: Copy + Send + Sync + 'static {
     fn to_f64(self) -> f64;
