@@ -259,3 +259,28 @@ fn sample_edge_cases() {
     assert_eq!(head.dims, [190, 240, 95]);
     assert!(matches!(head.samples, Samples::F64(_)));
 }
+
+#[test]
+fn a_header_and_image_pair() {
+    let hdr = scratch("pair.hdr");
+    let data: Vec<u8> = (0..8i16).flat_map(|v| v.to_le_bytes()).collect();
+    let spec = Spec {
+        version: 1,
+        big: false,
+        datatype: 4,
+        bytes_per: 2,
+        dims: [2, 2, 2],
+        slope: 1.0,
+        inter: 0.0,
+    };
+    write_nifti(&hdr, &spec, &[]);
+    // A pair's header says `ni1` and the data start at offset 0 of the .img.
+    let mut bytes = std::fs::read(&hdr).unwrap();
+    bytes[344..348].copy_from_slice(b"ni1\0");
+    bytes[108..112].copy_from_slice(&0f32.to_le_bytes());
+    std::fs::write(&hdr, &bytes[..348]).unwrap();
+    std::fs::write(hdr.with_extension("img"), &data).unwrap();
+    let vol = nifti::read(&hdr).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(vol.sources.len(), 2);
+    assert!(matches!(&vol.samples, Samples::I16(v) if v == &(0..8).collect::<Vec<i16>>()));
+}

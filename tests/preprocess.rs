@@ -313,3 +313,75 @@ fn exit_codes_strict_and_nothing_readable() {
     assert!(String::from_utf8_lossy(&nothing.stderr).contains("no volume could be read"));
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+#[test]
+fn monochrome1_is_inverted_and_padding_is_black_and_out_of_the_range() {
+    let s = common::samples().join("dicom");
+    let dir = fresh_dir("pad-mono");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Declare the slice's lowest stored value (air outside the body) its padding value.
+    let original = s.join("lung1_series/IM0000.dcm");
+    let read = |path: &Path| {
+        let series = lim::io::dicom::group(vec![lim::io::dicom::scan(path).unwrap()]);
+        lim::io::dicom::read_series(&series[0], lim::io::dicom::SliceOrder::Position)
+            .unwrap()
+            .volume
+    };
+    let plain = read(&original);
+    let stored: Vec<f64> = (0..plain.samples.len())
+        .map(|i| plain.samples.get(i))
+        .collect();
+    let padding = stored.iter().copied().fold(f64::MAX, f64::min);
+    let mut obj = dicom_object::open_file(&original).unwrap();
+    obj.put(dicom_object::mem::InMemElement::new(
+        dicom_dictionary_std::tags::PIXEL_PADDING_VALUE,
+        dicom_core::VR::US,
+        dicom_core::PrimitiveValue::from(padding as u16),
+    ));
+    obj.write_to_file(dir.join("padded.dcm")).unwrap();
+    let out = dir.join("out");
+    let inputs = [
+        dir.join("padded.dcm"),
+        s.join("pydicom_data_1.0.0/RG1_UNCR.dcm"),
+    ];
+    preprocess::run(&inputs, &Options::new(&out), &Quiet).unwrap();
+    let records = manifest(&out);
+
+    assert_eq!(read(&inputs[0]).padding, Some(padding));
+    let image = pixels(&out.join(records[0]["path"].as_str().unwrap())).into_luma8();
+    let padding_pixels = stored.iter().filter(|&&v| v == padding).count();
+    assert!(padding_pixels > 100, "{padding_pixels} pixels at {padding}");
+    assert!(
+        image
+            .pixels()
+            .zip(&stored)
+            .all(|(p, &v)| v != padding || p.0[0] == 0),
+        "padding is black"
+    );
+    let low = records[0]["range"][0].as_f64().unwrap();
+    assert!(
+        low > padding - 1024.0,
+        "the range leaves padding out: {low}"
+    );
+
+    // MONOCHROME1: the lowest stored value is white, the highest black.
+    let mono = read(&inputs[1]);
+    assert!(mono.inverted);
+    let image = pixels(&out.join(records[1]["path"].as_str().unwrap())).into_luma8();
+    let values: Vec<f64> = (0..mono.samples.len())
+        .map(|i| mono.samples.get(i))
+        .collect();
+    let argmin = (0..values.len())
+        .min_by(|&a, &b| values[a].total_cmp(&values[b]))
+        .unwrap();
+    let argmax = (0..values.len())
+        .max_by(|&a, &b| values[a].total_cmp(&values[b]))
+        .unwrap();
+    let at = |i: usize| {
+        image
+            .get_pixel((i % mono.dims[0]) as u32, (i / mono.dims[0]) as u32)
+            .0[0]
+    };
+    assert_eq!((at(argmin), at(argmax)), (255, 0));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

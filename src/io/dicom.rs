@@ -528,7 +528,14 @@ pub fn read_series(series: &Series, order: SliceOrder) -> Result<SeriesVolume, I
     let (columns, rows) = (head.columns as usize, head.rows as usize);
     let o = orientation.unwrap_or([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]);
     let n = normal.unwrap_or([0.0, 0.0, 1.0]);
-    let [row_spacing, column_spacing] = slices.iter().find_map(|s| s.spacing).unwrap_or([1.0, 1.0]);
+    let spacing = slices
+        .iter()
+        .find_map(|s| s.spacing)
+        .filter(|s| s.iter().all(|v| *v > 0.0 && v.is_finite()));
+    if spacing.is_none() {
+        notes.push("no usable PixelSpacing: 1 mm assumed".into());
+    }
+    let [row_spacing, column_spacing] = spacing.unwrap_or([1.0, 1.0]);
     let along: Vec<Option<f64>> = slices
         .iter()
         .map(|s| s.position.map(|p| dot(&p, &n)))

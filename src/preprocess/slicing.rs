@@ -43,15 +43,13 @@ impl SlicePlan {
     }
 
     /// Axial slices from inferior to superior, columns running to the patient's left and rows
-    /// to posterior (the radiological view of DICOM's LPS axes).
+    /// to posterior (the radiological view of DICOM's LPS axes). A degenerate affine (an axis
+    /// of zero length) gives no orientation: the stored order then.
     pub fn axial(affine: &[[f64; 4]; 3]) -> SlicePlan {
-        let norm = |a: usize| {
-            (0..3)
-                .map(|p| affine[p][a].powi(2))
-                .sum::<f64>()
-                .sqrt()
-                .max(f64::MIN_POSITIVE)
-        };
+        let norm = |a: usize| (0..3).map(|p| affine[p][a].powi(2)).sum::<f64>().sqrt();
+        if (0..3).any(|a| !(norm(a) > 0.0 && norm(a).is_finite())) {
+            return SlicePlan::stored();
+        }
         let weight = |p: usize, a: usize| affine[p][a].abs() / norm(a);
         // perm[p] is the stored axis closest to patient axis p (L, P, S).
         let perm = ALL_PERMUTATIONS
@@ -177,6 +175,16 @@ mod tests {
             }
         );
         assert_eq!(plan.voxel([4, 3, 10], 0, 0, 0), [3, 2, 9]);
+    }
+
+    #[test]
+    fn a_degenerate_affine_keeps_the_stored_order() {
+        let affine = [
+            [0.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 0.0],
+        ];
+        assert_eq!(SlicePlan::axial(&affine), SlicePlan::stored());
     }
 
     #[test]
