@@ -345,10 +345,17 @@ fn monochrome1_is_inverted_and_padding_is_black_and_out_of_the_range() {
         s.join("pydicom_data_1.0.0/RG1_UNCR.dcm"),
     ];
     preprocess::run(&inputs, &Options::new(&out), &Quiet).unwrap();
+    // Records follow the inputs' path order, which depends on where the temp dir lies.
     let records = manifest(&out);
+    let record_of = |input: &Path| {
+        records
+            .iter()
+            .find(|r| r["sources"][0].as_str() == input.to_str())
+            .unwrap_or_else(|| panic!("no record from {}", input.display()))
+    };
 
     assert_eq!(read(&inputs[0]).padding, Some(padding));
-    let image = pixels(&out.join(records[0]["path"].as_str().unwrap())).into_luma8();
+    let image = pixels(&out.join(record_of(&inputs[0])["path"].as_str().unwrap())).into_luma8();
     let padding_pixels = stored.iter().filter(|&&v| v == padding).count();
     assert!(padding_pixels > 100, "{padding_pixels} pixels at {padding}");
     assert!(
@@ -358,7 +365,7 @@ fn monochrome1_is_inverted_and_padding_is_black_and_out_of_the_range() {
             .all(|(p, &v)| v != padding || p.0[0] == 0),
         "padding is black"
     );
-    let low = records[0]["range"][0].as_f64().unwrap();
+    let low = record_of(&inputs[0])["range"][0].as_f64().unwrap();
     assert!(
         low > padding - 1024.0,
         "the range leaves padding out: {low}"
@@ -367,7 +374,7 @@ fn monochrome1_is_inverted_and_padding_is_black_and_out_of_the_range() {
     // MONOCHROME1: the lowest stored value is white, the highest black.
     let mono = read(&inputs[1]);
     assert!(mono.inverted);
-    let image = pixels(&out.join(records[1]["path"].as_str().unwrap())).into_luma8();
+    let image = pixels(&out.join(record_of(&inputs[1])["path"].as_str().unwrap())).into_luma8();
     let values: Vec<f64> = (0..mono.samples.len())
         .map(|i| mono.samples.get(i))
         .collect();
