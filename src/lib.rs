@@ -17,9 +17,11 @@
 
 pub mod error;
 pub mod gpu;
+pub mod hash;
 pub mod io;
 pub mod ops;
 pub mod preprocess;
+mod simd;
 pub mod tensor;
 
 pub use error::{Error, Result};

@@ -1,6 +1,7 @@
 //! Subcommands, one file each. Only this layer prints and chooses exit codes.
 
 mod bench;
+mod hash;
 mod info;
 mod preprocess;
 
@@ -60,6 +61,8 @@ enum Command {
     Bench(bench::Command),
     /// Turn CT volumes (NIfTI, DICOM series, NRRD) into 2-D PNG slices
     Preprocess(preprocess::Args),
+    /// Perceptual hashes of images, bit for bit as Python's imagehash computes them
+    Hash(hash::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -73,6 +76,7 @@ pub fn main() -> ExitCode {
         Command::Info(args) => info::run(&cli.gpu, args),
         Command::Bench(cmd) => bench::run(&cli.gpu, cmd),
         Command::Preprocess(args) => preprocess::run(args),
+        Command::Hash(args) => hash::run(&cli.gpu, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

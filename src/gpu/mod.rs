@@ -164,6 +164,26 @@ impl Gpu {
         })
     }
 
+    /// Works on a device the caller keeps using (the embeddable hasher's case): no callbacks
+    /// are installed, so the device's own handlers still see its errors, and tuning choices
+    /// stay in memory.
+    pub fn sharing(device: &wgpu::Device, queue: &wgpu::Queue) -> Arc<Gpu> {
+        let info = device.adapter_info();
+        Arc::new(Gpu {
+            limits: device.limits(),
+            features: device.features(),
+            tuner: Autotuner::new(Tuning::Memory, &info),
+            device: device.clone(),
+            queue: queue.clone(),
+            info,
+            pipelines: PipelineCache::default(),
+            pool: BufferPool::default(),
+            recorder: Mutex::default(),
+            submissions: AtomicU64::new(0),
+            fault: Arc::default(),
+        })
+    }
+
     pub fn device(&self) -> &wgpu::Device {
         &self.device
     }

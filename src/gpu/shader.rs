@@ -54,6 +54,7 @@ pub const MATMUL_TILED: Shader = shader!("matmul_tiled");
 pub const MATMUL_REG: Shader = shader!("matmul_reg" + "matmul_vec4", wgpu::Features::empty());
 pub const MATMUL_SUBGROUP: Shader =
     shader!("matmul_subgroup" + "matmul_vec4", wgpu::Features::SUBGROUP);
+pub const HASH: Shader = shader!("hash");
 pub const CAST: Shader = shader!("cast", wgpu::Features::SHADER_F16);
 
 /// Every shader lim ships; tests check this (and the libraries it names) against the files
@@ -65,6 +66,7 @@ pub const ALL: &[&Shader] = &[
     &MATMUL_TILED,
     &MATMUL_REG,
     &MATMUL_SUBGROUP,
+    &HASH,
     &CAST,
 ];
 

@@ -3,24 +3,7 @@
 
 use std::str::FromStr;
 
-/// Evaluates `$body` (an inlined call) compiled for AVX2 where the CPU has it: the per-pixel
-/// loops vectorise four doubles wide instead of two. Same IEEE operations, same results.
-macro_rules! with_avx2 {
-    ($body:expr) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx2")]
-            fn wide<R>(f: impl FnOnce() -> R) -> R {
-                f()
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2, checked just above.
-                return unsafe { wide(|| $body) };
-            }
-        }
-        $body
-    }};
-}
+use crate::simd::with_avx2;
 
 /// How values map to grey levels in the default mode.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -1,0 +1,87 @@
+//! `lim hash`: perceptual hashes of image files, as imagehash prints them.
+
+use std::path::PathBuf;
+
+use lim::hash::{self, Algorithm, HashKind};
+use rayon::prelude::*;
+use serde_json::json;
+
+use super::{CliResult, GpuArgs};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Image files (PNG, JPEG) or folders, searched recursively in sorted order
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// dhash (the paper's), phash or ahash
+    #[arg(long, default_value = "dhash")]
+    algo: String,
+    /// imagehash's hash_size: hashes have N x N bits
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    hash_size: usize,
+    /// Hash on the CPU instead of the GPU
+    #[arg(long)]
+    cpu: bool,
+    /// One JSON object per line: {"path", "hash"}
+    #[arg(long)]
+    json: bool,
+}
+
+/// Image files under `paths`: files as given, folders walked recursively, sorted.
+pub fn list_images(paths: &[PathBuf]) -> Result<Vec<PathBuf>, lim::io::IoError> {
+    let mut out = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let found = lim::io::walk(std::slice::from_ref(path))?;
+            out.extend(found.into_iter().filter(|p| {
+                let ext = p
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                matches!(ext.as_str(), "png" | "jpg" | "jpeg")
+            }));
+        } else {
+            out.push(path.clone());
+        }
+    }
+    Ok(out)
+}
+
+pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
+    let kind = HashKind::new(args.algo.parse::<Algorithm>()?, args.hash_size)?;
+    let files = list_images(&args.paths)?;
+    let images: Vec<_> = files.par_iter().map(|p| hash::open_luma(p)).collect();
+    let hashes: Vec<_> = if args.cpu {
+        images
+            .par_iter()
+            .map(|image| image.as_ref().ok().map(|i| hash::hash_luma(i, kind)))
+            .collect()
+    } else {
+        let hasher = lim::hash::Hasher::from_options(&gpu_args.options()?, kind)?;
+        let ok: Vec<&lim::hash::Luma8> = images.iter().filter_map(|i| i.as_ref().ok()).collect();
+        let mut computed = hasher.hash_images(&ok)?.into_iter();
+        images
+            .iter()
+            .map(|i| i.as_ref().ok().and_then(|_| computed.next()))
+            .collect()
+    };
+    let mut failed = 0;
+    for ((path, image), hash) in files.iter().zip(&images).zip(hashes) {
+        match (image, hash) {
+            (Err(e), _) => {
+                eprintln!("{e}");
+                failed += 1;
+            }
+            (Ok(_), Some(h)) if args.json => {
+                println!("{}", json!({"path": path, "hash": h.to_string()}))
+            }
+            (Ok(_), Some(h)) => println!("{}\t{h}", path.display()),
+            (Ok(_), None) => unreachable!("every readable image is hashed"),
+        }
+    }
+    if failed > 0 && failed == files.len() {
+        return Err("no image could be read".into());
+    }
+    Ok(())
+}

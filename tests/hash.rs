@@ -1,0 +1,316 @@
+//! Hashes against Python imagehash's (golden values from ../shared/ref/phash_ref.py): every
+//! slice of the sample CTs and a set of awkward images, on the CPU and the GPU paths, and the
+//! hasher on a device the caller owns.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use lim::hash::{self, Algorithm, BufferImage, Hash, HashKind, Hasher, Luma8};
+
+const KINDS: [(Algorithm, usize); 6] = [
+    (Algorithm::Dhash, 8),
+    (Algorithm::Dhash, 16),
+    (Algorithm::Phash, 8),
+    (Algorithm::Phash, 16),
+    (Algorithm::Ahash, 8),
+    (Algorithm::Ahash, 16),
+];
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The slices the golden hashes were made from: `lim preprocess --mode paper` of the samples.
+fn paper_slices() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let s = common::samples();
+        let out = std::env::temp_dir().join(format!("lim-hash-slices-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let opts = lim::preprocess::Options {
+            mode: lim::preprocess::Mode::Paper,
+            ..lim::preprocess::Options::new(&out)
+        };
+        let report = lim::preprocess::run(
+            &[s.join("ct_volumes"), s.join("dicom/lung1_series")],
+            &opts,
+            &Quiet,
+        )
+        .unwrap();
+        assert_eq!(report.slices_written, 387);
+        out
+    })
+}
+
+struct Quiet;
+impl lim::preprocess::Progress for Quiet {
+    fn start(&self, _: usize) {}
+    fn volume_done(&self, _: &str, _: usize) {}
+}
+
+/// `file -> hex per kind`, from a golden TSV with a header line.
+fn golden(tsv: &Path) -> Vec<(String, Vec<String>)> {
+    let text = std::fs::read_to_string(tsv).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
+    let expected: Vec<String> = KINDS.iter().map(|(a, n)| format!("{a}{n}")).collect();
+    assert_eq!(&header[1..], expected.as_slice());
+    lines
+        .map(|l| {
+            let mut cols = l.split('\t');
+            (
+                cols.next().unwrap().to_string(),
+                cols.map(str::to_string).collect(),
+            )
+        })
+        .collect()
+}
+
+fn check_all(dir: &Path, tsv: &Path, gpu: bool) {
+    let rows = golden(tsv);
+    let images: Vec<Luma8> = rows
+        .iter()
+        .map(|(f, _)| hash::open_luma(&dir.join(f)).unwrap())
+        .collect();
+    let refs: Vec<&Luma8> = images.iter().collect();
+    for (k, &(algorithm, size)) in KINDS.iter().enumerate() {
+        let kind = HashKind::new(algorithm, size).unwrap();
+        let hashes: Vec<Hash> = if gpu {
+            Hasher::with_gpu(common::gpu(), kind)
+                .unwrap()
+                .hash_images(&refs)
+                .unwrap()
+        } else {
+            refs.iter().map(|i| hash::hash_luma(i, kind)).collect()
+        };
+        for ((file, want), got) in rows.iter().zip(&hashes) {
+            assert_eq!(
+                got.to_string(),
+                want[k],
+                "{file} {algorithm}{size} on the {}",
+                if gpu { "GPU" } else { "CPU" }
+            );
+        }
+    }
+}
+
+#[test]
+fn cpu_hashes_equal_imagehash_on_every_sample_ct_slice() {
+    check_all(
+        paper_slices(),
+        &fixtures().join("hashes/ct_slices.tsv"),
+        false,
+    );
+}
+
+#[test]
+fn gpu_hashes_equal_imagehash_on_every_sample_ct_slice() {
+    check_all(
+        paper_slices(),
+        &fixtures().join("hashes/ct_slices.tsv"),
+        true,
+    );
+}
+
+#[test]
+fn awkward_images_hash_as_imagehash_hashes_them() {
+    let dir = fixtures().join("hash_images");
+    let rows = golden(&dir.join("hashes.tsv"));
+    assert!(rows.len() >= 12);
+    check_all(&dir, &dir.join("hashes.tsv"), false);
+    check_all(&dir, &dir.join("hashes.tsv"), true);
+}
+
+#[test]
+fn a_hasher_on_the_callers_device_hashes_host_images_buffers_and_textures() {
+    // The caller's own wgpu set-up.
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter =
+        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+            .unwrap();
+    let (device, queue) =
+        pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    let kind = HashKind::DHASH;
+    let hasher = Hasher::new(&device, &queue, kind).unwrap();
+
+    let files = ["rgb_300x200.png", "tall_40x300.png", "tiny_5x7.png"];
+    let images: Vec<Luma8> = files
+        .iter()
+        .map(|f| hash::open_luma(&fixtures().join("hash_images").join(f)).unwrap())
+        .collect();
+    let cpu: Vec<Hash> = images.iter().map(|i| hash::hash_luma(i, kind)).collect();
+    assert_eq!(
+        hasher
+            .hash_images(&images.iter().collect::<Vec<_>>())
+            .unwrap(),
+        cpu
+    );
+
+    // A buffer of the caller's with its own layout: padding between rows and images.
+    let mut bytes = Vec::new();
+    let mut layout = Vec::new();
+    for image in &images {
+        let stride = (image.width + 7).next_multiple_of(4);
+        let offset = bytes.len() as u64 + 12;
+        bytes.resize(offset as usize, 0xAB);
+        for row in image.pixels.chunks(image.width) {
+            let start = bytes.len();
+            bytes.extend_from_slice(row);
+            bytes.resize(start + stride, 0xCD);
+        }
+        layout.push(BufferImage {
+            offset,
+            width: image.width,
+            height: image.height,
+            stride,
+        });
+    }
+    bytes.resize(bytes.len().next_multiple_of(4), 0);
+    let buffer = wgpu::util::DeviceExt::create_buffer_init(
+        &device,
+        &wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: &bytes,
+            usage: wgpu::BufferUsages::STORAGE,
+        },
+    );
+    assert_eq!(hasher.hash_buffer(&buffer, &layout).unwrap(), cpu);
+    let misaligned = [BufferImage {
+        offset: 2,
+        ..layout[0]
+    }];
+    assert!(
+        hasher
+            .hash_buffer(&buffer, &misaligned)
+            .unwrap_err()
+            .to_string()
+            .contains("multiples of 4")
+    );
+
+    // A texture array: one layer per image, all of one size.
+    let (w, h) = (images[1].width, images[1].height);
+    let texture = device.create_texture(&wgpu::TextureDescriptor {
+        label: None,
+        size: wgpu::Extent3d {
+            width: w as u32,
+            height: h as u32,
+            depth_or_array_layers: 2,
+        },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: wgpu::TextureFormat::R8Unorm,
+        usage: wgpu::TextureUsages::COPY_SRC | wgpu::TextureUsages::COPY_DST,
+        view_formats: &[],
+    });
+    let flipped = Luma8 {
+        pixels: images[1].pixels.iter().rev().copied().collect(),
+        ..images[1].clone()
+    };
+    for (layer, image) in [&images[1], &flipped].iter().enumerate() {
+        queue.write_texture(
+            wgpu::TexelCopyTextureInfo {
+                texture: &texture,
+                mip_level: 0,
+                origin: wgpu::Origin3d {
+                    x: 0,
+                    y: 0,
+                    z: layer as u32,
+                },
+                aspect: wgpu::TextureAspect::All,
+            },
+            &image.pixels,
+            wgpu::TexelCopyBufferLayout {
+                offset: 0,
+                bytes_per_row: Some(w as u32),
+                rows_per_image: Some(h as u32),
+            },
+            wgpu::Extent3d {
+                width: w as u32,
+                height: h as u32,
+                depth_or_array_layers: 1,
+            },
+        );
+    }
+    assert_eq!(
+        hasher.hash_texture(&texture).unwrap(),
+        vec![cpu[1].clone(), hash::hash_luma(&flipped, kind)]
+    );
+}
+
+#[test]
+fn unreadable_images_are_errors_that_name_the_file() {
+    let err = hash::open_luma(&common::samples().join("ct_volumes/ct_head.nii.gz"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ct_head.nii.gz") && err.contains("cannot read the image"),
+        "{err}"
+    );
+}
+
+fn lim(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_lim"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_hash_command_prints_what_imagehash_prints() {
+    let dir = fixtures().join("hash_images");
+    let mut rows = golden(&dir.join("hashes.tsv"));
+    rows.sort();
+    let dir_arg = dir.to_str().unwrap();
+    for (k, &(algorithm, size)) in KINDS.iter().enumerate() {
+        for path in [&[][..], &["--cpu"][..]] {
+            let (algo, size) = (algorithm.to_string(), size.to_string());
+            let args = [
+                &["hash", "--algo", &algo, "--hash-size", &size][..],
+                path,
+                &[dir_arg],
+            ];
+            let out = lim(&args.concat());
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // Folders are listed recursively in byte order.
+            let want: String = rows
+                .iter()
+                .map(|(file, hex)| format!("{}\t{}\n", dir.join(file).display(), hex[k]))
+                .collect();
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                want,
+                "{algo}{size} {path:?}"
+            );
+        }
+    }
+
+    let bad = common::samples().join("ct_volumes/ct_head.nii.gz");
+    let png = dir.join("tiny_3x2.png");
+    let out = lim(&[
+        "hash",
+        "--json",
+        bad.to_str().unwrap(),
+        png.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "one unreadable file does not fail the run"
+    );
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["path"], png.to_str().unwrap());
+    assert_eq!(
+        line["hash"],
+        rows.iter().find(|r| r.0 == "tiny_3x2.png").unwrap().1[0]
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ct_head.nii.gz"));
+    let out = lim(&["hash", bad.to_str().unwrap()]);
+    assert!(!out.status.success(), "nothing readable fails");
+}
