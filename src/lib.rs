@@ -21,6 +21,7 @@ pub mod hash;
 pub mod io;
 pub mod ops;
 pub mod preprocess;
+pub mod reduce;
 mod simd;
 pub mod tensor;
 

@@ -1,131 +1,437 @@
-//! Reductions against the CPU reference: every variant, every axis, awkward shapes, and more
-//! outputs than 65,535 workgroups in one dimension.
+//! `lim reduce` against the reference (../shared/ref/hash_reduce_ref.py's kept sets for the
+//! paper's rule at thresholds 6 and 12, LIDC and PET-CT names), the other strategies, and
+//! reducing straight from volumes.
 
 mod common;
 
-use common::{EPS, assert_close, gpu, random};
-use lim::ops::reduce::{ReduceOp, ReduceVariant, reference};
-use lim::{Error, Tensor};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
-const SHAPES: &[&[usize]] = &[
-    &[1],
-    &[7],
-    &[1, 1],
-    &[3, 5],
-    &[2, 3, 4],
-    &[5, 1, 13],
-    &[1, 9973],
-    &[11, 257, 3],
-];
+use lim::hash::{HashKind, Hasher};
+use lim::preprocess::{self, Mode, Progress};
+use lim::reduce::{self, Hashing, Options, Record, Scope, Strategy, VolumePattern};
 
-/// Recursive f32 summation of `len` terms errs by at most (len - 1) u sum|x| (u = EPS / 2).
-fn tolerance(x: &[f32], shape: &[usize], axis: usize, op: ReduceOp) -> Vec<f64> {
-    let abs: Vec<f32> = x.iter().map(|v| v.abs()).collect();
-    let len = shape[axis] as f64;
-    reference::reduce(&abs, shape, axis, ReduceOp::Sum)
-        .into_iter()
-        .map(|sum_abs| match op {
-            ReduceOp::Sum => len * EPS * sum_abs,
-            ReduceOp::Mean => (len * EPS * sum_abs) / len + EPS * sum_abs / len,
-            ReduceOp::Max => 0.0,
-        })
+struct Quiet;
+impl Progress for Quiet {
+    fn start(&self, _: usize) {}
+    fn volume_done(&self, _: &str, _: usize) {}
+}
+
+fn fresh(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lim-reduce-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn inputs() -> Vec<PathBuf> {
+    let s = common::samples();
+    vec![s.join("ct_volumes"), s.join("dicom/lung1_series")]
+}
+
+/// The paper-mode slices of the samples, with their manifest.
+fn slices() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = fresh("slices");
+        let opts = preprocess::Options {
+            mode: Mode::Paper,
+            ..preprocess::Options::new(&out)
+        };
+        preprocess::run(&inputs(), &opts, &Quiet).unwrap();
+        out
+    })
+}
+
+fn reference(threshold: u32) -> BTreeSet<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/fixtures/reduce/kept_t{threshold}.txt"));
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
         .collect()
 }
 
-fn check(t: &Tensor, host: &[f32], axis: usize, op: ReduceOp, got: &Tensor, what: &str) {
-    let want = reference::reduce(host, t.shape(), axis, op);
-    let mut shape = t.shape().to_vec();
-    shape.remove(axis);
-    assert_eq!(got.shape(), shape.as_slice(), "{what}: shape");
-    let tol = tolerance(host, t.shape(), axis, op);
-    assert_close(what, &got.to_vec().unwrap(), &want, |i| tol[i]);
+fn paper(threshold: u32) -> Options {
+    Options {
+        strategy: Strategy::Hash {
+            kind: HashKind::DHASH,
+            threshold,
+        },
+        scope: Scope::Volume,
+        pattern: VolumePattern::Auto,
+        link: false,
+        sheets: 0,
+    }
+}
+
+fn kept(records: &[Record]) -> BTreeSet<String> {
+    records
+        .iter()
+        .filter(|r| r.kept)
+        .map(|r| r.path.clone())
+        .collect()
+}
+
+fn files_in(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".png"))
+        .collect()
 }
 
 #[test]
-fn every_variant_on_every_axis() {
-    let gpu = gpu();
-    for (s, shape) in SHAPES.iter().enumerate() {
-        let n: usize = shape.iter().product();
-        let host = random(n, 40 + s as u64);
-        let t = Tensor::from_slice(&gpu, shape, &host).unwrap();
-        for axis in 0..shape.len() {
-            for op in [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max] {
-                for variant in ReduceVariant::ALL {
-                    let got = t.reduce_with(axis, op, variant).unwrap();
-                    check(
-                        &t,
-                        &host,
-                        axis,
-                        op,
-                        &got,
-                        &format!("{op:?} {} axis {axis} of {shape:?}", variant.name()),
-                    );
-                }
-                let got = t.reduce(axis, op).unwrap();
-                check(
-                    &t,
-                    &host,
-                    axis,
-                    op,
-                    &got,
-                    &format!("{op:?} autotuned axis {axis} of {shape:?}"),
-                );
-            }
+fn the_papers_rule_keeps_what_the_reference_keeps() {
+    for threshold in [6, 12] {
+        for hashing in [
+            Hashing::Cpu(HashKind::DHASH),
+            Hashing::Gpu(Hasher::with_gpu(common::gpu(), HashKind::DHASH).unwrap()),
+        ] {
+            let out = fresh(&format!("t{threshold}"));
+            let report = reduce::run(slices(), &out, &paper(threshold), &hashing, &Quiet).unwrap();
+            assert_eq!(report.records.len(), 387);
+            assert_eq!(
+                kept(&report.records),
+                reference(threshold),
+                "T = {threshold}"
+            );
+            assert_eq!(files_in(&out), reference(threshold));
+            // The manifest follows the kept slices.
+            let manifest = std::fs::read_to_string(out.join("manifest.jsonl")).unwrap();
+            assert_eq!(manifest.lines().count(), reference(threshold).len());
+            std::fs::remove_dir_all(&out).unwrap();
         }
     }
 }
 
 #[test]
-fn named_reductions() {
-    let gpu = gpu();
-    let t = Tensor::from_slice(&gpu, &[2, 3], &[1.0, -2.0, 3.0, 4.0, 5.0, -6.0]).unwrap();
-    assert_eq!(t.sum(0).unwrap().to_vec().unwrap(), [5.0, 3.0, -3.0]);
-    assert_eq!(t.sum(1).unwrap().to_vec().unwrap(), [2.0, 3.0]);
-    assert_eq!(t.mean(0).unwrap().to_vec().unwrap(), [2.5, 1.5, -1.5]);
-    assert_eq!(t.max(1).unwrap().to_vec().unwrap(), [3.0, 5.0]);
-    let all = t.reshape(&[6]).unwrap().sum(0).unwrap();
-    assert_eq!(all.shape(), &[] as &[usize]);
-    assert_eq!(all.to_vec().unwrap(), [5.0]);
+fn every_decision_is_recorded_and_consistent() {
+    let out = fresh("records");
+    let report = reduce::run(
+        slices(),
+        &out,
+        &paper(6),
+        &Hashing::Cpu(HashKind::DHASH),
+        &Quiet,
+    )
+    .unwrap();
+    let lines = std::fs::read_to_string(out.join("reduction.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 387);
+    let by_path: std::collections::HashMap<&str, &Record> = report
+        .records
+        .iter()
+        .map(|r| (r.path.as_str(), r))
+        .collect();
+    for r in &report.records {
+        let hash: lim::hash::Hash = r.hash.as_ref().unwrap().parse().unwrap();
+        if r.kept {
+            assert!(r.exemplar.is_none() && r.distance.is_none());
+            // Farther than 6 bits from every slice kept before it in its volume.
+            for other in report
+                .records
+                .iter()
+                .filter(|o| o.kept && o.volume == r.volume && o.path.as_bytes() < r.path.as_bytes())
+            {
+                assert!(hash.hamming(&other.hash.as_ref().unwrap().parse().unwrap()) > 6);
+            }
+        } else {
+            let exemplar = by_path[r.exemplar.as_deref().unwrap()];
+            assert!(exemplar.kept && exemplar.volume == r.volume);
+            assert!(
+                exemplar.path.as_bytes() < r.path.as_bytes(),
+                "the exemplar comes first in path order"
+            );
+            let d = hash.hamming(&exemplar.hash.as_ref().unwrap().parse().unwrap());
+            assert_eq!(Some(d), r.distance);
+            assert!(d <= 6);
+        }
+    }
+    std::fs::remove_dir_all(&out).unwrap();
 }
 
 #[test]
-fn more_outputs_than_one_dimension_of_workgroups() {
-    let gpu = gpu();
-    let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
-    // The tree variant runs a workgroup per output; the serial one 64 outputs per workgroup.
-    for (variant, outputs) in [
-        (ReduceVariant::Workgroup(64), max + 7),
-        (ReduceVariant::Serial, 64 * (max + 1) + 5),
-    ] {
-        let shape = [outputs, 3];
-        let host: Vec<f32> = (0..outputs * 3)
-            .map(|i| ((i * 37) % 101) as f32 - 50.0)
+fn file_name_patterns_group_like_the_paper() {
+    // Without a manifest, the names decide: LIDC names by patient, PET-CT names by study.
+    let plain = fresh("names");
+    std::fs::create_dir_all(&plain).unwrap();
+    for name in files_in(slices()) {
+        std::fs::copy(slices().join(&name), plain.join(&name)).unwrap();
+    }
+    let cpu = Hashing::Cpu(HashKind::DHASH);
+    let out = fresh("names-out");
+    let report = reduce::run(&plain, &out, &paper(6), &cpu, &Quiet).unwrap();
+    assert_eq!(kept(&report.records), reference(6));
+    let volumes: BTreeSet<&str> = report.records.iter().map(|r| r.volume.as_str()).collect();
+    assert!(
+        volumes.contains("PYRADIOMICS-LUNG1") && volumes.contains("ct_head_2"),
+        "{volumes:?}"
+    );
+
+    for (pattern, prefix) in [("lidc", "PYRADIOMICS"), ("petct", "ct_head")] {
+        let subset = fresh(&format!("names-{pattern}"));
+        std::fs::create_dir_all(&subset).unwrap();
+        for name in files_in(&plain)
+            .into_iter()
+            .filter(|n| n.starts_with(prefix))
+        {
+            std::fs::copy(plain.join(&name), subset.join(&name)).unwrap();
+        }
+        let opts = Options {
+            pattern: pattern.parse().unwrap(),
+            ..paper(6)
+        };
+        let sub_out = fresh(&format!("names-{pattern}-out"));
+        let report = reduce::run(&subset, &sub_out, &opts, &cpu, &Quiet).unwrap();
+        let want: BTreeSet<String> = reference(6)
+            .into_iter()
+            .filter(|n| n.starts_with(prefix))
             .collect();
-        let t = Tensor::from_slice(&gpu, &shape, &host).unwrap();
-        for op in [ReduceOp::Sum, ReduceOp::Max] {
-            let got = t.reduce_with(1, op, variant).unwrap();
-            check(
-                &t,
-                &host,
-                1,
-                op,
-                &got,
-                &format!("{op:?} {} over {outputs} outputs", variant.name()),
+        assert_eq!(kept(&report.records), want, "{pattern}");
+        assert_eq!(report.summary().len(), 1, "{pattern}: one volume");
+        for d in [&subset, &sub_out] {
+            std::fs::remove_dir_all(d).unwrap();
+        }
+    }
+    for d in [&plain, &out] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn reducing_from_volumes_equals_preprocessing_then_reducing() {
+    for mode in [Mode::Paper, Mode::Default] {
+        let on_disk = fresh("two-step");
+        let opts = preprocess::Options {
+            mode,
+            ..preprocess::Options::new(on_disk.join("slices"))
+        };
+        preprocess::run(&inputs(), &opts, &Quiet).unwrap();
+        let cpu = Hashing::Cpu(HashKind::DHASH);
+        let reduced = on_disk.join("reduced");
+        reduce::run(&on_disk.join("slices"), &reduced, &paper(6), &cpu, &Quiet).unwrap();
+
+        let direct = fresh("one-step");
+        let strategy = Strategy::Hash {
+            kind: HashKind::DHASH,
+            threshold: 6,
+        };
+        let opts = preprocess::Options {
+            mode,
+            ..preprocess::Options::new(&direct)
+        };
+        reduce::run_from_volumes(&inputs(), &opts, &strategy, &cpu, &Quiet).unwrap();
+
+        let walk = |d: &Path| -> Vec<PathBuf> {
+            lim::io::walk(&[d.to_path_buf()])
+                .unwrap()
+                .into_iter()
+                .map(|p| p.strip_prefix(d).unwrap().to_path_buf())
+                .collect()
+        };
+        assert_eq!(walk(&reduced), walk(&direct), "{mode:?}: the same files");
+        for rel in walk(&direct) {
+            assert!(
+                std::fs::read(reduced.join(&rel)).unwrap()
+                    == std::fs::read(direct.join(&rel)).unwrap(),
+                "{mode:?}: {}",
+                rel.display()
             );
         }
+        std::fs::remove_dir_all(&on_disk).unwrap();
+        std::fs::remove_dir_all(&direct).unwrap();
     }
 }
 
 #[test]
-fn bad_axes_are_clear_errors() {
-    let gpu = gpu();
-    let t = Tensor::from_slice(&gpu, &[2, 3], &[0.0; 6]).unwrap();
-    let err = t.sum(2).unwrap_err();
-    assert!(
-        matches!(err, Error::InvalidArgument { .. }) && err.to_string().contains("axis 2"),
-        "{err}"
+fn other_strategies_and_options() {
+    let cpu = Hashing::Cpu(HashKind::DHASH);
+    let run = |strategy: Strategy, scope: Scope| {
+        let out = fresh("strategy");
+        let opts = Options {
+            strategy,
+            scope,
+            ..paper(6)
+        };
+        let report = reduce::run(slices(), &out, &opts, &cpu, &Quiet).unwrap();
+        std::fs::remove_dir_all(&out).unwrap();
+        report
+    };
+    let every3 = run(Strategy::EveryN(3), Scope::Volume);
+    for (volume, total, kept) in every3.summary() {
+        assert_eq!(kept, total.div_ceil(3), "{volume}");
+    }
+    let a = run(
+        Strategy::Random {
+            fraction: 0.25,
+            seed: 7,
+        },
+        Scope::Volume,
     );
-    let empty = Tensor::from_slice(&gpu, &[2, 0], &[]).unwrap();
-    let err = empty.max(1).unwrap_err();
-    assert!(err.to_string().contains("empty"), "{err}");
+    let b = run(
+        Strategy::Random {
+            fraction: 0.25,
+            seed: 7,
+        },
+        Scope::Volume,
+    );
+    let c = run(
+        Strategy::Random {
+            fraction: 0.25,
+            seed: 8,
+        },
+        Scope::Volume,
+    );
+    assert_eq!(kept(&a.records), kept(&b.records));
+    assert_ne!(kept(&a.records), kept(&c.records));
+    for (_, total, kept) in a.summary() {
+        assert_eq!(kept, (total as f64 * 0.25).round() as usize);
+    }
+    // Nothing is that similar: everything stays; everything is: one slice per volume stays.
+    for strategy in [
+        Strategy::Ssim { threshold: 1.01 },
+        Strategy::Mi { threshold: 1.01 },
+    ] {
+        assert_eq!(kept(&run(strategy, Scope::Volume).records).len(), 387);
+    }
+    for strategy in [
+        Strategy::Ssim { threshold: -1.0 },
+        Strategy::Mi { threshold: -1.0 },
+    ] {
+        assert_eq!(kept(&run(strategy, Scope::Volume).records).len(), 7);
+    }
+    let ssim = run(Strategy::Ssim { threshold: 0.9 }, Scope::Volume);
+    assert!(
+        ssim.records
+            .iter()
+            .all(|r| r.kept || r.similarity.unwrap() >= 0.9)
+    );
+    // Global scope compares across volumes: no more kept than per volume.
+    let global = run(
+        Strategy::Hash {
+            kind: HashKind::DHASH,
+            threshold: 6,
+        },
+        Scope::Global,
+    );
+    assert_eq!(global.summary().len(), 1);
+    assert!(kept(&global.records).len() <= reference(6).len());
+}
+
+#[test]
+fn hard_links_contact_sheets_and_untouched_inputs() {
+    let out = fresh("links");
+    let before: Vec<(PathBuf, u64)> = lim::io::walk(&[slices().to_path_buf()])
+        .unwrap()
+        .into_iter()
+        .map(|p| {
+            let len = std::fs::metadata(&p).unwrap().len();
+            (p, len)
+        })
+        .collect();
+    let opts = Options {
+        link: true,
+        sheets: 2,
+        ..paper(6)
+    };
+    reduce::run(
+        slices(),
+        &out,
+        &opts,
+        &Hashing::Cpu(HashKind::DHASH),
+        &Quiet,
+    )
+    .unwrap();
+    use std::os::unix::fs::MetadataExt;
+    for name in files_in(&out) {
+        assert_eq!(
+            std::fs::metadata(out.join(&name)).unwrap().ino(),
+            std::fs::metadata(slices().join(&name)).unwrap().ino(),
+            "{name}"
+        );
+    }
+    let sheets: Vec<_> = std::fs::read_dir(out.join("sheets")).unwrap().collect();
+    assert_eq!(sheets.len(), 2);
+    let after: Vec<(PathBuf, u64)> = lim::io::walk(&[slices().to_path_buf()])
+        .unwrap()
+        .into_iter()
+        .map(|p| {
+            let len = std::fs::metadata(&p).unwrap().len();
+            (p, len)
+        })
+        .collect();
+    assert_eq!(before, after);
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn volume_patterns() {
+    let auto = VolumePattern::Auto;
+    assert_eq!(auto.volume_of("LIDC-IDRI-0001_17.png"), "LIDC-IDRI-0001");
+    assert_eq!(
+        auto.volume_of("PETCT_20a607649d_111_0.png"),
+        "PETCT_20a607649d_111"
+    );
+    assert_eq!(auto.volume_of("case7/0003.png"), "case7");
+    assert_eq!(auto.volume_of("scan-slice12.png"), "scan");
+    let lidc: VolumePattern = "lidc".parse().unwrap();
+    assert_eq!(lidc.volume_of("LIDC-IDRI-0001_17.png"), "LIDC-IDRI-0001");
+    let petct: VolumePattern = "petct".parse().unwrap();
+    assert_eq!(
+        petct.volume_of("PETCT_20a607649d_111_0.png"),
+        "PETCT_20a607649d_111"
+    );
+    let dir: VolumePattern = "dir".parse().unwrap();
+    assert_eq!(dir.volume_of("a/b/0001.png"), "a/b");
+    let re: VolumePattern = r"regex:^(\w+?)-\d+$".parse().unwrap();
+    assert_eq!(re.volume_of("sub/knee-004.png"), "sub/knee");
+    assert!("regex:(".parse::<VolumePattern>().is_err());
+    assert!(
+        "lidcx"
+            .parse::<VolumePattern>()
+            .unwrap_err()
+            .contains("auto, lidc")
+    );
+}
+
+#[test]
+fn the_reduce_command_summarises_and_refuses_to_write_into_its_input() {
+    let out = fresh("cli");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lim"))
+            .arg("reduce")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let input = slices().to_str().unwrap();
+    let done = run(&[input, out.to_str().unwrap(), "--cpu"]);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    let all = stdout.lines().find(|l| l.starts_with("all ")).unwrap();
+    let columns: Vec<&str> = all.split_whitespace().collect();
+    assert_eq!(
+        columns[1..3],
+        ["387", &reference(6).len().to_string()],
+        "{stdout}"
+    );
+    assert_eq!(files_in(&out), reference(6));
+
+    for inside in [slices().to_path_buf(), slices().join("new/reduced")] {
+        let refused = run(&[input, inside.to_str().unwrap(), "--cpu"]);
+        assert!(!refused.status.success());
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            stderr.contains("the output lies in the input folder"),
+            "{stderr}"
+        );
+        assert!(!slices().join("new").exists());
+    }
+    assert_eq!(files_in(slices()).len(), 387);
+    std::fs::remove_dir_all(&out).unwrap();
 }

@@ -4,6 +4,7 @@ mod bench;
 mod hash;
 mod info;
 mod preprocess;
+mod reduce;
 
 use std::process::ExitCode;
 
@@ -63,6 +64,8 @@ enum Command {
     Preprocess(preprocess::Args),
     /// Perceptual hashes of images, bit for bit as Python's imagehash computes them
     Hash(hash::Args),
+    /// Drop near-duplicate slices, per volume (the paper's Hash-6 by default)
+    Reduce(reduce::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -77,6 +80,7 @@ pub fn main() -> ExitCode {
         Command::Bench(cmd) => bench::run(&cli.gpu, cmd),
         Command::Preprocess(args) => preprocess::run(args),
         Command::Hash(args) => hash::run(&cli.gpu, args),
+        Command::Reduce(args) => reduce::run(&cli.gpu, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,7 +16,8 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::io::dicom::{self, Series, SliceOrder};
-use crate::io::png::{self, Pixels};
+use crate::io::png;
+pub use crate::io::png::Pixels;
 use crate::io::{self, IoError, Kind, Samples, Volume};
 use intensity::{Range, Window};
 use slicing::SlicePlan;
@@ -297,6 +298,73 @@ fn discover(inputs: &[PathBuf], mode: Mode) -> Result<(Vec<Job>, Vec<Failure>, u
 
 /// Reads, slices, maps and writes the volumes under `inputs` into `opts.output`.
 pub fn run(inputs: &[PathBuf], opts: &Options, progress: &dyn Progress) -> Result<Report, IoError> {
+    run_with(inputs, opts, progress, &WriteAll)
+}
+
+/// A slice made in memory, and where it goes.
+pub struct Made {
+    pub record: SliceRecord,
+    pub pixels: Pixels,
+    pub width: usize,
+    pub height: usize,
+}
+
+/// What happens to each volume's slices once they are made.
+pub trait Sink: Sync {
+    /// Takes one volume's slices in slice order; returns the records for the manifest, and
+    /// how many slices were written and how many were already there.
+    fn volume(&self, slices: Vec<Made>, output: &Path) -> Result<Written, IoError>;
+}
+
+/// What a sink did with a volume.
+pub struct Written {
+    pub records: Vec<SliceRecord>,
+    pub written: usize,
+    pub existing: usize,
+}
+
+/// The plain preprocessing sink: every slice to its PNG, skipping complete ones.
+pub struct WriteAll;
+
+impl Sink for WriteAll {
+    fn volume(&self, slices: Vec<Made>, output: &Path) -> Result<Written, IoError> {
+        let mut done = Written {
+            records: Vec::with_capacity(slices.len()),
+            written: 0,
+            existing: 0,
+        };
+        for made in slices {
+            if write_slice(&made, output)? {
+                done.written += 1;
+            } else {
+                done.existing += 1;
+            }
+            done.records.push(made.record);
+        }
+        Ok(done)
+    }
+}
+
+/// Writes a slice unless its file is already there; whether it wrote.
+pub fn write_slice(made: &Made, output: &Path) -> Result<bool, IoError> {
+    let path = output.join(&made.record.path);
+    if path.exists() {
+        return Ok(false);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| IoError::io(dir, e))?;
+    }
+    png::write(&path, made.width, made.height, &made.pixels)?;
+    Ok(true)
+}
+
+/// Reads, slices and maps the volumes under `inputs`, handing each volume's slices to `sink`.
+pub fn run_with(
+    inputs: &[PathBuf],
+    opts: &Options,
+    progress: &dyn Progress,
+    sink: &dyn Sink,
+) -> Result<Report, IoError> {
     std::fs::create_dir_all(&opts.output).map_err(|e| IoError::io(&opts.output, e))?;
     let (jobs, mut failures, ignored) = discover(inputs, opts.mode)?;
     progress.start(jobs.len());
@@ -307,22 +375,23 @@ pub fn run(inputs: &[PathBuf], opts: &Options, progress: &dyn Progress) -> Resul
                 if stop.load(Ordering::Relaxed) {
                     return None;
                 }
-                let outcome =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| process(job, opts)))
-                        .unwrap_or_else(|panic| {
-                            let what = panic
-                                .downcast_ref::<String>()
-                                .cloned()
-                                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
-                            Err(vec![Failure {
-                                input: job.source.path().to_path_buf(),
-                                error: format!(
-                                    "internal error while processing: {}",
-                                    what.unwrap_or_default()
-                                ),
-                                skipped: false,
-                            }])
-                        });
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    process(job, opts, sink)
+                }))
+                .unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+                    Err(vec![Failure {
+                        input: job.source.path().to_path_buf(),
+                        error: format!(
+                            "internal error while processing: {}",
+                            what.unwrap_or_default()
+                        ),
+                        skipped: false,
+                    }])
+                });
                 let failed = match &outcome {
                     Ok(done) => done.failures.iter().any(|f| !f.skipped),
                     Err(_) => true,
@@ -377,7 +446,7 @@ impl Source {
     }
 }
 
-/// One volume's slices, written.
+/// One volume's slices, handed to the sink.
 struct Done {
     records: Vec<SliceRecord>,
     failures: Vec<Failure>,
@@ -385,7 +454,21 @@ struct Done {
     existing: usize,
 }
 
-fn process(job: &Job, opts: &Options) -> Result<Done, Vec<Failure>> {
+fn process(job: &Job, opts: &Options, sink: &dyn Sink) -> Result<Done, Vec<Failure>> {
+    let (made, failures) = make_slices(job, opts)?;
+    let written = sink
+        .volume(made, &opts.output)
+        .map_err(|e| vec![e.into()])?;
+    Ok(Done {
+        records: written.records,
+        failures,
+        written: written.written,
+        existing: written.existing,
+    })
+}
+
+/// Reads one volume and makes its slices in memory, with the failures of files left out.
+fn make_slices(job: &Job, opts: &Options) -> Result<(Vec<Made>, Vec<Failure>), Vec<Failure>> {
     let order = if opts.mode == Mode::Paper {
         SliceOrder::FileName
     } else {
@@ -405,19 +488,9 @@ fn process(job: &Job, opts: &Options) -> Result<Done, Vec<Failure>> {
         Mode::Paper => SlicePlan::stored(),
         Mode::Default => SlicePlan::axial(&volume.affine),
     };
-    let [columns, rows, slices] = plan.shape(volume.dims);
+    let slices = plan.shape(volume.dims)[2];
     let digits = slices.saturating_sub(1).to_string().len().max(4);
-    if matches!(job.naming, Naming::Folder) {
-        let dir = opts.output.join(&job.id);
-        std::fs::create_dir_all(&dir).map_err(|e| vec![IoError::io(&dir, e).into()])?;
-    }
     let spacing = plan.spacing(&volume);
-    let mut done = Done {
-        records: Vec::new(),
-        failures: file_errors.into_iter().map(Failure::from).collect(),
-        written: 0,
-        existing: 0,
-    };
     let mut scratch = Scratch::default();
     let names: Vec<String> = match (&job.naming, &job.source) {
         (Naming::Counter { patient, first }, Source::Series(series)) => {
@@ -433,18 +506,12 @@ fn process(job: &Job, opts: &Options) -> Result<Done, Vec<Failure>> {
             .map(|s| format!("{}/{s:0digits$}.png", job.id))
             .collect(),
     };
+    let mut made = Vec::with_capacity(slices);
     for (s, name) in names.into_iter().enumerate() {
         let (pixels, width, height, range) = match opts.mode {
             Mode::Paper => paper_slice(&volume, s, &mut scratch).map_err(|e| vec![e.into()])?,
             Mode::Default => default_slice(&volume, &plan, s, opts, &mut scratch),
         };
-        let path = opts.output.join(&name);
-        if path.exists() {
-            done.existing += 1;
-        } else {
-            png::write(&path, width, height, &pixels).map_err(|e| vec![e.into()])?;
-            done.written += 1;
-        }
         let stored_k = plan.voxel(volume.dims, s, 0, 0)[2];
         let z_mm = match (&volume.slice_positions, opts.mode) {
             (Some(positions), Mode::Paper) => positions[stored_k].map(|p| p[2]),
@@ -454,7 +521,7 @@ fn process(job: &Job, opts: &Options) -> Result<Done, Vec<Failure>> {
             Some(index) if plan.slices.stored == 2 => vec![volume.sources[index[stored_k]].clone()],
             _ => volume.sources.clone(),
         };
-        done.records.push(SliceRecord {
+        let record = SliceRecord {
             path: name,
             sources,
             volume: job.id.clone(),
@@ -464,13 +531,15 @@ fn process(job: &Job, opts: &Options) -> Result<Done, Vec<Failure>> {
             size: [width, height],
             range: [range.low, range.high],
             notes: volume.notes.clone(),
+        };
+        made.push(Made {
+            record,
+            pixels,
+            width,
+            height,
         });
     }
-    debug_assert_eq!(
-        rows * columns,
-        volume.dims[0] * volume.dims[1] * volume.dims[2] / slices.max(1)
-    );
-    Ok(done)
+    Ok((made, file_errors.into_iter().map(Failure::from).collect()))
 }
 
 /// The paper's global number of each slice of a series read in file-name order: `first`,
@@ -604,7 +673,7 @@ fn default_slice(
 }
 
 /// Writes one JSON line per item, under a temporary name renamed into place.
-fn write_jsonl<T: Serialize>(path: &Path, items: &[T]) -> Result<(), IoError> {
+pub(crate) fn write_jsonl<T: Serialize>(path: &Path, items: &[T]) -> Result<(), IoError> {
     let mut text = String::new();
     for item in items {
         text.push_str(&serde_json::to_string(item).expect("records serialise"));

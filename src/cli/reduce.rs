@@ -1,0 +1,204 @@
+//! `lim reduce`: the paper's slice reduction (and the strategies it compared), on a folder of
+//! slices or straight from volumes.
+
+use std::path::PathBuf;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use lim::hash::{Algorithm, HashKind, Hasher};
+use lim::preprocess::{self, Mode, Progress};
+use lim::reduce::{self, Hashing, Scope, Strategy, VolumePattern};
+
+use super::{CliResult, GpuArgs};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// INPUT OUTPUT: a folder of PNG slices and where the kept ones go. With --from-volumes:
+    /// volumes (files or folders) and, last, the output folder
+    #[arg(required = true, num_args = 2..)]
+    paths: Vec<PathBuf>,
+    /// hash (the paper), every-n, random, ssim or mi
+    #[arg(long, default_value = "hash")]
+    method: String,
+    /// hash: drop slices within this many bits of the exemplar (default 6, the paper's);
+    /// ssim / mi: drop slices at least this similar (default 0.9 / 0.5)
+    #[arg(long)]
+    threshold: Option<f64>,
+    /// The hash: dhash (the paper's), phash or ahash
+    #[arg(long, default_value = "dhash")]
+    algo: String,
+    /// imagehash's hash_size
+    #[arg(long, default_value_t = 8)]
+    hash_size: usize,
+    /// every-n: keep every N-th slice
+    #[arg(long, default_value_t = 2)]
+    n: usize,
+    /// random: the fraction of each volume to keep
+    #[arg(long, default_value_t = 0.5)]
+    fraction: f64,
+    /// random: the seed
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// volume (the paper) or global
+    #[arg(long, default_value = "volume")]
+    scope: String,
+    /// Without a manifest.jsonl: auto, lidc, petct, dir, or regex:<expression on the file stem>
+    #[arg(long, default_value = "auto")]
+    volume_pattern: String,
+    /// Hard-link the kept slices instead of copying them
+    #[arg(long)]
+    link: bool,
+    /// Contact sheets (kept vs dropped) for the first N volumes
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    sheets: usize,
+    /// Hash on the CPU instead of the GPU
+    #[arg(long)]
+    cpu: bool,
+    /// Read NIfTI / DICOM / NRRD volumes, preprocess them in memory, write only kept slices
+    #[arg(long)]
+    from_volumes: bool,
+    /// --from-volumes: preprocessing mode, default or paper
+    #[arg(long, default_value = "default", value_parser = ["default", "paper"])]
+    mode: String,
+    /// --from-volumes: the window (see `lim preprocess --help`)
+    #[arg(long, default_value = "minmax")]
+    window: String,
+}
+
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn start(&self, volumes: usize) {
+        self.0.set_length(volumes as u64);
+    }
+    fn volume_done(&self, volume: &str, slices: usize) {
+        self.0.set_message(format!("{volume} ({slices} slices)"));
+        self.0.inc(1);
+    }
+}
+
+fn strategy(args: &Args) -> Result<Strategy, Box<dyn std::error::Error>> {
+    Ok(match args.method.as_str() {
+        "hash" => {
+            let kind = HashKind::new(args.algo.parse::<Algorithm>()?, args.hash_size)?;
+            let threshold = args.threshold.unwrap_or(6.0);
+            if threshold < 0.0 || threshold.fract() != 0.0 {
+                return Err(format!("--threshold {threshold}: a number of bits, 0 or more").into());
+            }
+            Strategy::Hash {
+                kind,
+                threshold: threshold as u32,
+            }
+        }
+        "every-n" if args.n >= 1 => Strategy::EveryN(args.n),
+        "every-n" => return Err("--n must be at least 1".into()),
+        "random" => Strategy::Random {
+            fraction: args.fraction,
+            seed: args.seed,
+        },
+        "ssim" => Strategy::Ssim {
+            threshold: args.threshold.unwrap_or(0.9),
+        },
+        "mi" => Strategy::Mi {
+            threshold: args.threshold.unwrap_or(0.5),
+        },
+        other => {
+            return Err(format!(
+                "`{other}` is not a method: use hash, every-n, random, ssim or mi"
+            )
+            .into());
+        }
+    })
+}
+
+fn print_summary(summary: &[(String, usize, usize)]) {
+    let width = summary.iter().map(|s| s.0.len()).max().unwrap_or(6).max(6);
+    println!(
+        "{:<width$}  {:>7}  {:>6}  {:>6}",
+        "volume", "slices", "kept", "kept %"
+    );
+    for (volume, total, kept) in summary {
+        println!(
+            "{volume:<width$}  {total:>7}  {kept:>6}  {:>5.1}%",
+            100.0 * *kept as f64 / (*total).max(1) as f64
+        );
+    }
+    let (total, kept) = summary.iter().fold((0, 0), |(t, k), s| (t + s.1, k + s.2));
+    println!(
+        "{:<width$}  {total:>7}  {kept:>6}  {:>5.1}%",
+        "all",
+        100.0 * kept as f64 / total.max(1) as f64
+    );
+}
+
+pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
+    let strategy = strategy(args)?;
+    let kind = match &strategy {
+        Strategy::Hash { kind, .. } => *kind,
+        _ => HashKind::DHASH,
+    };
+    let hashing = if args.cpu || !matches!(strategy, Strategy::Hash { .. }) {
+        Hashing::Cpu(kind)
+    } else {
+        Hashing::Gpu(Hasher::from_options(&gpu_args.options()?, kind)?)
+    };
+    let scope: Scope = args.scope.parse()?;
+    let (inputs, output) = args.paths.split_at(args.paths.len() - 1);
+    let output = &output[0];
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} volumes  {msg}",
+        )
+        .expect("a valid template"),
+    );
+
+    let summary = if args.from_volumes {
+        if scope == Scope::Global {
+            return Err(
+                "--from-volumes reduces volume by volume: --scope global needs the slices on disk"
+                    .into(),
+            );
+        }
+        let opts = preprocess::Options {
+            mode: if args.mode == "paper" {
+                Mode::Paper
+            } else {
+                Mode::Default
+            },
+            window: args.window.parse()?,
+            ..preprocess::Options::new(output)
+        };
+        let (made, reduced) =
+            reduce::run_from_volumes(inputs, &opts, &strategy, &hashing, &Bar(bar.clone()))?;
+        bar.finish_and_clear();
+        for f in &made.failures {
+            eprintln!("{}", f.error);
+        }
+        if made.volumes == 0 {
+            return Err("no volume could be read".into());
+        }
+        reduced.summary()
+    } else {
+        if inputs.len() != 1 {
+            return Err("give one INPUT folder and the OUTPUT folder (or --from-volumes)".into());
+        }
+        let opts = reduce::Options {
+            strategy: strategy.clone(),
+            scope,
+            pattern: args.volume_pattern.parse::<VolumePattern>()?,
+            link: args.link,
+            sheets: args.sheets,
+        };
+        let report = reduce::run(&inputs[0], output, &opts, &hashing, &Bar(bar.clone()))?;
+        bar.finish_and_clear();
+        for f in &report.failures {
+            eprintln!("{}", f.error);
+        }
+        if report.records.is_empty() {
+            return Err(format!("no PNG slice could be read under {}", inputs[0].display()).into());
+        }
+        report.summary()
+    };
+    print_summary(&summary);
+    println!("decisions: {}", output.join("reduction.jsonl").display());
+    Ok(())
+}
