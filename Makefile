@@ -1,7 +1,8 @@
 # make test: install what is missing (Vulkan loader + Mesa's lavapipe, the sample data), then
 #            run every test.
-# make demo: the main job on the sample data: preprocess the sample CTs into PNG slices, show
-#            the GPU lim picks, benchmark matmul on it.
+# make demo: the main job on the sample data: preprocess the sample CTs into PNG slices, drop
+#            the near-duplicates (the paper's Hash-6), show the GPU lim picks, benchmark
+#            matmul on it.
 
 SHELL := /bin/bash
 export XDG_RUNTIME_DIR ?= /tmp
@@ -41,8 +42,11 @@ endif
 test: deps $(SAMPLES)
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
+	$(CARGO) run --quiet --example own_device
+	$(CARGO) run --quiet --example embed_hasher
 
 demo: deps $(SAMPLES)
 	$(CARGO) run --release -- preprocess --output data/demo/slices $(DEMO_INPUTS)
+	$(CARGO) run --release -- reduce data/demo/slices data/demo/reduced --sheets 2
 	$(CARGO) run --release -- info
 	$(CARGO) run --release -- bench matmul --sizes 256,512,1024
