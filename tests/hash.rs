@@ -266,7 +266,8 @@ fn the_hash_command_prints_what_imagehash_prints() {
     rows.sort();
     let dir_arg = dir.to_str().unwrap();
     for (k, &(algorithm, size)) in KINDS.iter().enumerate() {
-        for path in [&[][..], &["--cpu"][..]] {
+        // The default hashes on the CPU where the adapter is a software one.
+        for path in [&[][..], &["--gpu"][..], &["--cpu"][..]] {
             let (algo, size) = (algorithm.to_string(), size.to_string());
             let args = [
                 &["hash", "--algo", &algo, "--hash-size", &size][..],
@@ -313,4 +314,36 @@ fn the_hash_command_prints_what_imagehash_prints() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("ct_head.nii.gz"));
     let out = lim(&["hash", bad.to_str().unwrap()]);
     assert!(!out.status.success(), "nothing readable fails");
+}
+
+#[test]
+fn the_hash_bench_names_its_adapter_and_every_path() {
+    let dir = fixtures().join("hash_images");
+    let out = lim(&[
+        "bench",
+        "hash",
+        "--slices",
+        dir.to_str().unwrap(),
+        "--passes",
+        "1",
+        "--python",
+        "none",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let adapter = common::gpu().info().name.clone();
+    for what in ["decode", "decode + dhash, GPU", "phash only, CPU"] {
+        let row = rows.iter().find(|r| r["what"] == what).unwrap();
+        assert_eq!(row["adapter"], adapter.as_str());
+        assert!(row["images_per_s"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    assert!(String::from_utf8_lossy(&out.stderr).contains("imagehash not measured"));
 }

@@ -6,7 +6,7 @@ use lim::hash::{self, Algorithm, HashKind};
 use rayon::prelude::*;
 use serde_json::json;
 
-use super::{CliResult, GpuArgs};
+use super::{CliResult, GpuArgs, HashDevice};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -19,9 +19,8 @@ pub struct Args {
     /// imagehash's hash_size: hashes have N x N bits
     #[arg(long, default_value_t = 8, value_name = "N")]
     hash_size: usize,
-    /// Hash on the CPU instead of the GPU
-    #[arg(long)]
-    cpu: bool,
+    #[command(flatten)]
+    device: HashDevice,
     /// One JSON object per line: {"path", "hash"}
     #[arg(long)]
     json: bool,
@@ -52,20 +51,13 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
     let kind = HashKind::new(args.algo.parse::<Algorithm>()?, args.hash_size)?;
     let files = list_images(&args.paths)?;
     let images: Vec<_> = files.par_iter().map(|p| hash::open_luma(p)).collect();
-    let hashes: Vec<_> = if args.cpu {
-        images
-            .par_iter()
-            .map(|image| image.as_ref().ok().map(|i| hash::hash_luma(i, kind)))
-            .collect()
-    } else {
-        let hasher = lim::hash::Hasher::from_options(&gpu_args.options()?, kind)?;
-        let ok: Vec<&lim::hash::Luma8> = images.iter().filter_map(|i| i.as_ref().ok()).collect();
-        let mut computed = hasher.hash_images(&ok)?.into_iter();
-        images
-            .iter()
-            .map(|i| i.as_ref().ok().and_then(|_| computed.next()))
-            .collect()
-    };
+    let hashing = args.device.hashing(gpu_args, kind)?;
+    let ok: Vec<&lim::hash::Luma8> = images.iter().filter_map(|i| i.as_ref().ok()).collect();
+    let mut computed = hashing.hash(&ok)?.into_iter();
+    let hashes: Vec<_> = images
+        .iter()
+        .map(|i| i.as_ref().ok().and_then(|_| computed.next()))
+        .collect();
     let mut failed = 0;
     for ((path, image), hash) in files.iter().zip(&images).zip(hashes) {
         match (image, hash) {

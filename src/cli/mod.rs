@@ -10,6 +10,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use lim::gpu::{BackendChoice, GpuOptions, Tuning};
+use lim::hash::{HashError, HashKind, Hasher};
+use lim::reduce::Hashing;
 
 pub type CliResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -50,6 +52,37 @@ impl GpuArgs {
                 .transpose()?,
             tuning: Tuning::Disk,
         })
+    }
+}
+
+/// Where `hash` and `reduce` compute hashes.
+#[derive(clap::Args)]
+pub struct HashDevice {
+    /// Hash on the CPU
+    #[arg(long, conflicts_with = "gpu")]
+    cpu: bool,
+    /// Hash on the GPU even where the adapter is a software one (there the CPU path is faster,
+    /// and is used by default)
+    #[arg(long)]
+    gpu: bool,
+}
+
+impl HashDevice {
+    pub fn hashing(&self, gpu_args: &GpuArgs, kind: HashKind) -> Result<Hashing, HashError> {
+        if self.cpu {
+            return Ok(Hashing::Cpu(kind));
+        }
+        let hasher = Hasher::from_options(&gpu_args.options()?, kind)?;
+        let info = hasher.gpu().info();
+        if info.device_type == wgpu::DeviceType::Cpu && !self.gpu {
+            eprintln!(
+                "note: {} is a software adapter: hashing on the CPU, which is faster there \
+                 (--gpu hashes on the adapter anyway)",
+                info.name
+            );
+            return Ok(Hashing::Cpu(kind));
+        }
+        Ok(Hashing::Gpu(hasher))
     }
 }
 

@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use lim::hash::{Algorithm, HashKind, Hasher};
+use lim::hash::{Algorithm, HashKind};
 use lim::preprocess::{self, Mode, Progress};
 use lim::reduce::{self, Hashing, Scope, Strategy, VolumePattern};
 
-use super::{CliResult, GpuArgs};
+use super::{CliResult, GpuArgs, HashDevice};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -50,9 +50,8 @@ pub struct Args {
     /// Contact sheets (kept vs dropped) for the first N volumes
     #[arg(long, default_value_t = 0, value_name = "N")]
     sheets: usize,
-    /// Hash on the CPU instead of the GPU
-    #[arg(long)]
-    cpu: bool,
+    #[command(flatten)]
+    device: HashDevice,
     /// Read NIfTI / DICOM / NRRD volumes, preprocess them in memory, write only kept slices
     #[arg(long)]
     from_volumes: bool,
@@ -136,10 +135,9 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
         Strategy::Hash { kind, .. } => *kind,
         _ => HashKind::DHASH,
     };
-    let hashing = if args.cpu || !matches!(strategy, Strategy::Hash { .. }) {
-        Hashing::Cpu(kind)
-    } else {
-        Hashing::Gpu(Hasher::from_options(&gpu_args.options()?, kind)?)
+    let hashing = match strategy {
+        Strategy::Hash { .. } => args.device.hashing(gpu_args, kind)?,
+        _ => Hashing::Cpu(kind),
     };
     let scope: Scope = args.scope.parse()?;
     let (inputs, output) = args.paths.split_at(args.paths.len() - 1);

@@ -12,10 +12,14 @@ use serde_json::json;
 
 use super::{CliResult, GpuArgs};
 
+mod hash;
+
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// GFLOP/s of every matmul variant on square N x N x N products, and the autotuner's choice
     Matmul(MatmulArgs),
+    /// Hashing throughput on PNG slices next to Python imagehash, and the PNG decode rate
+    Hash(hash::HashArgs),
 }
 
 #[derive(clap::Args)]
@@ -37,6 +41,7 @@ pub struct MatmulArgs {
 pub fn run(gpu_args: &GpuArgs, cmd: &Command) -> CliResult {
     match cmd {
         Command::Matmul(args) => matmul(gpu_args, args),
+        Command::Hash(args) => hash::run(gpu_args, args),
     }
 }
 
