@@ -322,14 +322,18 @@ fn other_strategies_and_options() {
 #[test]
 fn hard_links_contact_sheets_and_untouched_inputs() {
     let out = fresh("links");
-    let before: Vec<(PathBuf, u64)> = lim::io::walk(&[slices().to_path_buf()])
-        .unwrap()
-        .into_iter()
-        .map(|p| {
-            let len = std::fs::metadata(&p).unwrap().len();
-            (p, len)
-        })
-        .collect();
+    // Every input file with its size and modification time.
+    let listing = || -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+        lim::io::walk(&[slices().to_path_buf()])
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                let meta = std::fs::metadata(&p).unwrap();
+                (p, meta.len(), meta.modified().unwrap())
+            })
+            .collect()
+    };
+    let before = listing();
     let opts = Options {
         link: true,
         sheets: 2,
@@ -353,15 +357,7 @@ fn hard_links_contact_sheets_and_untouched_inputs() {
     }
     let sheets: Vec<_> = std::fs::read_dir(out.join("sheets")).unwrap().collect();
     assert_eq!(sheets.len(), 2);
-    let after: Vec<(PathBuf, u64)> = lim::io::walk(&[slices().to_path_buf()])
-        .unwrap()
-        .into_iter()
-        .map(|p| {
-            let len = std::fs::metadata(&p).unwrap().len();
-            (p, len)
-        })
-        .collect();
-    assert_eq!(before, after);
+    assert_eq!(before, listing());
     std::fs::remove_dir_all(&out).unwrap();
 }
 

@@ -9,8 +9,10 @@ mod reduce;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 use lim::gpu::{BackendChoice, GpuOptions, Tuning};
 use lim::hash::{HashError, HashKind, Hasher};
+use lim::preprocess::Progress;
 use lim::reduce::Hashing;
 
 pub type CliResult = Result<(), Box<dyn std::error::Error>>;
@@ -52,6 +54,32 @@ impl GpuArgs {
                 .transpose()?,
             tuning: Tuning::Disk,
         })
+    }
+}
+
+/// A progress bar over volumes, for preprocess and reduce.
+pub struct VolumeBar(pub ProgressBar);
+
+impl VolumeBar {
+    pub fn new() -> VolumeBar {
+        VolumeBar(
+            ProgressBar::new(0).with_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} volumes  {msg}",
+                )
+                .expect("a valid template"),
+            ),
+        )
+    }
+}
+
+impl Progress for VolumeBar {
+    fn start(&self, volumes: usize) {
+        self.0.set_length(volumes as u64);
+    }
+    fn volume_done(&self, volume: &str, slices: usize) {
+        self.0.set_message(format!("{volume} ({slices} slices)"));
+        self.0.inc(1);
     }
 }
 

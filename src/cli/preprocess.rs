@@ -2,11 +2,10 @@
 
 use std::path::PathBuf;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use lim::preprocess::intensity::Window;
-use lim::preprocess::{self, Mode, Options, Progress};
+use lim::preprocess::{self, Mode, Options};
 
-use super::CliResult;
+use super::{CliResult, VolumeBar};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -38,18 +37,6 @@ pub struct Args {
     strict: bool,
 }
 
-struct Bar(ProgressBar);
-
-impl Progress for Bar {
-    fn start(&self, volumes: usize) {
-        self.0.set_length(volumes as u64);
-    }
-    fn volume_done(&self, volume: &str, slices: usize) {
-        self.0.set_message(format!("{volume} ({slices} slices)"));
-        self.0.inc(1);
-    }
-}
-
 pub fn run(args: &Args) -> CliResult {
     let mode = if args.mode == "paper" {
         Mode::Paper
@@ -69,14 +56,9 @@ pub fn run(args: &Args) -> CliResult {
         strict: args.strict,
         output: args.output.clone(),
     };
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} volumes  {msg}",
-        )
-        .expect("a valid template"),
-    );
-    let report = preprocess::run(&args.inputs, &opts, &Bar(bar.clone()))?;
-    bar.finish_and_clear();
+    let bar = VolumeBar::new();
+    let report = preprocess::run(&args.inputs, &opts, &bar)?;
+    bar.0.finish_and_clear();
 
     for f in &report.failures {
         eprintln!("{}", f.error);

@@ -3,12 +3,11 @@
 
 use std::path::PathBuf;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use lim::hash::{Algorithm, HashKind};
-use lim::preprocess::{self, Mode, Progress};
+use lim::preprocess::{self, Mode};
 use lim::reduce::{self, Hashing, Scope, Strategy, VolumePattern};
 
-use super::{CliResult, GpuArgs, HashDevice};
+use super::{CliResult, GpuArgs, HashDevice, VolumeBar};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -61,18 +60,6 @@ pub struct Args {
     /// --from-volumes: the window (see `lim preprocess --help`)
     #[arg(long, default_value = "minmax")]
     window: String,
-}
-
-struct Bar(ProgressBar);
-
-impl Progress for Bar {
-    fn start(&self, volumes: usize) {
-        self.0.set_length(volumes as u64);
-    }
-    fn volume_done(&self, volume: &str, slices: usize) {
-        self.0.set_message(format!("{volume} ({slices} slices)"));
-        self.0.inc(1);
-    }
 }
 
 fn strategy(args: &Args) -> Result<Strategy, Box<dyn std::error::Error>> {
@@ -142,12 +129,7 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
     let scope: Scope = args.scope.parse()?;
     let (inputs, output) = args.paths.split_at(args.paths.len() - 1);
     let output = &output[0];
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} volumes  {msg}",
-        )
-        .expect("a valid template"),
-    );
+    let bar = VolumeBar::new();
 
     let summary = if args.from_volumes {
         if scope == Scope::Global {
@@ -165,9 +147,8 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
             window: args.window.parse()?,
             ..preprocess::Options::new(output)
         };
-        let (made, reduced) =
-            reduce::run_from_volumes(inputs, &opts, &strategy, &hashing, &Bar(bar.clone()))?;
-        bar.finish_and_clear();
+        let (made, reduced) = reduce::run_from_volumes(inputs, &opts, &strategy, &hashing, &bar)?;
+        bar.0.finish_and_clear();
         for f in &made.failures {
             eprintln!("{}", f.error);
         }
@@ -186,8 +167,8 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
             link: args.link,
             sheets: args.sheets,
         };
-        let report = reduce::run(&inputs[0], output, &opts, &hashing, &Bar(bar.clone()))?;
-        bar.finish_and_clear();
+        let report = reduce::run(&inputs[0], output, &opts, &hashing, &bar)?;
+        bar.0.finish_and_clear();
         for f in &report.failures {
             eprintln!("{}", f.error);
         }

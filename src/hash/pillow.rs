@@ -23,6 +23,8 @@ fn luma(r: u8, g: u8, b: u8) -> u8 {
 /// to 0..255, not rescaled; 16-bit colour keeps the high byte of each sample, as Pillow's PNG
 /// reader does.
 pub fn to_luma8(image: &DynamicImage) -> Luma8 {
+    // Pillow reads 16-bit colour PNGs as 8-bit, keeping the high bytes.
+    let luma16 = |c: &[u16]| luma((c[0] >> 8) as u8, (c[1] >> 8) as u8, (c[2] >> 8) as u8);
     let (width, height) = (image.width() as usize, image.height() as usize);
     let pixels: Vec<u8> = match image {
         DynamicImage::ImageLuma8(i) => i.as_raw().clone(),
@@ -31,26 +33,8 @@ pub fn to_luma8(image: &DynamicImage) -> Luma8 {
         DynamicImage::ImageRgba8(i) => i.pixels().map(|p| luma(p.0[0], p.0[1], p.0[2])).collect(),
         DynamicImage::ImageLuma16(i) => i.pixels().map(|p| p.0[0].min(255) as u8).collect(),
         DynamicImage::ImageLumaA16(i) => i.pixels().map(|p| (p.0[0] >> 8) as u8).collect(),
-        DynamicImage::ImageRgb16(i) => i
-            .pixels()
-            .map(|p| {
-                luma(
-                    (p.0[0] >> 8) as u8,
-                    (p.0[1] >> 8) as u8,
-                    (p.0[2] >> 8) as u8,
-                )
-            })
-            .collect(),
-        DynamicImage::ImageRgba16(i) => i
-            .pixels()
-            .map(|p| {
-                luma(
-                    (p.0[0] >> 8) as u8,
-                    (p.0[1] >> 8) as u8,
-                    (p.0[2] >> 8) as u8,
-                )
-            })
-            .collect(),
+        DynamicImage::ImageRgb16(i) => i.pixels().map(|p| luma16(&p.0)).collect(),
+        DynamicImage::ImageRgba16(i) => i.pixels().map(|p| luma16(&p.0)).collect(),
         other => other.to_luma8().into_raw(),
     };
     Luma8 {

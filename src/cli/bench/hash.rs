@@ -224,12 +224,8 @@ pub fn run(gpu_args: &GpuArgs, args: &HashArgs) -> CliResult {
                 "vs_imagehash": ratios.get(i).copied().flatten(),
                 "threads": r.threads,
                 "passes": args.passes,
-                "adapter": info.name,
-                "backend": format!("{:?}", info.backend),
-                "driver": info.driver,
-                "driver_info": info.driver_info,
             });
-            println!("{line}");
+            super::print_json(line, &info);
         }
     } else {
         println!("hashing {shape} ({}) on {}", dir.display(), gpu.describe());

@@ -99,6 +99,19 @@ fn sampled_error(a: &[f32], b: &[f32], c: &[f32], n: usize, rng: &mut StdRng) ->
         .fold(0.0, f64::max)
 }
 
+/// Prints one JSON line of a measurement, naming lim's version and the adapter it ran on.
+fn print_json(mut line: serde_json::Value, info: &wgpu::AdapterInfo) {
+    let object = line.as_object_mut().expect("a JSON object");
+    object
+        .entry("tool")
+        .or_insert_with(|| json!(format!("lim-{}", env!("CARGO_PKG_VERSION"))));
+    object.insert("adapter".into(), json!(info.name));
+    object.insert("backend".into(), json!(format!("{:?}", info.backend)));
+    object.insert("driver".into(), json!(info.driver));
+    object.insert("driver_info".into(), json!(info.driver_info));
+    println!("{line}");
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -152,7 +165,6 @@ fn matmul(gpu_args: &GpuArgs, args: &MatmulArgs) -> CliResult {
             let gflops = dims.flops() / s.median.as_secs_f64() / 1e9;
             if args.json {
                 let line = json!({
-                    "tool": format!("lim-{}", env!("CARGO_PKG_VERSION")),
                     "what": "matmul",
                     "variant": variant.name(),
                     "shape": format!("{n}x{n}x{n}"),
@@ -163,12 +175,8 @@ fn matmul(gpu_args: &GpuArgs, args: &MatmulArgs) -> CliResult {
                     "gflops": gflops,
                     "gpu_median_ms": s.gpu_median.map(ms),
                     "max_rel_err": err,
-                    "adapter": info.name,
-                    "backend": format!("{:?}", info.backend),
-                    "driver": info.driver,
-                    "driver_info": info.driver_info,
                 });
-                println!("{line}");
+                print_json(line, &info);
             } else {
                 let gpu_ms = s
                     .gpu_median
@@ -189,17 +197,12 @@ fn matmul(gpu_args: &GpuArgs, args: &MatmulArgs) -> CliResult {
             .map_or("(tuning off)".to_string(), |r| r.choice.clone());
         if args.json {
             let line = json!({
-                "tool": format!("lim-{}", env!("CARGO_PKG_VERSION")),
                 "what": "matmul-autotune",
                 "shape": format!("{n}x{n}x{n}"),
                 "autotuned": choice,
                 "from_cache": was_tuned,
-                "adapter": info.name,
-                "backend": format!("{:?}", info.backend),
-                "driver": info.driver,
-                "driver_info": info.driver_info,
             });
-            println!("{line}");
+            print_json(line, &info);
         } else {
             let source = if was_tuned {
                 "from the autotune cache"
