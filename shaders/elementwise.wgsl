@@ -9,7 +9,7 @@
 //   bindings: 0 uniform Params, 1 x (read), 2 y (read), 3 out (read_write); workgroup 256
 // entry `binary_inplace`:  out[i] = out[i] OP y[i]
 //   bindings: 0 uniform Params, 2 y (read), 3 out (read_write); workgroup 256
-//   OP (override BINARY): 0 add, 1 multiply
+//   OP (override BINARY): 0 add, 1 multiply, 2 relu's gradient (x > 0 ? y : 0)
 // entry `unary`:           out[i] = F(x[i])
 //   bindings: 0 uniform Params, 1 x (read), 3 out (read_write); workgroup 256
 // entry `unary_inplace`:   out[i] = F(out[i])
@@ -36,6 +36,9 @@ fn element(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
 fn combine(u: f32, v: f32) -> f32 {
     if BINARY == 1u {
         return u * v;
+    }
+    if BINARY == 2u {
+        return select(0.0, v, u > 0.0);
     }
     return u + v;
 }

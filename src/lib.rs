@@ -15,6 +15,7 @@
 //! # }
 //! ```
 
+pub mod autograd;
 pub mod error;
 pub mod gpu;
 pub mod hash;

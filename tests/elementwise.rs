@@ -32,7 +32,7 @@ fn binary_ops_match_the_reference() {
         let (hx, hy) = (random(n, s as u64), random(n, 100 + s as u64));
         let x = Tensor::from_slice(&gpu, shape, &hx).unwrap();
         let y = Tensor::from_slice(&gpu, shape, &hy).unwrap();
-        for op in [BinaryOp::Add, BinaryOp::Mul] {
+        for op in [BinaryOp::Add, BinaryOp::Mul, BinaryOp::ReluGrad] {
             let want = reference::binary(&hx, &hy, op);
             let out = x.binary(&y, op).unwrap();
             assert_eq!(out.shape(), *shape);

@@ -55,6 +55,8 @@ pub const MATMUL_REG: Shader = shader!("matmul_reg" + "matmul_vec4", wgpu::Featu
 pub const MATMUL_SUBGROUP: Shader =
     shader!("matmul_subgroup" + "matmul_vec4", wgpu::Features::SUBGROUP);
 pub const HASH: Shader = shader!("hash");
+pub const BROADCAST: Shader = shader!("broadcast");
+pub const ROWS: Shader = shader!("rows");
 pub const CAST: Shader = shader!("cast", wgpu::Features::SHADER_F16);
 
 /// Every shader lim ships; tests check this (and the libraries it names) against the files
@@ -67,6 +69,8 @@ pub const ALL: &[&Shader] = &[
     &MATMUL_REG,
     &MATMUL_SUBGROUP,
     &HASH,
+    &BROADCAST,
+    &ROWS,
     &CAST,
 ];
 

@@ -1,4 +1,5 @@
-//! Elementwise ops (`shaders/elementwise.wgsl`): add, mul, scale, relu, and in-place forms.
+//! Elementwise ops (`shaders/elementwise.wgsl`): add, mul, scale, relu, in-place forms, and
+//! relu's gradient.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -11,6 +12,9 @@ use crate::tensor::{DType, Tensor};
 pub enum BinaryOp {
     Add,
     Mul,
+    /// `y` where `x > 0`, else 0: relu's gradient `g` passed through where its input `x` was
+    /// positive.
+    ReluGrad,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -31,6 +35,7 @@ impl BinaryOp {
         match self {
             BinaryOp::Add => 0.0,
             BinaryOp::Mul => 1.0,
+            BinaryOp::ReluGrad => 2.0,
         }
     }
 }
@@ -191,6 +196,11 @@ impl Tensor {
     pub fn relu_(&self) -> Result<()> {
         self.unary_(UnaryOp::Relu)
     }
+
+    /// Relu's backward: `grad` where `self` (relu's input) is positive, else 0.
+    pub fn relu_backward(&self, grad: &Tensor) -> Result<Tensor> {
+        self.binary(grad, BinaryOp::ReluGrad)
+    }
 }
 
 /// CPU references in f64.
@@ -203,6 +213,13 @@ pub mod reference {
             .map(|(&u, &v)| match op {
                 BinaryOp::Add => u as f64 + v as f64,
                 BinaryOp::Mul => u as f64 * v as f64,
+                BinaryOp::ReluGrad => {
+                    if u > 0.0 {
+                        v as f64
+                    } else {
+                        0.0
+                    }
+                }
             })
             .collect()
     }

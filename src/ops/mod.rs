@@ -1,9 +1,11 @@
 //! Tensor ops, one file per kernel family: the GPU forward that dispatches `shaders/<family>`,
 //! and a plain-Rust CPU reference in f64 that the tests compare it with.
 
+pub mod broadcast;
 pub mod elementwise;
 pub mod matmul;
 pub mod reduce;
+pub mod rows;
 
 use crate::error::Result;
 use crate::gpu::Gpu;

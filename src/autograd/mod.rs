@@ -1,0 +1,216 @@
+//! Reverse-mode automatic differentiation over GPU tensors.
+//!
+//! Every op on [`Var`]s computes its value on the GPU and, while gradients are being
+//! recorded, keeps a node with its inputs and a backward rule: a plain function of the
+//! tensors the op saved and the gradient of its output. [`Var::backward`] orders the nodes
+//! reachable from a scalar so that each comes after everything computed from it, walks them
+//! in reverse, and accumulates into each leaf's `grad` (as PyTorch does: gradients add up
+//! across calls until [`Var::zero_grad`]). Nothing is read back from the GPU on the way.
+
+mod ops;
+
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// Maps the gradient of an op's output to the gradients of its inputs, in input order
+/// (`None` for an input that needs none).
+type BackwardFn = Box<dyn Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
+
+struct Node {
+    id: usize,
+    value: Tensor,
+    requires_grad: bool,
+    /// The accumulated gradient of a leaf.
+    grad: Mutex<Option<Tensor>>,
+    inputs: Vec<Var>,
+    backward: Option<BackwardFn>,
+}
+
+/// A tensor in the graph: a leaf (a parameter or a constant) or the output of an op.
+#[derive(Clone)]
+pub struct Var(Arc<Node>);
+
+impl std::fmt::Debug for Var {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Var")
+            .field("shape", &self.0.value.shape())
+            .field("requires_grad", &self.0.requires_grad)
+            .field("leaf", &self.0.backward.is_none())
+            .finish()
+    }
+}
+
+thread_local! {
+    static RECORDING: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Runs `f` without recording: ops inside it make constants (as `torch.no_grad()`).
+pub fn no_grad<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            RECORDING.with(|r| r.set(self.0));
+        }
+    }
+    let _restore = Restore(RECORDING.with(|r| r.replace(false)));
+    f()
+}
+
+fn next_id() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Var {
+    fn leaf(value: Tensor, requires_grad: bool) -> Var {
+        Var(Arc::new(Node {
+            id: next_id(),
+            value,
+            requires_grad,
+            grad: Mutex::new(None),
+            inputs: Vec::new(),
+            backward: None,
+        }))
+    }
+
+    /// A leaf whose gradient is wanted (a parameter).
+    pub fn param(value: Tensor) -> Var {
+        Self::leaf(value, true)
+    }
+
+    /// A leaf without a gradient (data, targets).
+    pub fn constant(value: Tensor) -> Var {
+        Self::leaf(value, false)
+    }
+
+    /// The output of an op on `inputs`; `backward` is kept only while recording and when an
+    /// input needs a gradient.
+    pub(crate) fn from_op(value: Tensor, inputs: &[&Var], backward: BackwardFn) -> Var {
+        let recording = RECORDING.with(|r| r.get());
+        if !recording || !inputs.iter().any(|v| v.requires_grad()) {
+            return Self::constant(value);
+        }
+        Var(Arc::new(Node {
+            id: next_id(),
+            value,
+            requires_grad: true,
+            grad: Mutex::new(None),
+            inputs: inputs.iter().map(|&v| v.clone()).collect(),
+            backward: Some(backward),
+        }))
+    }
+
+    pub fn value(&self) -> &Tensor {
+        &self.0.value
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        self.0.value.shape()
+    }
+
+    pub fn requires_grad(&self) -> bool {
+        self.0.requires_grad
+    }
+
+    /// The gradient accumulated into this leaf so far.
+    pub fn grad(&self) -> Option<Tensor> {
+        self.0
+            .grad
+            .lock()
+            .expect("no panic holding the lock")
+            .clone()
+    }
+
+    pub fn zero_grad(&self) {
+        *self.0.grad.lock().expect("no panic holding the lock") = None;
+    }
+
+    /// The same value, cut from the graph: no gradient flows through it.
+    pub fn detach(&self) -> Var {
+        Self::constant(self.0.value.clone())
+    }
+
+    /// Accumulates d self / d leaf into every leaf that requires a gradient. `self` must hold
+    /// one element (a loss).
+    pub fn backward(&self) -> Result<()> {
+        if self.0.value.numel() != 1 {
+            return Err(Error::InvalidArgument {
+                op: "backward",
+                why: format!(
+                    "starts from a single value, not shape {:?}",
+                    self.0.value.shape()
+                ),
+            });
+        }
+        if !self.requires_grad() {
+            return Err(Error::InvalidArgument {
+                op: "backward",
+                why: "nothing it was computed from requires a gradient".into(),
+            });
+        }
+        let seed = Tensor::from_slice(self.0.value.gpu(), self.0.value.shape(), &[1.0])?;
+        let mut grads: HashMap<usize, Tensor> = HashMap::from([(self.0.id, seed)]);
+        for var in self.topological_order().iter().rev() {
+            let Some(grad) = grads.remove(&var.0.id) else {
+                continue;
+            };
+            let Some(backward) = &var.0.backward else {
+                let mut slot = var.0.grad.lock().expect("no panic holding the lock");
+                *slot = Some(match slot.take() {
+                    Some(before) => before.add(&grad)?,
+                    None => grad,
+                });
+                continue;
+            };
+            let input_grads = backward(&grad)?;
+            for (input, g) in var.0.inputs.iter().zip(input_grads) {
+                let Some(g) = g.filter(|_| input.requires_grad()) else {
+                    continue;
+                };
+                if g.shape() != input.shape() {
+                    return Err(Error::ShapeMismatch {
+                        op: "backward",
+                        lhs: g.shape().to_vec(),
+                        rhs: input.shape().to_vec(),
+                        why: "an op's backward gave a gradient of the wrong shape".into(),
+                    });
+                }
+                let total = match grads.remove(&input.0.id) {
+                    Some(before) => before.add(&g)?,
+                    None => g,
+                };
+                grads.insert(input.0.id, total);
+            }
+        }
+        Ok(())
+    }
+
+    /// The nodes that need a gradient, each after all of its inputs.
+    fn topological_order(&self) -> Vec<Var> {
+        let mut order = Vec::new();
+        let mut seen = HashSet::new();
+        // Iterative depth-first search: (node, whether its inputs are done).
+        let mut stack = vec![(self.clone(), false)];
+        while let Some((var, inputs_done)) = stack.pop() {
+            if inputs_done {
+                order.push(var);
+                continue;
+            }
+            if !seen.insert(var.0.id) {
+                continue;
+            }
+            stack.push((var.clone(), true));
+            for input in var.0.inputs.iter().filter(|v| v.requires_grad()) {
+                if !seen.contains(&input.0.id) {
+                    stack.push((input.clone(), false));
+                }
+            }
+        }
+        order
+    }
+}

@@ -1,0 +1,247 @@
+//! The differentiable ops on [`Var`]: each computes its value with the tensor op and records
+//! the backward rule, built from tensor ops too.
+
+use crate::error::{Error, Result};
+use crate::ops::matmul::MatmulOptions;
+use crate::ops::reduce::ReduceOp;
+use crate::ops::rows::RowOp;
+use crate::tensor::Tensor;
+
+use super::Var;
+
+fn same_shape(op: &'static str, a: &Var, b: &Var) -> Result<()> {
+    if a.shape() != b.shape() {
+        return Err(Error::ShapeMismatch {
+            op,
+            lhs: a.shape().to_vec(),
+            rhs: b.shape().to_vec(),
+            why: "needs equal shapes".into(),
+        });
+    }
+    Ok(())
+}
+
+fn matrix(op: &'static str, v: &Var) -> Result<()> {
+    if v.shape().len() != 2 {
+        return Err(Error::InvalidArgument {
+            op,
+            why: format!("takes matrices, got shape {:?}", v.shape()),
+        });
+    }
+    Ok(())
+}
+
+impl Var {
+    pub fn add(&self, other: &Var) -> Result<Var> {
+        same_shape("add", self, other)?;
+        let value = self.value().add(other.value())?;
+        Ok(Var::from_op(
+            value,
+            &[self, other],
+            Box::new(|g| Ok(vec![Some(g.clone()), Some(g.clone())])),
+        ))
+    }
+
+    pub fn mul(&self, other: &Var) -> Result<Var> {
+        same_shape("mul", self, other)?;
+        let value = self.value().mul(other.value())?;
+        let (a, b) = (self.value().clone(), other.value().clone());
+        Ok(Var::from_op(
+            value,
+            &[self, other],
+            Box::new(move |g| Ok(vec![Some(g.mul(&b)?), Some(g.mul(&a)?)])),
+        ))
+    }
+
+    pub fn scale(&self, s: f32) -> Result<Var> {
+        let value = self.value().scale(s)?;
+        Ok(Var::from_op(
+            value,
+            &[self],
+            Box::new(move |g| Ok(vec![Some(g.scale(s)?)])),
+        ))
+    }
+
+    pub fn relu(&self) -> Result<Var> {
+        let value = self.value().relu()?;
+        let x = self.value().clone();
+        Ok(Var::from_op(
+            value,
+            &[self],
+            Box::new(move |g| Ok(vec![Some(x.relu_backward(g)?)])),
+        ))
+    }
+
+    /// `self · other` of two matrices.
+    pub fn matmul(&self, other: &Var) -> Result<Var> {
+        self.matmul_t(other, MatmulOptions::default())
+    }
+
+    /// `op(self) · op(other)` of two matrices, with the transposes of `opts`.
+    pub fn matmul_t(&self, other: &Var, opts: MatmulOptions) -> Result<Var> {
+        matrix("matmul", self)?;
+        matrix("matmul", other)?;
+        let value = self.value().matmul_t(other.value(), opts)?;
+        let (a, b) = (self.value().clone(), other.value().clone());
+        let t = |trans_a, trans_b| MatmulOptions { trans_a, trans_b };
+        Ok(Var::from_op(
+            value,
+            &[self, other],
+            Box::new(move |g| {
+                // C = A B: dA = G Bᵀ, dB = Aᵀ G; with A or B stored transposed, so are theirs.
+                let da = match opts.trans_a {
+                    false => g.matmul_t(&b, t(false, !opts.trans_b))?,
+                    true => b.matmul_t(g, t(opts.trans_b, true))?,
+                };
+                let db = match opts.trans_b {
+                    false => a.matmul_t(g, t(!opts.trans_a, false))?,
+                    true => g.matmul_t(&a, t(true, opts.trans_a))?,
+                };
+                Ok(vec![Some(da), Some(db)])
+            }),
+        ))
+    }
+
+    /// `self + bias` with `bias` (of the last axis's length) added to every row.
+    pub fn add_bias(&self, bias: &Var) -> Result<Var> {
+        let n = *self.shape().last().unwrap_or(&0);
+        if bias.shape() != [n] {
+            return Err(Error::ShapeMismatch {
+                op: "add_bias",
+                lhs: self.shape().to_vec(),
+                rhs: bias.shape().to_vec(),
+                why: "the bias has one value per column".into(),
+            });
+        }
+        let rows = self.value().numel() / n.max(1);
+        let expanded = bias.value().expand_axis(0, rows)?.reshape(self.shape())?;
+        let value = self.value().add(&expanded)?;
+        Ok(Var::from_op(
+            value,
+            &[self, bias],
+            Box::new(move |g| {
+                let per_row = g.reshape(&[rows, n])?.sum(0)?;
+                Ok(vec![Some(g.clone()), Some(per_row)])
+            }),
+        ))
+    }
+
+    /// `x · weightᵀ + bias`, as `torch.nn.functional.linear` (weight `[out, in]`).
+    pub fn linear(&self, weight: &Var, bias: Option<&Var>) -> Result<Var> {
+        let y = self.matmul_t(
+            weight,
+            MatmulOptions {
+                trans_a: false,
+                trans_b: true,
+            },
+        )?;
+        match bias {
+            Some(b) => y.add_bias(b),
+            None => Ok(y),
+        }
+    }
+
+    fn reduce(&self, axis: usize, op: ReduceOp) -> Result<Var> {
+        let value = self.value().reduce(axis, op)?;
+        let len = self.shape()[axis];
+        Ok(Var::from_op(
+            value,
+            &[self],
+            Box::new(move |g| {
+                let spread = g.expand_axis(axis, len)?;
+                Ok(vec![Some(match op {
+                    ReduceOp::Mean => spread.scale(1.0 / len as f32)?,
+                    _ => spread,
+                })])
+            }),
+        ))
+    }
+
+    /// The sum along `axis`, which goes away.
+    pub fn sum(&self, axis: usize) -> Result<Var> {
+        self.reduce(axis, ReduceOp::Sum)
+    }
+
+    /// The mean along `axis`, which goes away.
+    pub fn mean(&self, axis: usize) -> Result<Var> {
+        self.reduce(axis, ReduceOp::Mean)
+    }
+
+    /// The sum of every element, as a one-element tensor.
+    pub fn sum_all(&self) -> Result<Var> {
+        self.reshape(&[self.value().numel()])?.sum(0)
+    }
+
+    /// The mean of every element, as a one-element tensor.
+    pub fn mean_all(&self) -> Result<Var> {
+        self.reshape(&[self.value().numel()])?.mean(0)
+    }
+
+    /// The same elements under another shape (`flatten` is this too).
+    pub fn reshape(&self, shape: &[usize]) -> Result<Var> {
+        let value = self.value().reshape(shape)?;
+        let before = self.shape().to_vec();
+        Ok(Var::from_op(
+            value,
+            &[self],
+            Box::new(move |g| Ok(vec![Some(g.reshape(&before)?)])),
+        ))
+    }
+
+    fn rows(&self, op: RowOp) -> Result<Var> {
+        let value = self.value().rows(op)?;
+        // Softmax's gradients need its output; normalisation's its input.
+        let saved = match op {
+            RowOp::L2Normalize => self.value().clone(),
+            RowOp::Softmax | RowOp::LogSoftmax => value.clone(),
+        };
+        Ok(Var::from_op(
+            value,
+            &[self],
+            Box::new(move |g| Ok(vec![Some(Tensor::rows_backward(op, &saved, g)?)])),
+        ))
+    }
+
+    /// Softmax along the last axis.
+    pub fn softmax(&self) -> Result<Var> {
+        self.rows(RowOp::Softmax)
+    }
+
+    /// Log-softmax along the last axis.
+    pub fn log_softmax(&self) -> Result<Var> {
+        self.rows(RowOp::LogSoftmax)
+    }
+
+    /// Each row along the last axis divided by its L2 norm (at least 1e-12).
+    pub fn l2_normalize(&self) -> Result<Var> {
+        self.rows(RowOp::L2Normalize)
+    }
+
+    /// Cross-entropy of `[rows, classes]` logits against target probabilities of the same
+    /// shape, averaged over the rows: `-mean_i sum_j targets[i, j] log_softmax(self)[i, j]`
+    /// (`torch.nn.functional.cross_entropy` with probabilities, as SwAV's swapped
+    /// prediction uses it).
+    pub fn cross_entropy(&self, targets: &Var) -> Result<Var> {
+        matrix("cross_entropy", self)?;
+        let picked = self.log_softmax()?.mul(targets)?;
+        picked.sum(1)?.mean(0)?.scale(-1.0)
+    }
+
+    /// Cross-entropy against one class index per row.
+    pub fn cross_entropy_classes(&self, classes: &[usize]) -> Result<Var> {
+        matrix("cross_entropy", self)?;
+        let (rows, n) = (self.shape()[0], self.shape()[1]);
+        if classes.len() != rows || classes.iter().any(|&c| c >= n) {
+            return Err(Error::InvalidArgument {
+                op: "cross_entropy",
+                why: format!("needs {rows} class indices below {n}, got {classes:?}"),
+            });
+        }
+        let mut one_hot = vec![0.0; rows * n];
+        for (i, &c) in classes.iter().enumerate() {
+            one_hot[i * n + c] = 1.0;
+        }
+        let targets = Tensor::from_slice(self.value().gpu(), &[rows, n], &one_hot)?;
+        self.cross_entropy(&Var::constant(targets))
+    }
+}

@@ -1,0 +1,70 @@
+//! Broadcasting along one axis (`shaders/broadcast.wgsl`): the shape change a reduction
+//! undoes, for the gradients of sum and mean and for adding a bias to every row.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::error::{Error, Result};
+use crate::gpu::shader;
+use crate::tensor::{DType, Tensor};
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    outer: u32,
+    len: u32,
+    inner: u32,
+}
+
+impl Tensor {
+    /// A new axis of `len` copies inserted at `axis`: `[a, b]` expanded at 1 by 3 is
+    /// `[a, 3, b]`, each `[i, :, j]` equal to `self[i, j]`.
+    pub fn expand_axis(&self, axis: usize, len: usize) -> Result<Tensor> {
+        if self.dtype() != DType::F32 || axis > self.shape().len() || len == 0 {
+            return Err(Error::InvalidArgument {
+                op: "expand_axis",
+                why: format!(
+                    "cannot insert an axis of {len} at {axis} into a {:?} tensor of shape {:?}",
+                    self.dtype(),
+                    self.shape()
+                ),
+            });
+        }
+        let mut shape = self.shape().to_vec();
+        shape.insert(axis, len);
+        let out = Tensor::uninit(self.gpu(), &shape, DType::F32)?;
+        let params = Params {
+            outer: self.shape()[..axis].iter().product::<usize>() as u32,
+            len: len as u32,
+            inner: self.shape()[axis..].iter().product::<usize>() as u32,
+        };
+        let gpu = self.gpu();
+        let kernel = gpu.kernel(&shader::BROADCAST, "expand", &[])?;
+        let groups = gpu.grid_1d(out.numel().div_ceil(256) as u64, &kernel.label)?;
+        gpu.dispatch(
+            &kernel,
+            bytemuck::bytes_of(&params),
+            &[
+                (1, self.binding("expand input")?),
+                (2, out.binding("expand output")?),
+            ],
+            groups,
+        )?;
+        Ok(out)
+    }
+}
+
+/// CPU reference.
+pub mod reference {
+    /// `x` of `shape` with an axis of `len` copies inserted at `axis`.
+    pub fn expand_axis(x: &[f32], shape: &[usize], axis: usize, len: usize) -> Vec<f64> {
+        let outer: usize = shape[..axis].iter().product();
+        let inner: usize = shape[axis..].iter().product();
+        let mut out = Vec::with_capacity(outer * len * inner);
+        for o in 0..outer {
+            for _ in 0..len {
+                out.extend(x[o * inner..(o + 1) * inner].iter().map(|&v| v as f64));
+            }
+        }
+        out
+    }
+}
