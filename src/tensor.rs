@@ -173,6 +173,76 @@ impl Tensor {
         })
     }
 
+    /// Entries `start .. start + len` along the first axis (the batch), copied.
+    pub fn slice_batch(&self, start: usize, len: usize) -> Result<Tensor> {
+        let n = self.shape.first().copied().unwrap_or(0);
+        if start + len > n || len == 0 {
+            return Err(Error::InvalidArgument {
+                op: "slice_batch",
+                why: format!("entries {start}..{} of a batch of {n}", start + len),
+            });
+        }
+        let mut shape = self.shape.clone();
+        shape[0] = len;
+        let part = Self::uninit(&self.gpu, &shape, self.dtype)?;
+        let entry = self.numel() / n * self.dtype.size();
+        if !entry.is_multiple_of(4) {
+            return Err(Error::InvalidArgument {
+                op: "slice_batch",
+                why: format!("batch entries of {entry} bytes are not whole words"),
+            });
+        }
+        self.gpu.with_encoder(|e| {
+            e.copy_buffer_to_buffer(
+                &self.buffer,
+                (start * entry) as u64,
+                &part.buffer,
+                0,
+                (len * entry) as u64,
+            )
+        });
+        Ok(part)
+    }
+
+    /// The tensors one after another along the first axis (the batch), copied.
+    pub fn concat_batch(parts: &[&Tensor]) -> Result<Tensor> {
+        let Some(first) = parts.first() else {
+            return Err(Error::InvalidArgument {
+                op: "concat_batch",
+                why: "nothing to concatenate".into(),
+            });
+        };
+        let tail = &first.shape[1.min(first.shape.len())..];
+        if let Some(odd) = parts
+            .iter()
+            .find(|p| p.shape.is_empty() || &p.shape[1..] != tail || p.dtype != first.dtype)
+        {
+            return Err(Error::ShapeMismatch {
+                op: "concat_batch",
+                lhs: first.shape.clone(),
+                rhs: odd.shape.clone(),
+                why: "all but the first axis must agree, and the dtypes".into(),
+            });
+        }
+        if let Some(odd) = parts.iter().find(|p| p.numel() * p.dtype.size() % 4 != 0) {
+            return Err(Error::InvalidArgument {
+                op: "concat_batch",
+                why: format!("a part of shape {:?} is not whole words", odd.shape),
+            });
+        }
+        let mut shape = first.shape.clone();
+        shape[0] = parts.iter().map(|p| p.shape[0]).sum();
+        let out = Self::uninit(&first.gpu, &shape, first.dtype)?;
+        first.gpu.with_encoder(|e| {
+            let mut offset = 0;
+            for p in parts {
+                e.copy_buffer_to_buffer(&p.buffer, 0, &out.buffer, offset, p.byte_len());
+                offset += p.byte_len();
+            }
+        });
+        Ok(out)
+    }
+
     /// A copy with its own storage.
     pub fn deep_clone(&self) -> Result<Tensor> {
         let copy = Self::uninit(&self.gpu, &self.shape, self.dtype)?;

@@ -342,3 +342,74 @@ fn a_small_mlp_learns_its_batch_by_heart() {
     }
     assert!(last < 0.01 * first, "loss went from {first} to {last}");
 }
+
+#[test]
+fn gradients_through_convolutions_match_finite_differences() {
+    use lim::ops::conv2d::{Conv2dDims, Conv2dSpec, reference};
+    let gpu = gpu();
+    let (x_shape, w1_shape, w2_shape) = ([2, 2, 5, 5], [3, 2, 3, 3], [2, 3, 3, 2]);
+    let (s1, s2) = (Conv2dSpec::new(1, 1), Conv2dSpec::new(2, 0));
+    let d1 = Conv2dDims::infer(&x_shape, &w1_shape, s1).unwrap();
+    let d2 = Conv2dDims::infer(&d1.out_shape(), &w2_shape, s2).unwrap();
+    let features = d2.out_shape()[1..].iter().product::<usize>();
+    let shapes: [&[usize]; 5] = [&x_shape, &w1_shape, &[3], &w2_shape, &[3, features]];
+    let host: Vec<Vec<f32>> = shapes
+        .iter()
+        .enumerate()
+        .map(|(k, s)| random(s.iter().product(), 60 + k as u64))
+        .collect();
+    let params: Vec<Var> = shapes
+        .iter()
+        .zip(&host)
+        .map(|(s, h)| Var::param(Tensor::from_slice(&gpu, s, h).unwrap()))
+        .collect();
+    let [x, w1, b1, w2, fc] = &params[..] else {
+        unreachable!()
+    };
+    // conv (bias) -> relu -> strided conv -> flatten -> linear -> cross-entropy.
+    let h = x.conv2d(w1, Some(b1), s1).unwrap().relu().unwrap();
+    let z = h
+        .conv2d(w2, None, s2)
+        .unwrap()
+        .reshape(&[2, features])
+        .unwrap();
+    let loss = z
+        .linear(fc, None)
+        .unwrap()
+        .cross_entropy_classes(&[1, 2])
+        .unwrap();
+    loss.backward().unwrap();
+
+    let f = |p: &[Vec<f64>]| -> f64 {
+        let mut h = reference::forward(&p[0], &p[1], &d1);
+        let plane = d1.oh * d1.ow;
+        for (i, v) in h.iter_mut().enumerate() {
+            *v = (*v + p[2][(i / plane) % 3]).max(0.0);
+        }
+        let z = reference::forward(&h, &p[3], &d2);
+        let logits = linear(&z, 2, &p[4], &[0.0; 3], 3);
+        let logp = rows(&logits, 3, lim::ops::rows::RowOp::LogSoftmax);
+        -(logp[1] + logp[3 + 2]) / 2.0
+    };
+    let values: Vec<Vec<f64>> = host
+        .iter()
+        .map(|h| h.iter().map(|&v| v as f64).collect())
+        .collect();
+    let got = loss.value().to_vec().unwrap()[0] as f64;
+    assert!(
+        (got - f(&values)).abs() < 1e-5,
+        "loss {got} against {}",
+        f(&values)
+    );
+    for (k, name) in ["x", "w1", "b1", "w2", "fc"].iter().enumerate() {
+        let want = finite_differences(
+            |p| {
+                let mut all = values.clone();
+                all[k] = p.to_vec();
+                f(&all)
+            },
+            &values[k],
+        );
+        assert_gradient(name, &params[k].grad().unwrap(), &want);
+    }
+}

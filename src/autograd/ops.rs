@@ -2,6 +2,7 @@
 //! the backward rule, built from tensor ops too.
 
 use crate::error::{Error, Result};
+use crate::ops::conv2d::Conv2dSpec;
 use crate::ops::matmul::MatmulOptions;
 use crate::ops::reduce::ReduceOp;
 use crate::ops::rows::RowOp;
@@ -122,6 +123,55 @@ impl Var {
             Box::new(move |g| {
                 let per_row = g.reshape(&[rows, n])?.sum(0)?;
                 Ok(vec![Some(g.clone()), Some(per_row)])
+            }),
+        ))
+    }
+
+    /// The 2-D convolution of `self [N, C, H, W]` with `weight [O, C, KH, KW]`, plus a
+    /// per-channel `bias [O]` if given (`torch.nn.functional.conv2d`, groups = 1).
+    pub fn conv2d(&self, weight: &Var, bias: Option<&Var>, spec: Conv2dSpec) -> Result<Var> {
+        let value = self.value().conv2d(weight.value(), spec)?;
+        let (x, w) = (self.value().clone(), weight.value().clone());
+        let y = Var::from_op(
+            value,
+            &[self, weight],
+            Box::new(move |g| {
+                let dx = g.conv2d_backward_input(&w, x.shape(), spec)?;
+                let dw = g.conv2d_backward_weight(&x, w.shape(), spec)?;
+                Ok(vec![Some(dx), Some(dw)])
+            }),
+        );
+        match bias {
+            Some(b) => y.add_channel_bias(b),
+            None => Ok(y),
+        }
+    }
+
+    /// `self [N, C, ...] + bias [C]`, the bias added to every element of its channel.
+    pub fn add_channel_bias(&self, bias: &Var) -> Result<Var> {
+        let shape = self.shape().to_vec();
+        if shape.len() < 2 || bias.shape() != [shape[1]] {
+            return Err(Error::ShapeMismatch {
+                op: "add_channel_bias",
+                lhs: shape,
+                rhs: bias.shape().to_vec(),
+                why: "the bias has one value per channel (axis 1)".into(),
+            });
+        }
+        let (n, c) = (shape[0], shape[1]);
+        let plane = self.value().numel() / (n * c).max(1);
+        let expanded = bias
+            .value()
+            .expand_axis(1, plane)?
+            .expand_axis(0, n)?
+            .reshape(&shape)?;
+        let value = self.value().add(&expanded)?;
+        Ok(Var::from_op(
+            value,
+            &[self, bias],
+            Box::new(move |g| {
+                let per_channel = g.reshape(&[n, c, plane])?.sum(2)?.sum(0)?;
+                Ok(vec![Some(g.clone()), Some(per_channel)])
             }),
         ))
     }

@@ -2,6 +2,7 @@
 //! kernel variant that can run it and keeps the fastest. Choices persist in the user's cache
 //! directory, in one file per adapter, driver, lim version and set of kernel sources.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -155,6 +156,26 @@ impl Autotuner {
     }
 }
 
+thread_local! {
+    /// Whether this thread is timing candidates already.
+    static TIMING_HERE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks this thread as timing until dropped.
+struct Inside(bool);
+
+impl Inside {
+    fn enter() -> Inside {
+        Inside(TIMING_HERE.replace(true))
+    }
+}
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        TIMING_HERE.set(self.0);
+    }
+}
+
 impl Gpu {
     /// The variant to use for `key`, one of `candidates` (the first is the default). On the
     /// first call for a key, each candidate is run through `run` (which records the op with
@@ -179,7 +200,13 @@ impl Gpu {
         if let Some(choice) = known(&self.tuner) {
             return Ok(choice);
         }
-        let _one_at_a_time = self.tuner.timing.lock().unwrap();
+        // One tuning at a time, so timings do not disturb each other; an op tuned while
+        // another is being timed (a convolution's matmul) is tuned on the same thread, inside.
+        let _one_at_a_time = match TIMING_HERE.get() {
+            true => None,
+            false => Some(self.tuner.timing.lock().unwrap()),
+        };
+        let _inside = Inside::enter();
         if let Some(choice) = known(&self.tuner) {
             return Ok(choice);
         }

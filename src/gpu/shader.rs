@@ -57,6 +57,7 @@ pub const MATMUL_SUBGROUP: Shader =
 pub const HASH: Shader = shader!("hash");
 pub const BROADCAST: Shader = shader!("broadcast");
 pub const ROWS: Shader = shader!("rows");
+pub const CONV2D: Shader = shader!("conv2d");
 pub const CAST: Shader = shader!("cast", wgpu::Features::SHADER_F16);
 
 /// Every shader lim ships; tests check this (and the libraries it names) against the files
@@ -71,6 +72,7 @@ pub const ALL: &[&Shader] = &[
     &HASH,
     &BROADCAST,
     &ROWS,
+    &CONV2D,
     &CAST,
 ];
 

@@ -2,6 +2,7 @@
 //! and a plain-Rust CPU reference in f64 that the tests compare it with.
 
 pub mod broadcast;
+pub mod conv2d;
 pub mod elementwise;
 pub mod matmul;
 pub mod reduce;

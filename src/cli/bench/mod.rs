@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::{CliResult, GpuArgs};
 
+mod conv;
 mod hash;
 
 #[derive(clap::Subcommand)]
@@ -20,6 +21,8 @@ pub enum Command {
     Matmul(MatmulArgs),
     /// Hashing throughput on PNG slices next to Python imagehash, and the PNG decode rate
     Hash(hash::HashArgs),
+    /// GFLOP/s of every conv2d variant on ResNet-18's layers, forward and backward
+    Conv(conv::ConvArgs),
 }
 
 #[derive(clap::Args)]
@@ -42,6 +45,7 @@ pub fn run(gpu_args: &GpuArgs, cmd: &Command) -> CliResult {
     match cmd {
         Command::Matmul(args) => matmul(gpu_args, args),
         Command::Hash(args) => hash::run(gpu_args, args),
+        Command::Conv(args) => conv::run(gpu_args, args),
     }
 }
 

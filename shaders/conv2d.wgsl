@@ -1,0 +1,210 @@
+// conv2d: 2-D convolution (cross-correlation, as PyTorch's), NCHW, groups = 1, and its
+// gradients. x [N, C, H, W], w [O, C, KH, KW], out [N, O, OH, OW] with
+// OH = (H + 2 pad_h - dil_h (KH - 1) - 1) / stride_h + 1 (likewise OW), and
+//   out[n, o, p, q] = sum_{c, i, j} x[n, c, p s_h - pad_h + i d_h, q s_w - pad_w + j d_w] w[o, c, i, j]
+// (x is 0 outside the image). Two routes, which the autotuner picks between per shape:
+// direct loops, or im2col / col2im around lim's matmul (shaders/matmul_*.wgsl).
+//
+// entry `forward`: out, one invocation per output element, looping over c, i, j.
+//   bindings: 0 uniform Params, 1 x (read), 2 w (read), 3 out (read_write)
+// entry `backward_input`: dx [N, C, H, W] from g [N, O, OH, OW] (bound as x), one invocation
+//   per input element: the sum over o, i, j of the outputs that read it.
+//   bindings: 0 uniform Params, 1 g (read), 2 w (read), 3 dx (read_write)
+// entry `backward_weight`: dw [O, C, KH, KW] from g (bound as w) and x, one invocation per
+//   weight, looping over n, p, q.
+//   bindings: 0 uniform Params, 1 x (read), 2 g (read), 3 dw (read_write)
+// entry `im2col`: cols [N, C KH KW, OH OW], cols[n, (c KH + i) KW + j, p OW + q] = the x
+//   that output (p, q) multiplies with w[., c, i, j]. One invocation per element of cols.
+//   bindings: 0 uniform Params, 1 x (read), 3 cols (read_write)
+// entry `col2im`: dx[n, c, y, z] = sum of dcols[n, (c KH + i) KW + j, p OW + q] over the
+//   (i, j, p, q) that read x[n, c, y, z]: a gather, so no atomics. One invocation per input
+//   element. bindings: 0 uniform Params, 1 dcols (read), 3 dx (read_write)
+// workgroup: 256; element = (wid.y * num_workgroups.x + wid.x) * 256 + lid.x
+
+struct Params {
+    n: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    o: u32,
+    kh: u32,
+    kw: u32,
+    oh: u32,
+    ow: u32,
+    stride_h: u32,
+    stride_w: u32,
+    pad_h: u32,
+    pad_w: u32,
+    dil_h: u32,
+    dil_w: u32,
+    total: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+fn element(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
+    return (wid.y * nwg.x + wid.x) * 256u + lid.x;
+}
+
+// The input row or column that output position `out_pos` reads at kernel tap `tap`, or -1
+// outside the image.
+fn source(out_pos: u32, tap: u32, stride: u32, pad: u32, dil: u32, size: u32) -> i32 {
+    let s = i32(out_pos * stride + tap * dil) - i32(pad);
+    return select(-1, s, s >= 0 && s < i32(size));
+}
+
+// The output position that reads input position `pos` at kernel tap `tap`, or -1.
+fn reader(pos: u32, tap: u32, stride: u32, pad: u32, dil: u32, size: u32) -> i32 {
+    let t = i32(pos + pad) - i32(tap * dil);
+    if t < 0 || t % i32(stride) != 0 {
+        return -1;
+    }
+    let q = t / i32(stride);
+    return select(-1, q, q < i32(size));
+}
+
+@compute @workgroup_size(256)
+fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_id) lid: vec3<u32>) {
+    let e = element(wid, nwg, lid);
+    if e >= p.total {
+        return;
+    }
+    let q = e % p.ow;
+    let row = (e / p.ow) % p.oh;
+    let o = (e / (p.ow * p.oh)) % p.o;
+    let n = e / (p.ow * p.oh * p.o);
+    var acc = 0.0;
+    for (var c = 0u; c < p.c; c++) {
+        let x_base = (n * p.c + c) * p.h;
+        let w_base = (o * p.c + c) * p.kh;
+        for (var i = 0u; i < p.kh; i++) {
+            let y = source(row, i, p.stride_h, p.pad_h, p.dil_h, p.h);
+            if y < 0 {
+                continue;
+            }
+            for (var j = 0u; j < p.kw; j++) {
+                let z = source(q, j, p.stride_w, p.pad_w, p.dil_w, p.w);
+                if z >= 0 {
+                    acc += a[(x_base + u32(y)) * p.w + u32(z)] * b[(w_base + i) * p.kw + j];
+                }
+            }
+        }
+    }
+    out[e] = acc;
+}
+
+@compute @workgroup_size(256)
+fn backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_id) lid: vec3<u32>) {
+    let e = element(wid, nwg, lid);
+    if e >= p.total {
+        return;
+    }
+    let z = e % p.w;
+    let y = (e / p.w) % p.h;
+    let c = (e / (p.w * p.h)) % p.c;
+    let n = e / (p.w * p.h * p.c);
+    var acc = 0.0;
+    for (var i = 0u; i < p.kh; i++) {
+        let row = reader(y, i, p.stride_h, p.pad_h, p.dil_h, p.oh);
+        if row < 0 {
+            continue;
+        }
+        for (var j = 0u; j < p.kw; j++) {
+            let q = reader(z, j, p.stride_w, p.pad_w, p.dil_w, p.ow);
+            if q < 0 {
+                continue;
+            }
+            for (var o = 0u; o < p.o; o++) {
+                let g = a[((n * p.o + o) * p.oh + u32(row)) * p.ow + u32(q)];
+                acc += g * b[((o * p.c + c) * p.kh + i) * p.kw + j];
+            }
+        }
+    }
+    out[e] = acc;
+}
+
+@compute @workgroup_size(256)
+fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_id) lid: vec3<u32>) {
+    let e = element(wid, nwg, lid);
+    if e >= p.total {
+        return;
+    }
+    let j = e % p.kw;
+    let i = (e / p.kw) % p.kh;
+    let c = (e / (p.kw * p.kh)) % p.c;
+    let o = e / (p.kw * p.kh * p.c);
+    var acc = 0.0;
+    for (var n = 0u; n < p.n; n++) {
+        for (var row = 0u; row < p.oh; row++) {
+            let y = source(row, i, p.stride_h, p.pad_h, p.dil_h, p.h);
+            if y < 0 {
+                continue;
+            }
+            for (var q = 0u; q < p.ow; q++) {
+                let z = source(q, j, p.stride_w, p.pad_w, p.dil_w, p.w);
+                if z >= 0 {
+                    let x = a[((n * p.c + c) * p.h + u32(y)) * p.w + u32(z)];
+                    acc += x * b[((n * p.o + o) * p.oh + row) * p.ow + q];
+                }
+            }
+        }
+    }
+    out[e] = acc;
+}
+
+@compute @workgroup_size(256)
+fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_id) lid: vec3<u32>) {
+    let e = element(wid, nwg, lid);
+    if e >= p.total {
+        return;
+    }
+    let q = e % p.ow;
+    let row = (e / p.ow) % p.oh;
+    let j = (e / (p.ow * p.oh)) % p.kw;
+    let i = (e / (p.ow * p.oh * p.kw)) % p.kh;
+    let c = (e / (p.ow * p.oh * p.kw * p.kh)) % p.c;
+    let n = e / (p.ow * p.oh * p.kw * p.kh * p.c);
+    let y = source(row, i, p.stride_h, p.pad_h, p.dil_h, p.h);
+    let z = source(q, j, p.stride_w, p.pad_w, p.dil_w, p.w);
+    var v = 0.0;
+    if y >= 0 && z >= 0 {
+        v = a[((n * p.c + c) * p.h + u32(y)) * p.w + u32(z)];
+    }
+    out[e] = v;
+}
+
+@compute @workgroup_size(256)
+fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_id) lid: vec3<u32>) {
+    let e = element(wid, nwg, lid);
+    if e >= p.total {
+        return;
+    }
+    let z = e % p.w;
+    let y = (e / p.w) % p.h;
+    let c = (e / (p.w * p.h)) % p.c;
+    let n = e / (p.w * p.h * p.c);
+    let plane = p.oh * p.ow;
+    var acc = 0.0;
+    for (var i = 0u; i < p.kh; i++) {
+        let row = reader(y, i, p.stride_h, p.pad_h, p.dil_h, p.oh);
+        if row < 0 {
+            continue;
+        }
+        for (var j = 0u; j < p.kw; j++) {
+            let q = reader(z, j, p.stride_w, p.pad_w, p.dil_w, p.ow);
+            if q >= 0 {
+                let k = (c * p.kh + i) * p.kw + j;
+                acc += a[((n * p.c * p.kh * p.kw) + k) * plane + u32(row) * p.ow + u32(q)];
+            }
+        }
+    }
+    out[e] = acc;
+}

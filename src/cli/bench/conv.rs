@@ -1,0 +1,101 @@
+//! `lim bench conv`: GFLOP/s of every conv2d variant on ResNet-18's layer shapes, forward and
+//! both gradients, and the autotuner's choice for each.
+
+use lim::ops::conv2d::{Conv2dDims, ConvPass, ConvVariant, RESNET18_B16_64PX};
+use lim::{Gpu, Tensor};
+use serde_json::json;
+
+use super::super::{CliResult, GpuArgs};
+use super::{measure, ms, print_json};
+
+#[derive(clap::Args)]
+pub struct ConvArgs {
+    /// Timed runs per variant; the median is reported
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Print one JSON object per line instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+/// Deterministic values in [-0.5, 0.5).
+fn pattern(n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect()
+}
+
+pub fn run(gpu_args: &GpuArgs, args: &ConvArgs) -> CliResult {
+    let gpu = Gpu::new(&gpu_args.options()?)?;
+    let info = gpu.info().clone();
+    if !args.json {
+        println!(
+            "conv2d f32, ResNet-18 at batch 16, 64 x 64 input, on {}",
+            gpu.describe()
+        );
+        println!(
+            "wall = dispatch + submit + wait, median of {} runs",
+            args.runs
+        );
+        println!(
+            "{:<20} {:<15} {:<8} {:>10} {:>9}",
+            "layer", "pass", "variant", "wall ms", "GFLOP/s"
+        );
+    }
+    for layer in RESNET18_B16_64PX {
+        let d = Conv2dDims::infer(&layer.x, &layer.w, layer.spec)?;
+        let tensor =
+            |shape: &[usize]| Tensor::from_slice(&gpu, shape, &pattern(shape.iter().product()));
+        let (x, w, g) = (
+            tensor(&layer.x)?,
+            tensor(&layer.w)?,
+            tensor(&d.out_shape())?,
+        );
+        let passes = [
+            ConvPass::Forward,
+            ConvPass::BackwardInput,
+            ConvPass::BackwardWeight,
+        ];
+        for pass in passes {
+            let run = |v: ConvVariant| -> lim::Result<Tensor> {
+                match pass {
+                    ConvPass::Forward => x.conv2d_with(&w, layer.spec, v),
+                    ConvPass::BackwardInput => {
+                        g.conv2d_backward_input_with(&w, &layer.x, layer.spec, v)
+                    }
+                    ConvPass::BackwardWeight => {
+                        g.conv2d_backward_weight_with(&x, &layer.w, layer.spec, v)
+                    }
+                }
+            };
+            for v in ConvVariant::ALL {
+                let s = measure(&gpu, args.runs, || run(v).map(drop))?;
+                let gflops = d.flops() / s.median.as_secs_f64() / 1e9;
+                if args.json {
+                    let line = json!({
+                        "what": "conv2d",
+                        "layer": layer.name,
+                        "pass": format!("{pass:?}"),
+                        "variant": v.name(),
+                        "x": layer.x,
+                        "w": layer.w,
+                        "median_ms": ms(s.median),
+                        "min_ms": ms(s.min),
+                        "runs": args.runs,
+                        "gflops": gflops,
+                    });
+                    print_json(line, &info);
+                } else {
+                    println!(
+                        "{:<20} {:<15} {:<8} {:>10.2} {gflops:>9.2}",
+                        layer.name,
+                        format!("{pass:?}"),
+                        v.name(),
+                        ms(s.median)
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}

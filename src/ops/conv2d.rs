@@ -1,0 +1,606 @@
+//! 2-D convolution, NCHW, groups = 1 (`shaders/conv2d.wgsl`), forward and both gradients.
+//! Each comes in two variants, which the autotuner picks between per adapter and shape:
+//! direct loops (one invocation per output element), and GEMM, which lays the input out as
+//! columns (`im2col`, skipped for a pointwise 1 x 1 convolution) and multiplies them with
+//! lim's autotuned matmul; the input gradient goes back through `col2im`.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::error::{Error, Result};
+use crate::gpu::shader;
+use crate::ops::matmul::MatmulOptions;
+use crate::ops::size_bucket;
+use crate::tensor::{DType, Tensor};
+
+/// Stride, zero padding and dilation, each `[height, width]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dSpec {
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+}
+
+impl Default for Conv2dSpec {
+    fn default() -> Self {
+        Conv2dSpec {
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+        }
+    }
+}
+
+impl Conv2dSpec {
+    /// The same stride and padding along both axes, no dilation.
+    pub fn new(stride: usize, padding: usize) -> Conv2dSpec {
+        Conv2dSpec {
+            stride: [stride; 2],
+            padding: [padding; 2],
+            dilation: [1, 1],
+        }
+    }
+}
+
+/// The sizes of one convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dDims {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub spec: Conv2dSpec,
+}
+
+impl Conv2dDims {
+    /// The dims of `x [N, C, H, W]` convolved with `w [O, C, KH, KW]`.
+    pub fn infer(x: &[usize], w: &[usize], spec: Conv2dSpec) -> Result<Conv2dDims> {
+        let mismatch = |why: String| Error::ShapeMismatch {
+            op: "conv2d",
+            lhs: x.to_vec(),
+            rhs: w.to_vec(),
+            why,
+        };
+        let ([n, c, h, wd], [o, wc, kh, kw]) = (x, w) else {
+            return Err(mismatch(
+                "takes x [N, C, H, W] and weight [O, C, KH, KW]".into(),
+            ));
+        };
+        if c != wc {
+            return Err(mismatch(format!("x has {c} channels, the weight {wc}")));
+        }
+        if spec.stride.contains(&0) || spec.dilation.contains(&0) {
+            return Err(mismatch(format!(
+                "stride and dilation must be positive: {spec:?}"
+            )));
+        }
+        let out = |size: usize, k: usize, axis: usize| -> Result<usize> {
+            let span = spec.dilation[axis] * (k - 1) + 1;
+            let padded = size + 2 * spec.padding[axis];
+            if k == 0 || padded < span {
+                return Err(mismatch(format!(
+                    "a kernel spanning {span} does not fit in {padded} (padded) pixels"
+                )));
+            }
+            Ok((padded - span) / spec.stride[axis] + 1)
+        };
+        Ok(Conv2dDims {
+            n: *n,
+            c: *c,
+            h: *h,
+            w: *wd,
+            o: *o,
+            kh: *kh,
+            kw: *kw,
+            oh: out(*h, *kh, 0)?,
+            ow: out(*wd, *kw, 1)?,
+            spec,
+        })
+    }
+
+    pub fn out_shape(&self) -> [usize; 4] {
+        [self.n, self.o, self.oh, self.ow]
+    }
+
+    /// 2 · N · O · OH · OW · C · KH · KW.
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.n * self.o * self.oh * self.ow * self.c * self.kh * self.kw) as f64
+    }
+
+    /// A 1 x 1 convolution that reads every pixel once: a plain matmul, without im2col.
+    pub fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.spec == Conv2dSpec::default()
+    }
+
+    fn taps(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    fn plane(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    fn tune_key(&self, pass: &str) -> String {
+        format!(
+            "conv2d/{pass}/n{}/c{}/o{}/hw{}x{}/k{}x{}/s{}x{}",
+            size_bucket(self.n),
+            size_bucket(self.c),
+            size_bucket(self.o),
+            size_bucket(self.oh),
+            size_bucket(self.ow),
+            self.kh,
+            self.kw,
+            self.spec.stride[0],
+            self.spec.stride[1],
+        )
+    }
+
+    fn params(&self, total: usize) -> Params {
+        let s = self.spec;
+        Params {
+            dims: [
+                self.n, self.c, self.h, self.w, self.o, self.kh, self.kw, self.oh, self.ow,
+            ]
+            .map(|v| v as u32),
+            spec: [
+                s.stride[0],
+                s.stride[1],
+                s.padding[0],
+                s.padding[1],
+                s.dilation[0],
+                s.dilation[1],
+            ]
+            .map(|v| v as u32),
+            total: total as u32,
+        }
+    }
+}
+
+/// One convolution of a network, for benchmarks.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerShape {
+    pub name: &'static str,
+    pub x: [usize; 4],
+    pub w: [usize; 4],
+    pub spec: Conv2dSpec,
+}
+
+const fn layer(
+    name: &'static str,
+    x: [usize; 4],
+    w: [usize; 4],
+    stride: usize,
+    padding: usize,
+) -> LayerShape {
+    LayerShape {
+        name,
+        x,
+        w,
+        spec: Conv2dSpec {
+            stride: [stride; 2],
+            padding: [padding; 2],
+            dilation: [1, 1],
+        },
+    }
+}
+
+/// ResNet-18's distinct convolutions at batch 16 and 64 x 64 input, where the peer
+/// benchmarks (burn, PyTorch) measure.
+pub const RESNET18_B16_64PX: [LayerShape; 6] = [
+    layer("conv1 7x7/2", [16, 3, 64, 64], [64, 3, 7, 7], 2, 3),
+    layer("layer1 3x3", [16, 64, 16, 16], [64, 64, 3, 3], 1, 1),
+    layer("layer2 3x3/2", [16, 64, 16, 16], [128, 64, 3, 3], 2, 1),
+    layer("layer2 down 1x1/2", [16, 64, 16, 16], [128, 64, 1, 1], 2, 0),
+    layer("layer3 3x3", [16, 256, 4, 4], [256, 256, 3, 3], 1, 1),
+    layer("layer4 3x3", [16, 512, 2, 2], [512, 512, 3, 3], 1, 1),
+];
+
+/// A convolution kernel variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvVariant {
+    /// One invocation per output element, looping over what it sums.
+    Direct,
+    /// im2col (unless pointwise), then lim's matmul; col2im for the input gradient.
+    Gemm,
+}
+
+impl ConvVariant {
+    pub const ALL: [ConvVariant; 2] = [ConvVariant::Gemm, ConvVariant::Direct];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvVariant::Direct => "direct",
+            ConvVariant::Gemm => "gemm",
+        }
+    }
+
+    fn from_name(name: &str) -> ConvVariant {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.name() == name)
+            .expect("a candidate name")
+    }
+}
+
+/// The three passes of a convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvPass {
+    Forward,
+    BackwardInput,
+    BackwardWeight,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    dims: [u32; 9],
+    spec: [u32; 6],
+    total: u32,
+}
+
+fn require_f32(t: &Tensor) -> Result<()> {
+    if t.dtype() != DType::F32 {
+        return Err(Error::DType {
+            op: "conv2d",
+            expected: DType::F32,
+            got: t.dtype(),
+        });
+    }
+    Ok(())
+}
+
+/// Runs entry `entry` of conv2d.wgsl with one invocation per element of a new tensor of
+/// `shape`.
+fn launch(
+    entry: &str,
+    d: &Conv2dDims,
+    a: &Tensor,
+    b: Option<&Tensor>,
+    shape: &[usize],
+) -> Result<Tensor> {
+    let gpu = a.gpu();
+    let out = Tensor::uninit(gpu, shape, DType::F32)?;
+    let kernel = gpu.kernel(&shader::CONV2D, entry, &[])?;
+    let mut bindings = vec![(1, a.binding("conv2d input")?)];
+    if let Some(b) = b {
+        bindings.push((2, b.binding("conv2d input")?));
+    }
+    bindings.push((3, out.binding("conv2d output")?));
+    let params = d.params(out.numel());
+    let groups = gpu.grid_1d(out.numel().div_ceil(256) as u64, &kernel.label)?;
+    gpu.dispatch(&kernel, bytemuck::bytes_of(&params), &bindings, groups)?;
+    Ok(out)
+}
+
+/// `x` as columns `[N, C KH KW, OH OW]`: itself where the convolution is pointwise.
+fn columns(x: &Tensor, d: &Conv2dDims) -> Result<Tensor> {
+    if d.pointwise() {
+        return x.reshape(&[d.n, d.c, d.h * d.w]);
+    }
+    launch("im2col", d, x, None, &[d.n, d.taps(), d.plane()])
+}
+
+const NT: MatmulOptions = MatmulOptions {
+    trans_a: false,
+    trans_b: true,
+};
+const TN: MatmulOptions = MatmulOptions {
+    trans_a: true,
+    trans_b: false,
+};
+
+impl Tensor {
+    /// The convolution of `self [N, C, H, W]` with `weight [O, C, KH, KW]`, without bias,
+    /// with the variant the autotuner picks.
+    pub fn conv2d(&self, weight: &Tensor, spec: Conv2dSpec) -> Result<Tensor> {
+        let d = Conv2dDims::infer(self.shape(), weight.shape(), spec)?;
+        let variant = tuned(&d, ConvPass::Forward, self, |v| {
+            self.conv2d_with(weight, spec, v)
+        })?;
+        self.conv2d_with(weight, spec, variant)
+    }
+
+    pub fn conv2d_with(
+        &self,
+        weight: &Tensor,
+        spec: Conv2dSpec,
+        variant: ConvVariant,
+    ) -> Result<Tensor> {
+        require_f32(self)?;
+        require_f32(weight)?;
+        let d = Conv2dDims::infer(self.shape(), weight.shape(), spec)?;
+        let chunks = by_batch_chunks(&d, ConvPass::Forward, variant, self, |start, len| {
+            self.slice_batch(start, len)?
+                .conv2d_whole(weight, spec, variant)
+        })?;
+        match chunks {
+            Chunks::Whole => self.conv2d_whole(weight, spec, variant),
+            Chunks::Parts(parts) => Tensor::concat_batch(&parts.iter().collect::<Vec<_>>()),
+        }
+    }
+
+    fn conv2d_whole(
+        &self,
+        weight: &Tensor,
+        spec: Conv2dSpec,
+        variant: ConvVariant,
+    ) -> Result<Tensor> {
+        let d = Conv2dDims::infer(self.shape(), weight.shape(), spec)?;
+        match variant {
+            ConvVariant::Direct => launch("forward", &d, self, Some(weight), &d.out_shape()),
+            ConvVariant::Gemm => {
+                let w = weight.reshape(&[d.o, d.taps()])?;
+                w.matmul(&columns(self, &d)?)?.reshape(&d.out_shape())
+            }
+        }
+    }
+
+    /// The gradient with respect to the input of `x.conv2d(weight)`, from the output's
+    /// gradient `self`, for an input of shape `x_shape`.
+    pub fn conv2d_backward_input(
+        &self,
+        weight: &Tensor,
+        x_shape: &[usize],
+        spec: Conv2dSpec,
+    ) -> Result<Tensor> {
+        let d = self.backward_dims(x_shape, weight.shape(), spec)?;
+        let variant = tuned(&d, ConvPass::BackwardInput, self, |v| {
+            self.conv2d_backward_input_with(weight, x_shape, spec, v)
+        })?;
+        self.conv2d_backward_input_with(weight, x_shape, spec, variant)
+    }
+
+    pub fn conv2d_backward_input_with(
+        &self,
+        weight: &Tensor,
+        x_shape: &[usize],
+        spec: Conv2dSpec,
+        variant: ConvVariant,
+    ) -> Result<Tensor> {
+        let d = self.backward_dims(x_shape, weight.shape(), spec)?;
+        let chunks = by_batch_chunks(&d, ConvPass::BackwardInput, variant, self, |start, len| {
+            let mut part_shape = x_shape.to_vec();
+            part_shape[0] = len;
+            self.slice_batch(start, len)?.conv2d_backward_input_whole(
+                weight,
+                &part_shape,
+                spec,
+                variant,
+            )
+        })?;
+        match chunks {
+            Chunks::Whole => self.conv2d_backward_input_whole(weight, x_shape, spec, variant),
+            Chunks::Parts(parts) => Tensor::concat_batch(&parts.iter().collect::<Vec<_>>()),
+        }
+    }
+
+    fn conv2d_backward_input_whole(
+        &self,
+        weight: &Tensor,
+        x_shape: &[usize],
+        spec: Conv2dSpec,
+        variant: ConvVariant,
+    ) -> Result<Tensor> {
+        let d = self.backward_dims(x_shape, weight.shape(), spec)?;
+        match variant {
+            ConvVariant::Direct => launch("backward_input", &d, self, Some(weight), x_shape),
+            ConvVariant::Gemm => {
+                let w = weight.reshape(&[d.o, d.taps()])?;
+                let g = self.reshape(&[d.n, d.o, d.plane()])?;
+                let dcols = w.matmul_t(&g, TN)?;
+                if d.pointwise() {
+                    return dcols.reshape(x_shape);
+                }
+                launch("col2im", &d, &dcols, None, x_shape)
+            }
+        }
+    }
+
+    /// The gradient with respect to the weight of `x.conv2d(weight)`, from the output's
+    /// gradient `self`, for a weight of shape `w_shape`.
+    pub fn conv2d_backward_weight(
+        &self,
+        x: &Tensor,
+        w_shape: &[usize],
+        spec: Conv2dSpec,
+    ) -> Result<Tensor> {
+        let d = self.backward_dims(x.shape(), w_shape, spec)?;
+        let variant = tuned(&d, ConvPass::BackwardWeight, self, |v| {
+            self.conv2d_backward_weight_with(x, w_shape, spec, v)
+        })?;
+        self.conv2d_backward_weight_with(x, w_shape, spec, variant)
+    }
+
+    pub fn conv2d_backward_weight_with(
+        &self,
+        x: &Tensor,
+        w_shape: &[usize],
+        spec: Conv2dSpec,
+        variant: ConvVariant,
+    ) -> Result<Tensor> {
+        let d = self.backward_dims(x.shape(), w_shape, spec)?;
+        let chunks = by_batch_chunks(&d, ConvPass::BackwardWeight, variant, self, |start, len| {
+            self.slice_batch(start, len)?.conv2d_backward_weight_whole(
+                &x.slice_batch(start, len)?,
+                w_shape,
+                spec,
+                variant,
+            )
+        })?;
+        match chunks {
+            Chunks::Whole => self.conv2d_backward_weight_whole(x, w_shape, spec, variant),
+            Chunks::Parts(parts) => {
+                let total = parts[0].clone();
+                for part in &parts[1..] {
+                    total.add_(part)?;
+                }
+                Ok(total)
+            }
+        }
+    }
+
+    fn conv2d_backward_weight_whole(
+        &self,
+        x: &Tensor,
+        w_shape: &[usize],
+        spec: Conv2dSpec,
+        variant: ConvVariant,
+    ) -> Result<Tensor> {
+        let d = self.backward_dims(x.shape(), w_shape, spec)?;
+        match variant {
+            ConvVariant::Direct => launch("backward_weight", &d, x, Some(self), w_shape),
+            ConvVariant::Gemm => {
+                let g = self.reshape(&[d.n, d.o, d.plane()])?;
+                let per_image = g.matmul_t(&columns(x, &d)?, NT)?;
+                per_image.sum(0)?.reshape(w_shape)
+            }
+        }
+    }
+
+    /// The dims of the convolution whose output gradient `self` is, checked against them.
+    fn backward_dims(&self, x: &[usize], w: &[usize], spec: Conv2dSpec) -> Result<Conv2dDims> {
+        require_f32(self)?;
+        let d = Conv2dDims::infer(x, w, spec)?;
+        if self.shape() != d.out_shape() {
+            return Err(Error::ShapeMismatch {
+                op: "conv2d backward",
+                lhs: self.shape().to_vec(),
+                rhs: d.out_shape().to_vec(),
+                why: "the gradient has the output's shape".into(),
+            });
+        }
+        Ok(d)
+    }
+}
+
+/// A pass over the whole batch at once, or its results over consecutive chunks of it.
+enum Chunks {
+    Whole,
+    Parts(Vec<Tensor>),
+}
+
+/// Splits the batch where a tensor the pass binds would exceed the adapter's storage binding
+/// limit (a ResNet-50 at batch 128 and 224 px does), running `run(start, len)` per chunk.
+fn by_batch_chunks(
+    d: &Conv2dDims,
+    pass: ConvPass,
+    variant: ConvVariant,
+    on: &Tensor,
+    mut run: impl FnMut(usize, usize) -> Result<Tensor>,
+) -> Result<Chunks> {
+    let gpu = on.gpu();
+    let limit = gpu.limits().max_storage_buffer_binding_size as usize / 4;
+    let mut per_image = (d.c * d.h * d.w).max(d.o * d.plane());
+    if variant == ConvVariant::Gemm {
+        per_image = per_image.max(d.taps() * d.plane());
+        if pass == ConvPass::BackwardWeight {
+            per_image = per_image.max(d.o * d.taps());
+        }
+    }
+    let images = limit / per_image;
+    if images >= d.n {
+        return Ok(Chunks::Whole);
+    }
+    if images == 0 {
+        return Err(Error::InvalidArgument {
+            op: "conv2d",
+            why: format!(
+                "one image of {d:?} needs {per_image} floats in one binding, more than \
+                 adapter `{}` binds ({limit})",
+                gpu.info().name
+            ),
+        });
+    }
+    let mut parts = Vec::new();
+    for start in (0..d.n).step_by(images) {
+        parts.push(run(start, images.min(d.n - start))?);
+    }
+    Ok(Chunks::Parts(parts))
+}
+
+/// The autotuner's variant for one pass; GEMM first, the default when tuning is off.
+fn tuned(
+    d: &Conv2dDims,
+    pass: ConvPass,
+    on: &Tensor,
+    run: impl Fn(ConvVariant) -> Result<Tensor>,
+) -> Result<ConvVariant> {
+    let candidates: Vec<String> = ConvVariant::ALL
+        .iter()
+        .map(|v| v.name().to_string())
+        .collect();
+    let choice = on
+        .gpu()
+        .autotune(&d.tune_key(&format!("{pass:?}")), &candidates, |name| {
+            run(ConvVariant::from_name(name)).map(drop)
+        })?;
+    Ok(ConvVariant::from_name(&choice))
+}
+
+/// CPU references in f64.
+pub mod reference {
+    use super::Conv2dDims;
+
+    fn source(
+        out_pos: usize,
+        tap: usize,
+        axis: usize,
+        size: usize,
+        d: &Conv2dDims,
+    ) -> Option<usize> {
+        let s = d.spec;
+        (out_pos * s.stride[axis] + tap * s.dilation[axis])
+            .checked_sub(s.padding[axis])
+            .filter(|&v| v < size)
+    }
+
+    /// Calls `f(x index, w index, out index)` for every product the convolution sums.
+    fn for_each_product(d: &Conv2dDims, mut f: impl FnMut(usize, usize, usize)) {
+        for n in 0..d.n {
+            for o in 0..d.o {
+                for p in 0..d.oh {
+                    for q in 0..d.ow {
+                        let out = ((n * d.o + o) * d.oh + p) * d.ow + q;
+                        for c in 0..d.c {
+                            for i in 0..d.kh {
+                                let Some(y) = source(p, i, 0, d.h, d) else {
+                                    continue;
+                                };
+                                for j in 0..d.kw {
+                                    let Some(z) = source(q, j, 1, d.w, d) else {
+                                        continue;
+                                    };
+                                    let xi = ((n * d.c + c) * d.h + y) * d.w + z;
+                                    let wi = ((o * d.c + c) * d.kh + i) * d.kw + j;
+                                    f(xi, wi, out);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn forward(x: &[f64], w: &[f64], d: &Conv2dDims) -> Vec<f64> {
+        let mut out = vec![0.0; d.n * d.o * d.oh * d.ow];
+        for_each_product(d, |xi, wi, oi| out[oi] += x[xi] * w[wi]);
+        out
+    }
+
+    pub fn backward_input(g: &[f64], w: &[f64], d: &Conv2dDims) -> Vec<f64> {
+        let mut dx = vec![0.0; d.n * d.c * d.h * d.w];
+        for_each_product(d, |xi, wi, oi| dx[xi] += g[oi] * w[wi]);
+        dx
+    }
+
+    pub fn backward_weight(g: &[f64], x: &[f64], d: &Conv2dDims) -> Vec<f64> {
+        let mut dw = vec![0.0; d.o * d.c * d.kh * d.kw];
+        for_each_product(d, |xi, wi, oi| dw[wi] += g[oi] * x[xi]);
+        dw
+    }
+}

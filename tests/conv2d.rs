@@ -1,0 +1,245 @@
+//! conv2d forward and both gradients, every variant, against the CPU reference on awkward
+//! shapes (1 x 1 images, odd and prime sizes, strides, padding, dilation, pointwise and
+//! strided 1 x 1, a 7 x 7 stem, more than 65,535 workgroups); the reference's gradients
+//! against finite differences.
+
+mod common;
+
+use common::{assert_close, gpu, random};
+use lim::Tensor;
+use lim::ops::conv2d::{Conv2dDims, Conv2dSpec, ConvVariant, reference};
+
+struct Case {
+    x: [usize; 4],
+    w: [usize; 4],
+    spec: Conv2dSpec,
+}
+
+fn case(x: [usize; 4], w: [usize; 4], stride: usize, padding: usize, dilation: usize) -> Case {
+    Case {
+        x,
+        w,
+        spec: Conv2dSpec {
+            stride: [stride; 2],
+            padding: [padding; 2],
+            dilation: [dilation; 2],
+        },
+    }
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        case([1, 1, 1, 1], [1, 1, 1, 1], 1, 0, 1),
+        case([2, 3, 7, 5], [4, 3, 3, 3], 1, 1, 1),
+        case([1, 2, 9, 9], [3, 2, 3, 3], 2, 1, 1),
+        case([2, 3, 11, 8], [5, 3, 7, 7], 2, 3, 1),
+        case([3, 4, 6, 6], [8, 4, 1, 1], 1, 0, 1),
+        case([2, 4, 7, 7], [6, 4, 1, 1], 2, 0, 1),
+        case([1, 2, 9, 7], [3, 2, 3, 3], 1, 2, 2),
+        case([2, 5, 13, 3], [2, 5, 2, 3], 3, 0, 1),
+        Case {
+            x: [1, 2, 8, 9],
+            w: [3, 2, 3, 2],
+            spec: Conv2dSpec {
+                stride: [2, 1],
+                padding: [0, 1],
+                dilation: [1, 2],
+            },
+        },
+    ]
+}
+
+fn f64s(x: &[f32]) -> Vec<f64> {
+    x.iter().map(|&v| v as f64).collect()
+}
+
+#[test]
+fn every_variant_and_pass_matches_the_reference() {
+    let gpu = gpu();
+    for (k, c) in cases().iter().enumerate() {
+        let d = Conv2dDims::infer(&c.x, &c.w, c.spec).unwrap();
+        let (hx, hw) = (
+            random(c.x.iter().product(), k as u64),
+            random(c.w.iter().product(), 40 + k as u64),
+        );
+        let hg = random(d.out_shape().iter().product(), 80 + k as u64);
+        let x = Tensor::from_slice(&gpu, &c.x, &hx).unwrap();
+        let w = Tensor::from_slice(&gpu, &c.w, &hw).unwrap();
+        let g = Tensor::from_slice(&gpu, &d.out_shape(), &hg).unwrap();
+        let want_y = reference::forward(&f64s(&hx), &f64s(&hw), &d);
+        let want_dx = reference::backward_input(&f64s(&hg), &f64s(&hw), &d);
+        let want_dw = reference::backward_weight(&f64s(&hg), &f64s(&hx), &d);
+        // Sums of that many products of values in [-1, 1].
+        let terms =
+            [d.c * d.kh * d.kw, d.o * d.kh * d.kw, d.n * d.oh * d.ow].map(|t| 1e-6 * t as f64);
+        for v in ConvVariant::ALL {
+            let what =
+                |pass: &str| format!("{pass} {} {:?} w {:?} {:?}", v.name(), c.x, c.w, c.spec);
+            let y = x.conv2d_with(&w, c.spec, v).unwrap();
+            assert_eq!(y.shape(), d.out_shape());
+            assert_close(&what("forward"), &y.to_vec().unwrap(), &want_y, |_| {
+                terms[0]
+            });
+            let dx = g.conv2d_backward_input_with(&w, &c.x, c.spec, v).unwrap();
+            assert_eq!(dx.shape(), c.x);
+            assert_close(
+                &what("input gradient"),
+                &dx.to_vec().unwrap(),
+                &want_dx,
+                |_| terms[1],
+            );
+            let dw = g.conv2d_backward_weight_with(&x, &c.w, c.spec, v).unwrap();
+            assert_eq!(dw.shape(), c.w);
+            assert_close(
+                &what("weight gradient"),
+                &dw.to_vec().unwrap(),
+                &want_dw,
+                |_| terms[2],
+            );
+        }
+        // The autotuned entry points agree too.
+        assert_close(
+            &format!("tuned {:?}", c.x),
+            &x.conv2d(&w, c.spec).unwrap().to_vec().unwrap(),
+            &want_y,
+            |_| terms[0],
+        );
+    }
+}
+
+#[test]
+fn more_outputs_than_65535_workgroups() {
+    let gpu = gpu();
+    let side = 4100;
+    let hx = random(side * side, 9);
+    let x = Tensor::from_slice(&gpu, &[1, 1, side, side], &hx).unwrap();
+    let w = Tensor::from_slice(&gpu, &[1, 1, 1, 1], &[-2.0]).unwrap();
+    // The direct entries index the 2-D grid themselves (the GEMM route's matmul is tested
+    // on such grids in tests/matmul.rs).
+    let direct = ConvVariant::Direct;
+    let spec = Conv2dSpec::default();
+    let y = x.conv2d_with(&w, spec, direct).unwrap();
+    let dx = y
+        .conv2d_backward_input_with(&w, x.shape(), spec, direct)
+        .unwrap();
+    let [y, dx] = [y, dx].map(|t| t.to_vec().unwrap());
+    assert_eq!(
+        y.iter().zip(&hx).position(|(a, b)| *a != -2.0 * b),
+        None,
+        "forward"
+    );
+    assert_eq!(
+        dx.iter().zip(&hx).position(|(a, b)| *a != 4.0 * b),
+        None,
+        "input gradient"
+    );
+}
+
+#[test]
+fn the_reference_gradients_match_finite_differences() {
+    let c = case([2, 2, 5, 4], [3, 2, 3, 2], 2, 1, 1);
+    let d = Conv2dDims::infer(&c.x, &c.w, c.spec).unwrap();
+    let x = f64s(&random(c.x.iter().product(), 1));
+    let w = f64s(&random(c.w.iter().product(), 2));
+    let g = f64s(&random(d.out_shape().iter().product(), 3));
+    let f = |x: &[f64], w: &[f64]| -> f64 {
+        reference::forward(x, w, &d)
+            .iter()
+            .zip(&g)
+            .map(|(a, b)| a * b)
+            .sum()
+    };
+    let h = 1e-6;
+    let check = |what: &str, at: &[f64], analytic: &[f64], eval: &dyn Fn(&[f64]) -> f64| {
+        for i in 0..at.len() {
+            let (mut up, mut down) = (at.to_vec(), at.to_vec());
+            up[i] += h;
+            down[i] -= h;
+            let numeric = (eval(&up) - eval(&down)) / (2.0 * h);
+            assert!(
+                (numeric - analytic[i]).abs() < 1e-6,
+                "{what}[{i}]: {numeric} vs {}",
+                analytic[i]
+            );
+        }
+    };
+    check("dx", &x, &reference::backward_input(&g, &w, &d), &|x| {
+        f(x, &w)
+    });
+    check("dw", &w, &reference::backward_weight(&g, &x, &d), &|w| {
+        f(&x, w)
+    });
+}
+
+#[test]
+fn shapes_that_do_not_fit_are_errors() {
+    let gpu = gpu();
+    let x = Tensor::from_slice(&gpu, &[1, 2, 3, 3], &[0.0; 18]).unwrap();
+    let w = Tensor::from_slice(&gpu, &[1, 3, 3, 3], &[0.0; 27]).unwrap();
+    assert!(
+        x.conv2d(&w, Conv2dSpec::default())
+            .unwrap_err()
+            .to_string()
+            .contains("channels")
+    );
+    let w = Tensor::from_slice(&gpu, &[1, 2, 5, 5], &[0.0; 50]).unwrap();
+    assert!(
+        x.conv2d(&w, Conv2dSpec::default())
+            .unwrap_err()
+            .to_string()
+            .contains("does not fit")
+    );
+    assert!(
+        x.conv2d(&w, Conv2dSpec::new(1, 1)).is_ok(),
+        "padding makes it fit"
+    );
+    assert!(x.conv2d(&w, Conv2dSpec::new(0, 1)).is_err(), "stride 0");
+}
+
+#[test]
+fn a_batch_too_large_for_one_binding_is_split() {
+    // ResNet-18's layer4: the GEMM route's per-image weight gradients, 16 x 512 x 4608
+    // floats, exceed 128 MiB, so the batch goes through in chunks. (Untuned: timing every
+    // matmul variant on these shapes would take a minute on lavapipe.)
+    let mut opts = lim::GpuOptions::from_env().unwrap();
+    opts.tuning = lim::gpu::Tuning::Off;
+    let gpu = lim::Gpu::new(&opts).unwrap();
+    let (x_shape, w_shape) = ([16, 512, 2, 2], [512, 512, 3, 3]);
+    let spec = Conv2dSpec::new(1, 1);
+    let d = Conv2dDims::infer(&x_shape, &w_shape, spec).unwrap();
+    let limit = gpu.limits().max_storage_buffer_binding_size as usize / 4;
+    assert!(
+        d.n * d.o * d.c * 9 > limit,
+        "the case splits on this adapter"
+    );
+    let hx = random(x_shape.iter().product(), 1);
+    let hg = random(d.out_shape().iter().product(), 2);
+    let x = Tensor::from_slice(&gpu, &x_shape, &hx).unwrap();
+    let g = Tensor::from_slice(&gpu, &d.out_shape(), &hg).unwrap();
+    let want = reference::backward_weight(&f64s(&hg), &f64s(&hx), &d);
+    let dw = g
+        .conv2d_backward_weight_with(&x, &w_shape, spec, ConvVariant::Gemm)
+        .unwrap();
+    assert_close(
+        "split weight gradient",
+        &dw.to_vec().unwrap(),
+        &want,
+        |_| 1e-4,
+    );
+}
+
+#[test]
+fn batches_slice_and_concatenate() {
+    let gpu = gpu();
+    let data: Vec<f32> = (0..24).map(|v| v as f32).collect();
+    let t = Tensor::from_slice(&gpu, &[4, 3, 2], &data).unwrap();
+    let (a, b) = (t.slice_batch(0, 1).unwrap(), t.slice_batch(1, 3).unwrap());
+    assert_eq!(a.shape(), [1, 3, 2]);
+    assert_eq!(b.to_vec().unwrap(), data[6..]);
+    let back = Tensor::concat_batch(&[&b, &a]).unwrap();
+    assert_eq!(back.shape(), [4, 3, 2]);
+    assert_eq!(back.to_vec().unwrap(), [&data[6..], &data[..6]].concat());
+    assert!(t.slice_batch(3, 2).is_err());
+    let other = Tensor::from_slice(&gpu, &[1, 2, 3], &data[..6]).unwrap();
+    assert!(Tensor::concat_batch(&[&t, &other]).is_err());
+}
