@@ -413,3 +413,132 @@ fn gradients_through_convolutions_match_finite_differences() {
         assert_gradient(name, &params[k].grad().unwrap(), &want);
     }
 }
+
+#[test]
+fn gradients_through_a_residual_block_match_finite_differences() {
+    use lim::ops::batchnorm::{EPS, reference as bn};
+    use lim::ops::conv2d::{Conv2dDims, Conv2dSpec, reference as conv};
+    use lim::ops::pool::{PoolSpec, reference as pool};
+    let gpu = gpu();
+    let x_shape = [4, 2, 6, 6];
+    let spec = Conv2dSpec::new(1, 1);
+    let d1 = Conv2dDims::infer(&x_shape, &[3, 2, 3, 3], spec).unwrap();
+    let pooled = [4, 3, 3, 3];
+    let d2 = Conv2dDims::infer(&pooled, &[3, 3, 3, 3], spec).unwrap();
+    let shapes: [&[usize]; 9] = [
+        &x_shape,
+        &[3, 2, 3, 3],
+        &[3],
+        &[3],
+        &[3, 3, 3, 3],
+        &[3],
+        &[3],
+        &[2, 3],
+        &[2],
+    ];
+    let host: Vec<Vec<f32>> = shapes
+        .iter()
+        .enumerate()
+        .map(|(k, s)| {
+            let v = random(s.iter().product(), 90 + k as u64);
+            // BatchNorm scales near 1, as initialised, so no channel collapses.
+            if k == 2 || k == 5 {
+                v.iter().map(|g| 1.0 + 0.3 * g).collect()
+            } else {
+                v
+            }
+        })
+        .collect();
+    let params: Vec<Var> = shapes
+        .iter()
+        .zip(&host)
+        .map(|(s, h)| Var::param(Tensor::from_slice(&gpu, s, h).unwrap()))
+        .collect();
+    let [x, w1, g1, b1, w2, g2, b2, fc, fc_b] = &params[..] else {
+        unreachable!()
+    };
+    let (rm, rv) = ([0.1f32, -0.2, 0.3], [0.5f32, 1.5, 2.0]);
+    let running = |t: &[f32]| Tensor::from_slice(&gpu, &[3], t).unwrap();
+    let (rm1, rv1, rm2, rv2) = (
+        running(&[0.0; 3]),
+        running(&[1.0; 3]),
+        running(&rm),
+        running(&rv),
+    );
+    // conv -> BN (batch statistics) + ReLU -> max pool -> conv -> BN, + shortcut, ReLU;
+    // split and rejoined along the batch; global average pool -> linear -> cross-entropy;
+    // plus a term through BN with running statistics.
+    let h = x
+        .conv2d(w1, None, spec)
+        .unwrap()
+        .batch_norm(g1, b1, &rm1, &rv1, true, true)
+        .unwrap()
+        .max_pool2d(PoolSpec::RESNET)
+        .unwrap();
+    let r = h
+        .conv2d(w2, None, spec)
+        .unwrap()
+        .batch_norm(g2, b2, &rm2, &rv2, true, false)
+        .unwrap();
+    let y = r.add(&h).unwrap().relu().unwrap();
+    let y =
+        Var::concat_batch(&[&y.slice_batch(0, 1).unwrap(), &y.slice_batch(1, 3).unwrap()]).unwrap();
+    let logits = y.global_avg_pool().unwrap().linear(fc, Some(fc_b)).unwrap();
+    let ce = logits.cross_entropy_classes(&[0, 1, 1, 0]).unwrap();
+    // (Running statistics as they were before this forward moved them: copied first.)
+    let (rm2_before, rv2_before) = (running(&rm), running(&rv));
+    let frozen = h
+        .batch_norm(g2, b2, &rm2_before, &rv2_before, false, false)
+        .unwrap();
+    let loss = ce
+        .add(&frozen.mean_all().unwrap().scale(0.1).unwrap())
+        .unwrap();
+    loss.backward().unwrap();
+
+    let f = |p: &[Vec<f64>]| -> f64 {
+        let bn_train = |v: &[f64], c: usize, s: usize, g: &[f64], b: &[f64]| {
+            let stats = bn::stats(v, v.len() / (c * s), c, s);
+            bn::apply(v, &stats, g, b, c, s, EPS as f64)
+        };
+        let a = bn_train(&conv::forward(&p[0], &p[1], &d1), 3, 36, &p[2], &p[3]);
+        let a: Vec<f64> = a.iter().map(|v| v.max(0.0)).collect();
+        let (h, _) = pool::max_pool2d(&a, [4, 3, 6, 6], PoolSpec::RESNET);
+        let r = bn_train(&conv::forward(&h, &p[4], &d2), 3, 9, &p[5], &p[6]);
+        let y: Vec<f64> = r.iter().zip(&h).map(|(a, b)| (a + b).max(0.0)).collect();
+        let pooled: Vec<f64> = y.chunks(9).map(|c| c.iter().sum::<f64>() / 9.0).collect();
+        let logits = linear(&pooled, 4, &p[7], &p[8], 2);
+        let logp = rows(&logits, 2, lim::ops::rows::RowOp::LogSoftmax);
+        let ce = -(logp[0] + logp[3] + logp[5] + logp[6]) / 4.0;
+        let stats: Vec<(f64, f64)> = rm
+            .iter()
+            .zip(&rv)
+            .map(|(&m, &v)| (m as f64, v as f64))
+            .collect();
+        let frozen = bn::apply(&h, &stats, &p[5], &p[6], 3, 9, EPS as f64);
+        ce + 0.1 * frozen.iter().sum::<f64>() / frozen.len() as f64
+    };
+    let values: Vec<Vec<f64>> = host
+        .iter()
+        .map(|h| h.iter().map(|&v| v as f64).collect())
+        .collect();
+    let got = loss.value().to_vec().unwrap()[0] as f64;
+    assert!(
+        (got - f(&values)).abs() < 1e-5,
+        "loss {got} against {}",
+        f(&values)
+    );
+    for (k, name) in ["x", "w1", "g1", "b1", "w2", "g2", "b2", "fc", "fc_b"]
+        .iter()
+        .enumerate()
+    {
+        let want = finite_differences(
+            |p| {
+                let mut all = values.clone();
+                all[k] = p.to_vec();
+                f(&all)
+            },
+            &values[k],
+        );
+        assert_gradient(name, &params[k].grad().unwrap(), &want);
+    }
+}

@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 use crate::ops::conv2d::Conv2dSpec;
 use crate::ops::matmul::MatmulOptions;
+use crate::ops::pool::PoolSpec;
 use crate::ops::reduce::ReduceOp;
 use crate::ops::rows::RowOp;
 use crate::tensor::Tensor;
@@ -172,6 +173,112 @@ impl Var {
             Box::new(move |g| {
                 let per_channel = g.reshape(&[n, c, plane])?.sum(2)?.sum(0)?;
                 Ok(vec![Some(g.clone()), Some(per_channel)])
+            }),
+        ))
+    }
+
+    /// Batch normalisation of `[N, C]` or `[N, C, H, W]` with per-channel `gamma` and `beta`:
+    /// in training with the batch's statistics, moving `running_mean` / `running_var` in
+    /// place; in evaluation with them. `relu` fuses a ReLU onto the output.
+    pub fn batch_norm(
+        &self,
+        gamma: &Var,
+        beta: &Var,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        training: bool,
+        relu: bool,
+    ) -> Result<Var> {
+        let x = self.value().clone();
+        let (y, stats) = if training {
+            x.batch_norm_train(gamma.value(), beta.value(), running_mean, running_var, relu)?
+        } else {
+            let y =
+                x.batch_norm_eval(gamma.value(), beta.value(), running_mean, running_var, relu)?;
+            let stats = crate::ops::batchnorm::BatchStats {
+                mean: running_mean.deep_clone()?,
+                var: running_var.deep_clone()?,
+                training: false,
+            };
+            (y, stats)
+        };
+        let (out, g_of) = (y.clone(), gamma.value().clone());
+        Ok(Var::from_op(
+            y,
+            &[self, gamma, beta],
+            Box::new(move |g| {
+                let g = if relu {
+                    out.relu_backward(g)?
+                } else {
+                    g.clone()
+                };
+                let (dx, dgamma, dbeta) = g.batch_norm_backward(&x, &g_of, &stats)?;
+                Ok(vec![Some(dx), Some(dgamma), Some(dbeta)])
+            }),
+        ))
+    }
+
+    /// Max pooling over square windows (`torch.nn.MaxPool2d`).
+    pub fn max_pool2d(&self, spec: PoolSpec) -> Result<Var> {
+        let (y, argmax) = self.value().max_pool2d(spec)?;
+        Ok(Var::from_op(
+            y,
+            &[self],
+            Box::new(move |g| Ok(vec![Some(g.max_pool2d_backward(&argmax)?)])),
+        ))
+    }
+
+    /// The mean over the pixels of `[N, C, H, W]`: `[N, C]`, as
+    /// `torch.flatten(nn.AdaptiveAvgPool2d(1)(x), 1)`.
+    pub fn global_avg_pool(&self) -> Result<Var> {
+        let [n, c, h, w] = self.shape() else {
+            return Err(Error::InvalidArgument {
+                op: "global_avg_pool",
+                why: format!("takes [N, C, H, W], got {:?}", self.shape()),
+            });
+        };
+        self.reshape(&[*n, *c, h * w])?.mean(2)
+    }
+
+    /// Entries `start .. start + len` along the batch axis.
+    pub fn slice_batch(&self, start: usize, len: usize) -> Result<Var> {
+        let value = self.value().slice_batch(start, len)?;
+        let shape = self.shape().to_vec();
+        Ok(Var::from_op(
+            value,
+            &[self],
+            Box::new(move |g| {
+                // The gradient of the entries taken, zeros around them.
+                let zeros = |count: usize| -> Result<Option<Tensor>> {
+                    let mut s = shape.clone();
+                    s[0] = count;
+                    (count > 0)
+                        .then(|| Tensor::zeros(g.gpu(), &s, g.dtype()))
+                        .transpose()
+                };
+                let (before, after) = (zeros(start)?, zeros(shape[0] - start - len)?);
+                let parts: Vec<&Tensor> = before.iter().chain([g]).chain(after.iter()).collect();
+                Ok(vec![Some(Tensor::concat_batch(&parts)?)])
+            }),
+        ))
+    }
+
+    /// The vars one after another along the batch axis (SwAV's multi-crop batches).
+    pub fn concat_batch(parts: &[&Var]) -> Result<Var> {
+        let values: Vec<&Tensor> = parts.iter().map(|v| v.value()).collect();
+        let value = Tensor::concat_batch(&values)?;
+        let sizes: Vec<usize> = parts.iter().map(|v| v.shape()[0]).collect();
+        Ok(Var::from_op(
+            value,
+            parts,
+            Box::new(move |g| {
+                let mut start = 0;
+                let mut grads = Vec::new();
+                for &len in &sizes {
+                    grads.push(Some(g.slice_batch(start, len)?));
+                    start += len;
+                }
+                Ok(grads)
             }),
         ))
     }

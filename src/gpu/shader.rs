@@ -58,6 +58,8 @@ pub const HASH: Shader = shader!("hash");
 pub const BROADCAST: Shader = shader!("broadcast");
 pub const ROWS: Shader = shader!("rows");
 pub const CONV2D: Shader = shader!("conv2d");
+pub const BATCHNORM: Shader = shader!("batchnorm");
+pub const POOL: Shader = shader!("pool");
 pub const CAST: Shader = shader!("cast", wgpu::Features::SHADER_F16);
 
 /// Every shader lim ships; tests check this (and the libraries it names) against the files
@@ -73,6 +75,8 @@ pub const ALL: &[&Shader] = &[
     &BROADCAST,
     &ROWS,
     &CONV2D,
+    &BATCHNORM,
+    &POOL,
     &CAST,
 ];
 

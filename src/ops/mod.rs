@@ -1,10 +1,12 @@
 //! Tensor ops, one file per kernel family: the GPU forward that dispatches `shaders/<family>`,
 //! and a plain-Rust CPU reference in f64 that the tests compare it with.
 
+pub mod batchnorm;
 pub mod broadcast;
 pub mod conv2d;
 pub mod elementwise;
 pub mod matmul;
+pub mod pool;
 pub mod reduce;
 pub mod rows;
 

@@ -1,0 +1,181 @@
+//! Max pooling (`shaders/pool.wgsl`), NCHW, square windows with stride and padding, as
+//! `torch.nn.MaxPool2d`: the forward remembers where each maximum came from, and the
+//! gradient goes back there. (Adaptive average pooling to 1 x 1 is a mean over the pixels.)
+
+use std::sync::Arc;
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::error::{Error, Result};
+use crate::gpu::{PooledBuffer, STORAGE, shader};
+use crate::tensor::{DType, Tensor};
+
+/// A `k` x `k` window moved by `stride`, over an input padded by `padding` on each side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolSpec {
+    pub k: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl PoolSpec {
+    /// ResNet's stem: 3 x 3, stride 2, padding 1.
+    pub const RESNET: PoolSpec = PoolSpec {
+        k: 3,
+        stride: 2,
+        padding: 1,
+    };
+}
+
+/// Where each output's maximum came from: its index within the input plane.
+#[derive(Clone)]
+pub struct Argmax {
+    indices: Arc<PooledBuffer>,
+    input_shape: Vec<usize>,
+    spec: PoolSpec,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    planes: u32,
+    h: u32,
+    w: u32,
+    oh: u32,
+    ow: u32,
+    k: u32,
+    stride: u32,
+    pad: u32,
+}
+
+fn params(shape: &[usize], spec: PoolSpec) -> Result<Params> {
+    let bad = |why: String| Error::InvalidArgument {
+        op: "max_pool2d",
+        why,
+    };
+    let [n, c, h, w] = shape else {
+        return Err(bad(format!("takes [N, C, H, W], got {shape:?}")));
+    };
+    if spec.k == 0 || spec.stride == 0 || 2 * spec.padding > spec.k {
+        return Err(bad(format!(
+            "{spec:?}: k and stride must be positive, padding at most half the window"
+        )));
+    }
+    let out = |size: usize| -> Result<usize> {
+        (size + 2 * spec.padding)
+            .checked_sub(spec.k)
+            .map(|v| v / spec.stride + 1)
+            .ok_or_else(|| bad(format!("a {}-pixel window does not fit {shape:?}", spec.k)))
+    };
+    Ok(Params {
+        planes: (n * c) as u32,
+        h: *h as u32,
+        w: *w as u32,
+        oh: out(*h)? as u32,
+        ow: out(*w)? as u32,
+        k: spec.k as u32,
+        stride: spec.stride as u32,
+        pad: spec.padding as u32,
+    })
+}
+
+impl Tensor {
+    /// Max pooling, and where each maximum was.
+    pub fn max_pool2d(&self, spec: PoolSpec) -> Result<(Tensor, Argmax)> {
+        if self.dtype() != DType::F32 {
+            return Err(Error::DType {
+                op: "max_pool2d",
+                expected: DType::F32,
+                got: self.dtype(),
+            });
+        }
+        let p = params(self.shape(), spec)?;
+        let gpu = self.gpu();
+        let shape = [
+            self.shape()[0],
+            self.shape()[1],
+            p.oh as usize,
+            p.ow as usize,
+        ];
+        let out = Tensor::uninit(gpu, &shape, DType::F32)?;
+        let indices = gpu.buffer(
+            (out.numel() * 4).max(4) as u64,
+            STORAGE,
+            "max_pool2d argmax",
+        )?;
+        let kernel = gpu.kernel(&shader::POOL, "max_forward", &[])?;
+        let groups = gpu.grid_1d(out.numel().div_ceil(256) as u64, &kernel.label)?;
+        gpu.dispatch(
+            &kernel,
+            bytemuck::bytes_of(&p),
+            &[
+                (1, self.binding("max_pool2d input")?),
+                (2, out.binding("max_pool2d output")?),
+                (3, indices.as_entire_buffer_binding()),
+            ],
+            groups,
+        )?;
+        let argmax = Argmax {
+            indices: Arc::new(indices),
+            input_shape: self.shape().to_vec(),
+            spec,
+        };
+        Ok((out, argmax))
+    }
+
+    /// The gradient of max pooling: each output's gradient goes to where its maximum was.
+    pub fn max_pool2d_backward(&self, argmax: &Argmax) -> Result<Tensor> {
+        let p = params(&argmax.input_shape, argmax.spec)?;
+        let gpu = self.gpu();
+        let dx = Tensor::uninit(gpu, &argmax.input_shape, DType::F32)?;
+        let kernel = gpu.kernel(&shader::POOL, "max_backward", &[])?;
+        let groups = gpu.grid_1d(dx.numel().div_ceil(256) as u64, &kernel.label)?;
+        gpu.dispatch(
+            &kernel,
+            bytemuck::bytes_of(&p),
+            &[
+                (4, self.binding("max_pool2d gradient")?),
+                (5, argmax.indices.as_entire_buffer_binding()),
+                (6, dx.binding("max_pool2d input gradient")?),
+            ],
+            groups,
+        )?;
+        Ok(dx)
+    }
+}
+
+/// CPU reference.
+pub mod reference {
+    use super::PoolSpec;
+
+    /// Max pooling of `x [N, C, H, W]`: the outputs and, per output, the input index (within
+    /// its plane) of the first maximum.
+    pub fn max_pool2d(x: &[f64], shape: [usize; 4], spec: PoolSpec) -> (Vec<f64>, Vec<usize>) {
+        let [n, c, h, w] = shape;
+        let out = |size: usize| (size + 2 * spec.padding - spec.k) / spec.stride + 1;
+        let (oh, ow) = (out(h), out(w));
+        let (mut values, mut at) = (Vec::new(), Vec::new());
+        for plane in 0..n * c {
+            for p in 0..oh {
+                for q in 0..ow {
+                    let mut best = (f64::NEG_INFINITY, 0);
+                    for i in 0..spec.k {
+                        for j in 0..spec.k {
+                            let (y, z) = (p * spec.stride + i, q * spec.stride + j);
+                            if y < spec.padding || z < spec.padding {
+                                continue;
+                            }
+                            let (y, z) = (y - spec.padding, z - spec.padding);
+                            if y < h && z < w && x[plane * h * w + y * w + z] > best.0 {
+                                best = (x[plane * h * w + y * w + z], y * w + z);
+                            }
+                        }
+                    }
+                    values.push(best.0);
+                    at.push(best.1);
+                }
+            }
+        }
+        (values, at)
+    }
+}

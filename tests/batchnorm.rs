@@ -1,0 +1,180 @@
+//! Batch normalisation against the CPU reference (PyTorch's rules: biased variance to
+//! normalise, unbiased into the running variance, momentum 0.1, eps 1e-5), in training and
+//! evaluation, with and without the fused ReLU; max pooling against its reference.
+
+mod common;
+
+use common::{assert_close, gpu, random};
+use lim::Tensor;
+use lim::ops::batchnorm::{EPS, MOMENTUM, reference};
+use lim::ops::pool::{PoolSpec, reference as pool_reference};
+
+fn f64s(x: &[f32]) -> Vec<f64> {
+    x.iter().map(|&v| v as f64).collect()
+}
+
+/// `[N, C, S]` of a BatchNorm1d or 2d input.
+fn ncs(shape: &[usize]) -> (usize, usize, usize) {
+    (shape[0], shape[1], shape[2..].iter().product())
+}
+
+#[test]
+fn training_and_evaluation_match_the_reference() {
+    let gpu = gpu();
+    // 1-D; odd 2-D; more values per channel than a workgroup has invocations.
+    for (k, shape) in [&[3usize, 4][..], &[2, 3, 5, 7], &[8, 2, 1, 300]]
+        .iter()
+        .enumerate()
+    {
+        let (n, c, s) = ncs(shape);
+        let hx: Vec<f32> = random(n * c * s, k as u64)
+            .iter()
+            .map(|v| 3.0 * v + 1.0)
+            .collect();
+        let (hg, hb) = (random(c, 10 + k as u64), random(c, 20 + k as u64));
+        let x = Tensor::from_slice(&gpu, shape, &hx).unwrap();
+        let gamma = Tensor::from_slice(&gpu, &[c], &hg).unwrap();
+        let beta = Tensor::from_slice(&gpu, &[c], &hb).unwrap();
+        let running_mean = Tensor::from_slice(&gpu, &[c], &vec![0.0; c]).unwrap();
+        let running_var = Tensor::from_slice(&gpu, &[c], &vec![1.0; c]).unwrap();
+        let stats = reference::stats(&f64s(&hx), n, c, s);
+        let want = reference::apply(&f64s(&hx), &stats, &f64s(&hg), &f64s(&hb), c, s, EPS as f64);
+        let (mut rm, mut rv) = (vec![0.0f64; c], vec![1.0f64; c]);
+        for step in 0..3 {
+            let (y, batch) = x
+                .batch_norm_train(&gamma, &beta, &running_mean, &running_var, false)
+                .unwrap();
+            assert_close(
+                &format!("train {shape:?}"),
+                &y.to_vec().unwrap(),
+                &want,
+                |_| 1e-5,
+            );
+            let means: Vec<f64> = stats.iter().map(|s| s.0).collect();
+            assert_close("batch mean", &batch.mean.to_vec().unwrap(), &means, |_| {
+                1e-5
+            });
+            let m = MOMENTUM as f64;
+            let count = (n * s) as f64;
+            for ch in 0..c {
+                rm[ch] = (1.0 - m) * rm[ch] + m * stats[ch].0;
+                rv[ch] = (1.0 - m) * rv[ch] + m * stats[ch].1 * count / (count - 1.0);
+            }
+            let what = format!("running stats after step {step}, {shape:?}");
+            assert_close(&what, &running_mean.to_vec().unwrap(), &rm, |_| 1e-5);
+            assert_close(&what, &running_var.to_vec().unwrap(), &rv, |i| 1e-5 * rv[i]);
+        }
+        let running: Vec<(f64, f64)> = rm.iter().zip(&rv).map(|(&a, &b)| (a, b)).collect();
+        let want = reference::apply(
+            &f64s(&hx),
+            &running,
+            &f64s(&hg),
+            &f64s(&hb),
+            c,
+            s,
+            EPS as f64,
+        );
+        let y = x
+            .batch_norm_eval(&gamma, &beta, &running_mean, &running_var, false)
+            .unwrap();
+        assert_close(
+            &format!("eval {shape:?}"),
+            &y.to_vec().unwrap(),
+            &want,
+            |_| 1e-5,
+        );
+        let fused = x
+            .batch_norm_eval(&gamma, &beta, &running_mean, &running_var, true)
+            .unwrap();
+        let relu: Vec<f64> = want.iter().map(|v| v.max(0.0)).collect();
+        assert_close(
+            &format!("eval + relu {shape:?}"),
+            &fused.to_vec().unwrap(),
+            &relu,
+            |_| 1e-5,
+        );
+    }
+}
+
+#[test]
+fn max_pooling_and_its_gradient_match_the_reference() {
+    let gpu = gpu();
+    let cases = [
+        (
+            [1, 1, 1, 1],
+            PoolSpec {
+                k: 1,
+                stride: 1,
+                padding: 0,
+            },
+        ),
+        ([2, 3, 7, 9], PoolSpec::RESNET),
+        ([1, 2, 8, 8], PoolSpec::RESNET),
+        (
+            [2, 1, 5, 6],
+            PoolSpec {
+                k: 2,
+                stride: 2,
+                padding: 0,
+            },
+        ),
+        (
+            [1, 1, 9, 4],
+            PoolSpec {
+                k: 3,
+                stride: 1,
+                padding: 1,
+            },
+        ),
+    ];
+    for (k, (shape, spec)) in cases.iter().enumerate() {
+        // Values from a few levels, so windows hold ties (PyTorch keeps the first maximum).
+        let hx: Vec<f32> = random(shape.iter().product(), k as u64)
+            .iter()
+            .map(|v| (v * 3.0).round())
+            .collect();
+        let x = Tensor::from_slice(&gpu, shape, &hx).unwrap();
+        let (y, argmax) = x.max_pool2d(*spec).unwrap();
+        let (want, at) = pool_reference::max_pool2d(&f64s(&hx), *shape, *spec);
+        assert_close(
+            &format!("{shape:?} {spec:?}"),
+            &y.to_vec().unwrap(),
+            &want,
+            |_| 0.0,
+        );
+        let hg = random(want.len(), 50 + k as u64);
+        let dx = Tensor::from_slice(&gpu, y.shape(), &hg)
+            .unwrap()
+            .max_pool2d_backward(&argmax)
+            .unwrap();
+        let plane = shape[2] * shape[3];
+        let (oh, ow) = (y.shape()[2], y.shape()[3]);
+        let mut want_dx = vec![0.0; hx.len()];
+        for (o, &i) in at.iter().enumerate() {
+            want_dx[(o / (oh * ow)) * plane + i] += hg[o] as f64;
+        }
+        assert_close(
+            &format!("gradient {shape:?}"),
+            &dx.to_vec().unwrap(),
+            &want_dx,
+            |_| 1e-6,
+        );
+    }
+    let x = Tensor::from_slice(&gpu, &[1, 1, 2, 2], &[0.0; 4]).unwrap();
+    assert!(
+        x.max_pool2d(PoolSpec {
+            k: 3,
+            stride: 1,
+            padding: 0
+        })
+        .is_err()
+    );
+    assert!(
+        x.max_pool2d(PoolSpec {
+            k: 2,
+            stride: 1,
+            padding: 2
+        })
+        .is_err()
+    );
+}
