@@ -3,12 +3,16 @@
 use thiserror::Error;
 
 use crate::gpu::GpuError;
+use crate::io::IoError;
 use crate::tensor::DType;
 
 #[derive(Debug, Error)]
 pub enum Error {
     #[error(transparent)]
     Gpu(#[from] GpuError),
+
+    #[error(transparent)]
+    Io(#[from] IoError),
 
     #[error("{op}: shapes {lhs:?} and {rhs:?} do not fit together ({why})")]
     ShapeMismatch {

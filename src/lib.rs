@@ -20,6 +20,7 @@ pub mod error;
 pub mod gpu;
 pub mod hash;
 pub mod io;
+pub mod nn;
 pub mod ops;
 pub mod preprocess;
 pub mod reduce;

@@ -1,0 +1,203 @@
+//! Named tensors in and out: torchvision-style initialisation, and safetensors files under
+//! torchvision's names (`num_batches_tracked` as int64, as PyTorch writes it).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use safetensors::{Dtype, SafeTensors};
+
+use super::{Init, Source, Visit};
+use crate::autograd::Var;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::io::IoError;
+use crate::tensor::Tensor;
+
+/// One named tensor of a module.
+pub enum Entry<'a> {
+    Param(&'a Var),
+    Buffer(&'a Tensor),
+    Count(u64),
+}
+
+/// Initialises every tensor as torchvision does, from a seed.
+pub struct Random {
+    gpu: Arc<Gpu>,
+    rng: StdRng,
+}
+
+impl Random {
+    pub fn new(gpu: &Arc<Gpu>, seed: u64) -> Random {
+        Random {
+            gpu: gpu.clone(),
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    /// A standard normal sample (Box-Muller).
+    fn normal(&mut self) -> f32 {
+        let u: f64 = 1.0 - self.rng.random_range(0.0..1.0);
+        let v: f64 = self.rng.random_range(0.0..1.0);
+        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+    }
+}
+
+impl Source for Random {
+    fn tensor(&mut self, _name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let values: Vec<f32> = match init {
+            Init::Const(v) => vec![v; n],
+            Init::Uniform(bound) => (0..n)
+                .map(|_| self.rng.random_range(-bound..bound))
+                .collect(),
+            Init::KaimingNormalFanOut => {
+                let fan_out = shape[0] * shape[2..].iter().product::<usize>();
+                let std = (2.0 / fan_out as f32).sqrt();
+                (0..n).map(|_| std * self.normal()).collect()
+            }
+        };
+        Tensor::from_slice(&self.gpu, shape, &values)
+    }
+
+    fn count(&mut self, _name: &str) -> Result<u64> {
+        Ok(0)
+    }
+}
+
+/// The tensors of a safetensors file, handed out by name; [`StateDict::finish`] checks that
+/// every one was used.
+pub struct StateDict {
+    gpu: Arc<Gpu>,
+    file: String,
+    tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    counts: HashMap<String, i64>,
+}
+
+fn invalid(path: &str, why: String) -> Error {
+    Error::Io(IoError::invalid(Path::new(path), why))
+}
+
+impl StateDict {
+    /// Reads `path`: f32 (or f64, f16, bf16, converted) tensors and int64 counters.
+    pub fn load(gpu: &Arc<Gpu>, path: &Path) -> Result<StateDict> {
+        let file = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| Error::Io(IoError::io(path, e)))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| invalid(&file, format!("not a safetensors file: {e}")))?;
+        let mut tensors = BTreeMap::new();
+        let mut counts = HashMap::new();
+        for (name, view) in st.tensors() {
+            let data = view.data();
+            let values: Vec<f32> = match view.dtype() {
+                Dtype::F32 => data
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                    .collect(),
+                Dtype::F64 => data
+                    .chunks_exact(8)
+                    .map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32)
+                    .collect(),
+                Dtype::F16 => data
+                    .chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                Dtype::BF16 => data
+                    .chunks_exact(2)
+                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                Dtype::I64 if view.shape().iter().product::<usize>() == 1 => {
+                    counts.insert(name, i64::from_le_bytes(data[..8].try_into().unwrap()));
+                    continue;
+                }
+                other => {
+                    return Err(invalid(
+                        &file,
+                        format!("{name}: tensors of {other:?} are not supported"),
+                    ));
+                }
+            };
+            tensors.insert(name, (view.shape().to_vec(), values));
+        }
+        Ok(StateDict {
+            gpu: gpu.clone(),
+            file,
+            tensors,
+            counts,
+        })
+    }
+
+    /// Fails if the file holds tensors the network did not ask for (as PyTorch's strict
+    /// `load_state_dict`).
+    pub fn finish(self) -> Result<()> {
+        let left: Vec<&String> = self.tensors.keys().chain(self.counts.keys()).collect();
+        if !left.is_empty() {
+            return Err(invalid(
+                &self.file,
+                format!("unexpected tensors for this network: {left:?}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Source for StateDict {
+    fn tensor(&mut self, name: &str, shape: &[usize], _init: Init) -> Result<Tensor> {
+        let (stored, values) = self
+            .tensors
+            .remove(name)
+            .ok_or_else(|| invalid(&self.file, format!("{name} is missing")))?;
+        if stored != shape {
+            return Err(invalid(
+                &self.file,
+                format!("{name} has shape {stored:?}, the network needs {shape:?}"),
+            ));
+        }
+        Tensor::from_slice(&self.gpu, shape, &values)
+    }
+
+    fn count(&mut self, name: &str) -> Result<u64> {
+        // Files from older PyTorch versions lack the counter; PyTorch then starts at 0.
+        Ok(self.counts.remove(name).unwrap_or(0).max(0) as u64)
+    }
+}
+
+/// Writes every tensor of `module` to `path` as safetensors under its name.
+pub fn save(module: &dyn Visit, path: &Path) -> Result<()> {
+    let mut names = Vec::new();
+    let mut tensors = Vec::new();
+    let mut counts = Vec::new();
+    module.visit("", &mut |name, entry| match entry {
+        Entry::Param(v) => {
+            names.push(name);
+            tensors.push(v.value().clone());
+        }
+        Entry::Buffer(t) => {
+            names.push(name);
+            tensors.push(t.clone());
+        }
+        Entry::Count(c) => counts.push((name, (c as i64).to_le_bytes().to_vec())),
+    });
+    let values = Tensor::to_vecs(&tensors.iter().collect::<Vec<_>>())?;
+    let bytes: Vec<Vec<u8>> = values
+        .iter()
+        .map(|v| bytemuck::cast_slice(v).to_vec())
+        .collect();
+    let mut views = Vec::new();
+    for ((name, t), b) in names.iter().zip(&tensors).zip(&bytes) {
+        let view = safetensors::tensor::TensorView::new(Dtype::F32, t.shape().to_vec(), b)
+            .map_err(|e| invalid(&path.display().to_string(), format!("{name}: {e}")))?;
+        views.push((name.clone(), view));
+    }
+    for (name, b) in &counts {
+        let view = safetensors::tensor::TensorView::new(Dtype::I64, vec![], b)
+            .map_err(|e| invalid(&path.display().to_string(), format!("{name}: {e}")))?;
+        views.push((name.clone(), view));
+    }
+    let tmp = path.with_extension(format!("safetensors.tmp{}", std::process::id()));
+    safetensors::serialize_to_file(views, None, &tmp)
+        .map_err(|e| invalid(&path.display().to_string(), format!("cannot write: {e}")))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::Io(IoError::io(path, e)))
+}

@@ -1,0 +1,193 @@
+//! ResNet-18 and ResNet-50 against torchvision on the same weights and input (golden values
+//! in tests/fixtures/resnet, made by its make_golden.py from the weights this test writes),
+//! parameter names and shapes as torchvision's, and the safetensors round trip.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::gpu;
+use lim::Tensor;
+use lim::autograd::Var;
+use lim::nn::{self, Arch, Init, Random, ResNet, ResNetConfig, Source, StateDict};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+/// torchvision's initialisation, with BatchNorm's affine parameters and running statistics
+/// spread out (scales and variances in [0.5, 1.5), shifts and means in [-0.1, 0.1)), so that
+/// evaluation-mode normalisation is far from the identity.
+struct Spread(Random, StdRng);
+
+impl Source for Spread {
+    fn tensor(&mut self, name: &str, shape: &[usize], init: Init) -> lim::Result<Tensor> {
+        let batch_norm =
+            name.contains(".bn") || name.starts_with("bn") || name.contains("downsample.1");
+        let (low, high) = match name.rsplit('.').next() {
+            _ if !batch_norm => return self.0.tensor(name, shape, init),
+            Some("weight") | Some("running_var") => (0.5, 1.5),
+            _ => (-0.1, 0.1),
+        };
+        let n: usize = shape.iter().product();
+        let values: Vec<f32> = (0..n).map(|_| self.1.random_range(low..high)).collect();
+        Tensor::from_slice(&gpu(), shape, &values)
+    }
+
+    fn count(&mut self, name: &str) -> lim::Result<u64> {
+        self.0.count(name)
+    }
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/resnet")
+}
+
+/// Reads a golden tensor.
+fn golden(file: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let view = st.tensor(name).unwrap();
+    let values = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    (view.shape().to_vec(), values)
+}
+
+fn assert_relative(what: &str, got: &[f32], want: &[f32], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    let scale = want.iter().map(|v| v.abs() as f64).fold(0.0, f64::max);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g as f64 - w as f64).abs() / scale;
+        assert!(
+            err <= tol,
+            "{what}[{i}]: lim {g}, torchvision {w} (error {err:e} of the largest)"
+        );
+    }
+}
+
+fn check_against_torchvision(arch: Arch, name: &str, classes: usize) {
+    let gpu = gpu();
+    let config = ResNetConfig {
+        num_classes: Some(classes),
+        ..ResNetConfig::torchvision(arch)
+    };
+    let model = ResNet::new(
+        config,
+        &mut Spread(Random::new(&gpu, 7), StdRng::seed_from_u64(8)),
+    )
+    .unwrap();
+    // The weights the golden values were made from (make_golden.py reads this file).
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("resnet-golden");
+    std::fs::create_dir_all(&dir).unwrap();
+    let weights = dir.join(format!("{name}.safetensors"));
+    nn::save(&model, &weights).unwrap();
+
+    let io = fixtures().join(format!("{name}_io.safetensors"));
+    let (shape, input) = golden(&io, "input");
+    let x = Var::constant(Tensor::from_slice(&gpu, &shape, &input).unwrap());
+    let features = model.features(&x, false).unwrap();
+    let logits = model.forward(&x, false).unwrap();
+    let (fshape, want_features) = golden(&io, "features");
+    assert_eq!(features.shape(), fshape);
+    assert_relative(
+        &format!("{name} features"),
+        &features.value().to_vec().unwrap(),
+        &want_features,
+        1e-4,
+    );
+    let (_, want_logits) = golden(&io, "logits");
+    assert_relative(
+        &format!("{name} logits"),
+        &logits.value().to_vec().unwrap(),
+        &want_logits,
+        1e-4,
+    );
+
+    // What lim wrote loads back into the same network under the same names.
+    let mut state = StateDict::load(&gpu, &weights).unwrap();
+    let again = ResNet::new(config, &mut state).unwrap();
+    state.finish().unwrap();
+    let logits_again = again.forward(&x, false).unwrap().value().to_vec().unwrap();
+    assert_eq!(logits_again, logits.value().to_vec().unwrap());
+}
+
+#[test]
+fn resnet18_matches_torchvision() {
+    check_against_torchvision(Arch::ResNet18, "resnet18", 10);
+}
+
+#[test]
+fn resnet50_matches_torchvision() {
+    check_against_torchvision(Arch::ResNet50, "resnet50", 10);
+}
+
+#[test]
+fn names_and_shapes_are_torchvisions() {
+    let gpu = gpu();
+    let model = ResNet::new(
+        ResNetConfig::torchvision(Arch::ResNet18),
+        &mut Random::new(&gpu, 1),
+    )
+    .unwrap();
+    let params = nn::parameters(&model);
+    // torchvision's resnet18 has 62 parameter tensors and 11,689,512 parameters.
+    assert_eq!(params.len(), 62);
+    let count: usize = params.iter().map(|(_, v)| v.value().numel()).sum();
+    assert_eq!(count, 11_689_512);
+    assert_eq!(params[0].0, "conv1.weight");
+    assert_eq!(params.last().unwrap().0, "fc.bias");
+    assert!(
+        params
+            .iter()
+            .any(|(n, v)| n == "layer2.0.downsample.0.weight" && v.shape() == [128, 64, 1, 1])
+    );
+    let r50 = ResNet::new(
+        ResNetConfig::torchvision(Arch::ResNet50),
+        &mut Random::new(&gpu, 1),
+    )
+    .unwrap();
+    let count: usize = nn::parameters(&r50)
+        .iter()
+        .map(|(_, v)| v.value().numel())
+        .sum();
+    assert_eq!(count, 25_557_032, "torchvision's resnet50");
+    assert_eq!(r50.feature_len(), 2048);
+}
+
+#[test]
+fn a_state_dict_that_does_not_fit_is_refused_by_name() {
+    let gpu = gpu();
+    let small = ResNetConfig {
+        arch: Arch::ResNet18,
+        in_channels: 1,
+        width: 0.125,
+        num_classes: Some(3),
+    };
+    let model = ResNet::new(small, &mut Random::new(&gpu, 2)).unwrap();
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("small-resnet.safetensors");
+    nn::save(&model, &path).unwrap();
+    let other = ResNetConfig {
+        num_classes: Some(4),
+        ..small
+    };
+    let err = ResNet::new(other, &mut StateDict::load(&gpu, &path).unwrap())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("fc.weight has shape [3, 64]") && err.contains("small-resnet"),
+        "{err}"
+    );
+    let headless = ResNetConfig {
+        num_classes: None,
+        ..small
+    };
+    let mut state = StateDict::load(&gpu, &path).unwrap();
+    ResNet::new(headless, &mut state).unwrap();
+    let err = state.finish().unwrap_err().to_string();
+    assert!(
+        err.contains("fc.bias") && err.contains("unexpected"),
+        "{err}"
+    );
+}
