@@ -191,3 +191,63 @@ fn a_state_dict_that_does_not_fit_is_refused_by_name() {
         "{err}"
     );
 }
+
+#[test]
+fn the_embed_command_writes_features_in_input_order() {
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hash_images");
+    let (a, b) = (
+        images.join("rgb_300x200.png"),
+        images.join("tall_40x300.png"),
+    );
+    let bad = images.join("hashes.tsv");
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("embed.npy");
+    let args = [&a, &b, &bad, &a].map(|p| p.to_str().unwrap().to_string());
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_lim"))
+        .args([
+            "embed",
+            "--arch",
+            "resnet18",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("hashes.tsv"),
+        "the bad file is named"
+    );
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
+    assert!(
+        header.contains("'descr': '<f4'") && header.contains("'shape': (3, 512)"),
+        "{header}"
+    );
+    assert_eq!(
+        (10 + header_len) % 64,
+        0,
+        "npy headers are padded to 64 bytes"
+    );
+    let values: Vec<f32> = bytes[10 + header_len..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let rows: Vec<&[f32]> = values.chunks(512).collect();
+    assert_eq!(rows.len(), 3);
+    assert!(
+        values.iter().all(|v| v.is_finite() && *v >= 0.0),
+        "pooled ReLU outputs"
+    );
+    assert_eq!(rows[0], rows[2], "the same image, the same features");
+    assert_ne!(rows[0], rows[1]);
+    let listed = std::fs::read_to_string(out.with_extension("npy.txt")).unwrap();
+    let listed: Vec<&str> = listed.lines().collect();
+    assert_eq!(listed, [&args[0], &args[1], &args[3]]);
+}

@@ -1,6 +1,7 @@
 //! Subcommands, one file each. Only this layer prints and chooses exit codes.
 
 mod bench;
+mod embed;
 mod hash;
 mod info;
 mod preprocess;
@@ -127,6 +128,8 @@ enum Command {
     Hash(hash::Args),
     /// Drop near-duplicate slices, per volume (the paper's Hash-6 by default)
     Reduce(reduce::Args),
+    /// ResNet features (torchvision's pooled fc input) of images, as a .npy array
+    Embed(embed::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -142,6 +145,7 @@ pub fn main() -> ExitCode {
         Command::Preprocess(args) => preprocess::run(args),
         Command::Hash(args) => hash::run(&cli.gpu, args),
         Command::Reduce(args) => reduce::run(&cli.gpu, args),
+        Command::Embed(args) => embed::run(&cli.gpu, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -129,6 +129,13 @@ impl StateDict {
         })
     }
 
+    /// Leaves out the tensors under `prefix` (such as a classifier `fc.` a feature extractor
+    /// does not have).
+    pub fn skip(&mut self, prefix: &str) {
+        self.tensors.retain(|name, _| !name.starts_with(prefix));
+        self.counts.retain(|name, _| !name.starts_with(prefix));
+    }
+
     /// Fails if the file holds tensors the network did not ask for (as PyTorch's strict
     /// `load_state_dict`).
     pub fn finish(self) -> Result<()> {
