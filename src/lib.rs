@@ -22,6 +22,7 @@ pub mod hash;
 pub mod io;
 pub mod nn;
 pub mod ops;
+pub mod optim;
 pub mod preprocess;
 pub mod reduce;
 mod simd;

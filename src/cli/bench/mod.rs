@@ -14,6 +14,7 @@ use super::{CliResult, GpuArgs};
 
 mod conv;
 mod hash;
+mod train;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -23,6 +24,8 @@ pub enum Command {
     Hash(hash::HashArgs),
     /// GFLOP/s of every conv2d variant on ResNet-18's layers, forward and backward
     Conv(conv::ConvArgs),
+    /// ms per SGD step of a ResNet on random images, and images/s
+    TrainStep(train::TrainArgs),
 }
 
 #[derive(clap::Args)]
@@ -46,6 +49,7 @@ pub fn run(gpu_args: &GpuArgs, cmd: &Command) -> CliResult {
         Command::Matmul(args) => matmul(gpu_args, args),
         Command::Hash(args) => hash::run(gpu_args, args),
         Command::Conv(args) => conv::run(gpu_args, args),
+        Command::TrainStep(args) => train::run(gpu_args, args),
     }
 }
 
