@@ -61,3 +61,42 @@ fn sgd_steps_equal_pytorchs() {
         }
     }
 }
+
+#[test]
+fn a_small_resnet_learns_its_batch_by_heart() {
+    use lim::nn::{self, Arch, Random, ResNet, ResNetConfig};
+    let gpu = gpu();
+    let config = ResNetConfig {
+        arch: Arch::ResNet18,
+        in_channels: 1,
+        width: 0.125,
+        num_classes: Some(4),
+    };
+    let model = ResNet::new(config, &mut Random::new(&gpu, 3)).unwrap();
+    let params = nn::parameters(&model).into_iter().map(|(_, v)| v).collect();
+    let mut sgd = Sgd::new(params, 0.05).momentum(0.9, false);
+    let images = common::random(8 * 16 * 16, 4);
+    let x = Var::constant(Tensor::from_slice(&gpu, &[8, 1, 16, 16], &images).unwrap());
+    let labels = [0, 1, 2, 3, 3, 2, 1, 0];
+    let mut first = None;
+    let mut last = f32::MAX;
+    for step in 0..300 {
+        sgd.zero_grad();
+        let loss = model
+            .forward(&x, true)
+            .unwrap()
+            .cross_entropy_classes(&labels)
+            .unwrap();
+        loss.backward().unwrap();
+        sgd.step().unwrap();
+        if step == 0 || step % 20 == 19 {
+            last = loss.value().to_vec().unwrap()[0];
+            let start = *first.get_or_insert(last);
+            if last < 0.01 * start {
+                break;
+            }
+        }
+    }
+    let first = first.unwrap();
+    assert!(last < 0.01 * first, "loss went from {first} to {last}");
+}
