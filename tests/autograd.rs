@@ -35,6 +35,31 @@ fn assert_gradient(what: &str, got: &Tensor, want: &[f64]) {
     }
 }
 
+/// Asserts `loss` (computed on the GPU from `params`, already differentiated) equals `f` of
+/// the parameters' f64 values, and each parameter's gradient equals f's finite differences.
+fn assert_loss_and_gradients(
+    loss: &Var,
+    names: &[&str],
+    params: &[Var],
+    values: &[Vec<f64>],
+    f: impl Fn(&[Vec<f64>]) -> f64,
+) {
+    let got = loss.value().to_vec().unwrap()[0] as f64;
+    let want = f(values);
+    assert!((got - want).abs() < 1e-5, "loss {got} against {want}");
+    for (k, name) in names.iter().enumerate() {
+        let numeric = finite_differences(
+            |p| {
+                let mut all = values.to_vec();
+                all[k] = p.to_vec();
+                f(&all)
+            },
+            &values[k],
+        );
+        assert_gradient(name, &params[k].grad().unwrap(), &numeric);
+    }
+}
+
 /// Row-major `[rows, cols]` matrices in f64.
 struct M<'a>(&'a [f64], usize);
 
@@ -169,23 +194,7 @@ fn gradients_of_every_op_match_finite_differences() {
         let refs: Vec<&[f64]> = values.iter().map(|v| &v[..]).collect();
         loss_f64(&refs, &u, &s)
     };
-    let got = loss.value().to_vec().unwrap()[0] as f64;
-    assert!(
-        (got - at(&values)).abs() < 1e-5,
-        "loss {got} against {}",
-        at(&values)
-    );
-    for (k, name) in ["x", "w1", "b1", "w2", "b2"].iter().enumerate() {
-        let want = finite_differences(
-            |p| {
-                let mut all = values.clone();
-                all[k] = p.to_vec();
-                at(&all)
-            },
-            &values[k],
-        );
-        assert_gradient(name, &params[k].grad().unwrap(), &want);
-    }
+    assert_loss_and_gradients(&loss, &["x", "w1", "b1", "w2", "b2"], &params, &values, at);
 }
 
 #[test]
@@ -395,23 +404,7 @@ fn gradients_through_convolutions_match_finite_differences() {
         .iter()
         .map(|h| h.iter().map(|&v| v as f64).collect())
         .collect();
-    let got = loss.value().to_vec().unwrap()[0] as f64;
-    assert!(
-        (got - f(&values)).abs() < 1e-5,
-        "loss {got} against {}",
-        f(&values)
-    );
-    for (k, name) in ["x", "w1", "b1", "w2", "fc"].iter().enumerate() {
-        let want = finite_differences(
-            |p| {
-                let mut all = values.clone();
-                all[k] = p.to_vec();
-                f(&all)
-            },
-            &values[k],
-        );
-        assert_gradient(name, &params[k].grad().unwrap(), &want);
-    }
+    assert_loss_and_gradients(&loss, &["x", "w1", "b1", "w2", "fc"], &params, &values, f);
 }
 
 #[test]
@@ -521,24 +514,6 @@ fn gradients_through_a_residual_block_match_finite_differences() {
         .iter()
         .map(|h| h.iter().map(|&v| v as f64).collect())
         .collect();
-    let got = loss.value().to_vec().unwrap()[0] as f64;
-    assert!(
-        (got - f(&values)).abs() < 1e-5,
-        "loss {got} against {}",
-        f(&values)
-    );
-    for (k, name) in ["x", "w1", "g1", "b1", "w2", "g2", "b2", "fc", "fc_b"]
-        .iter()
-        .enumerate()
-    {
-        let want = finite_differences(
-            |p| {
-                let mut all = values.clone();
-                all[k] = p.to_vec();
-                f(&all)
-            },
-            &values[k],
-        );
-        assert_gradient(name, &params[k].grad().unwrap(), &want);
-    }
+    let names = ["x", "w1", "g1", "b1", "w2", "g2", "b2", "fc", "fc_b"];
+    assert_loss_and_gradients(&loss, &names, &params, &values, f);
 }
