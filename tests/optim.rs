@@ -1,5 +1,6 @@
-//! SGD against torch.optim.SGD (golden values from tests/fixtures/optim/make_golden.py):
-//! plain, with momentum and weight decay, and Nesterov, over three steps.
+//! SGD, Adam and AdamW against torch.optim's (golden values from
+//! tests/fixtures/optim/make_golden.py) over three steps; a small ResNet that learns its
+//! batch.
 
 mod common;
 
@@ -8,10 +9,10 @@ use std::path::Path;
 use common::gpu;
 use lim::Tensor;
 use lim::autograd::Var;
-use lim::optim::Sgd;
+use lim::optim::{Adam, Sgd};
 
 fn golden(name: &str) -> Vec<f32> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/optim/sgd.safetensors");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/optim/steps.safetensors");
     let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     st.tensor(name)
@@ -50,6 +51,36 @@ fn sgd_steps_equal_pytorchs() {
             sgd.zero_grad();
             p.mul(&g).unwrap().sum_all().unwrap().backward().unwrap();
             sgd.step().unwrap();
+            let want = golden(&format!("{name}.step{step}"));
+            let got = p.value().to_vec().unwrap();
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-6 * (1.0 + b.abs()),
+                    "{name} step {step} [{i}]: lim {a}, torch {b}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn adam_and_adamw_steps_equal_pytorchs() {
+    let gpu = gpu();
+    type Make = fn(Vec<Var>) -> Adam;
+    let configs: [(&str, Make); 2] = [
+        ("adam", |p| Adam::new(p, 0.01).weight_decay(1e-3)),
+        ("adamw", |p| Adam::adamw(p, 0.01)),
+    ];
+    for (name, make) in configs {
+        let p = Var::param(Tensor::from_slice(&gpu, &[3, 4], &golden("start")).unwrap());
+        let mut adam = make(vec![p.clone()]);
+        for step in 0..3 {
+            let g = Var::constant(
+                Tensor::from_slice(&gpu, &[3, 4], &golden(&format!("grad{step}"))).unwrap(),
+            );
+            adam.zero_grad();
+            p.mul(&g).unwrap().sum_all().unwrap().backward().unwrap();
+            adam.step().unwrap();
             let want = golden(&format!("{name}.step{step}"));
             let got = p.value().to_vec().unwrap();
             for (i, (a, b)) in got.iter().zip(&want).enumerate() {

@@ -60,6 +60,7 @@ pub const ROWS: Shader = shader!("rows");
 pub const CONV2D: Shader = shader!("conv2d");
 pub const BATCHNORM: Shader = shader!("batchnorm");
 pub const POOL: Shader = shader!("pool");
+pub const OPTIM: Shader = shader!("optim");
 pub const CAST: Shader = shader!("cast", wgpu::Features::SHADER_F16);
 
 /// Every shader lim ships; tests check this (and the libraries it names) against the files
@@ -77,6 +78,7 @@ pub const ALL: &[&Shader] = &[
     &CONV2D,
     &BATCHNORM,
     &POOL,
+    &OPTIM,
     &CAST,
 ];
 
