@@ -313,14 +313,10 @@ impl Tensor {
         require_f32(self)?;
         require_f32(weight)?;
         let d = Conv2dDims::infer(self.shape(), weight.shape(), spec)?;
-        let chunks = by_batch_chunks(&d, ConvPass::Forward, variant, self, |start, len| {
-            self.slice_batch(start, len)?
-                .conv2d_whole(weight, spec, variant)
+        let parts = by_batch_chunks(&d, ConvPass::Forward, variant, self, |start, len| {
+            batch_part(self, start, len)?.conv2d_whole(weight, spec, variant)
         })?;
-        match chunks {
-            Chunks::Whole => self.conv2d_whole(weight, spec, variant),
-            Chunks::Parts(parts) => Tensor::concat_batch(&parts.iter().collect::<Vec<_>>()),
-        }
+        join_batch(parts)
     }
 
     fn conv2d_whole(
@@ -362,20 +358,17 @@ impl Tensor {
         variant: ConvVariant,
     ) -> Result<Tensor> {
         let d = self.backward_dims(x_shape, weight.shape(), spec)?;
-        let chunks = by_batch_chunks(&d, ConvPass::BackwardInput, variant, self, |start, len| {
+        let parts = by_batch_chunks(&d, ConvPass::BackwardInput, variant, self, |start, len| {
             let mut part_shape = x_shape.to_vec();
             part_shape[0] = len;
-            self.slice_batch(start, len)?.conv2d_backward_input_whole(
+            batch_part(self, start, len)?.conv2d_backward_input_whole(
                 weight,
                 &part_shape,
                 spec,
                 variant,
             )
         })?;
-        match chunks {
-            Chunks::Whole => self.conv2d_backward_input_whole(weight, x_shape, spec, variant),
-            Chunks::Parts(parts) => Tensor::concat_batch(&parts.iter().collect::<Vec<_>>()),
-        }
+        join_batch(parts)
     }
 
     fn conv2d_backward_input_whole(
@@ -423,24 +416,20 @@ impl Tensor {
         variant: ConvVariant,
     ) -> Result<Tensor> {
         let d = self.backward_dims(x.shape(), w_shape, spec)?;
-        let chunks = by_batch_chunks(&d, ConvPass::BackwardWeight, variant, self, |start, len| {
-            self.slice_batch(start, len)?.conv2d_backward_weight_whole(
-                &x.slice_batch(start, len)?,
+        let parts = by_batch_chunks(&d, ConvPass::BackwardWeight, variant, self, |start, len| {
+            batch_part(self, start, len)?.conv2d_backward_weight_whole(
+                &batch_part(x, start, len)?,
                 w_shape,
                 spec,
                 variant,
             )
         })?;
-        match chunks {
-            Chunks::Whole => self.conv2d_backward_weight_whole(x, w_shape, spec, variant),
-            Chunks::Parts(parts) => {
-                let total = parts[0].clone();
-                for part in &parts[1..] {
-                    total.add_(part)?;
-                }
-                Ok(total)
-            }
+        // The weight gradient sums over the images, so over the chunks.
+        let total = parts[0].clone();
+        for part in &parts[1..] {
+            total.add_(part)?;
         }
+        Ok(total)
     }
 
     fn conv2d_backward_weight_whole(
@@ -477,21 +466,16 @@ impl Tensor {
     }
 }
 
-/// A pass over the whole batch at once, or its results over consecutive chunks of it.
-enum Chunks {
-    Whole,
-    Parts(Vec<Tensor>),
-}
-
-/// Splits the batch where a tensor the pass binds would exceed the adapter's storage binding
-/// limit (a ResNet-50 at batch 128 and 224 px does), running `run(start, len)` per chunk.
+/// Runs `run(start, len)` over consecutive chunks of the batch and returns their results:
+/// one chunk, the whole batch, unless a tensor the pass binds would exceed the adapter's
+/// storage binding limit (a ResNet-50 at batch 128 and 224 px does).
 fn by_batch_chunks(
     d: &Conv2dDims,
     pass: ConvPass,
     variant: ConvVariant,
     on: &Tensor,
     mut run: impl FnMut(usize, usize) -> Result<Tensor>,
-) -> Result<Chunks> {
+) -> Result<Vec<Tensor>> {
     let gpu = on.gpu();
     let limit = gpu.limits().max_storage_buffer_binding_size as usize / 4;
     let mut per_image = (d.c * d.h * d.w).max(d.o * d.plane());
@@ -503,7 +487,7 @@ fn by_batch_chunks(
     }
     let images = limit / per_image;
     if images >= d.n {
-        return Ok(Chunks::Whole);
+        return Ok(vec![run(0, d.n)?]);
     }
     if images == 0 {
         return Err(Error::InvalidArgument {
@@ -519,7 +503,23 @@ fn by_batch_chunks(
     for start in (0..d.n).step_by(images) {
         parts.push(run(start, images.min(d.n - start))?);
     }
-    Ok(Chunks::Parts(parts))
+    Ok(parts)
+}
+
+/// Entries `start .. start + len` of `t`'s batch: `t` itself when that is all of it.
+fn batch_part(t: &Tensor, start: usize, len: usize) -> Result<Tensor> {
+    match start == 0 && len == t.shape()[0] {
+        true => Ok(t.clone()),
+        false => t.slice_batch(start, len),
+    }
+}
+
+/// The chunks' results one after another along the batch.
+fn join_batch(mut parts: Vec<Tensor>) -> Result<Tensor> {
+    match parts.len() {
+        1 => Ok(parts.remove(0)),
+        _ => Tensor::concat_batch(&parts.iter().collect::<Vec<_>>()),
+    }
 }
 
 /// The autotuner's variant for one pass; GEMM first, the default when tuning is off.
