@@ -45,12 +45,25 @@ fn sum_exp(base: u32, m: f32) -> f32 {
     return s;
 }
 
-fn norm(base: u32) -> f32 {
+fn row_length(base: u32) -> f32 {
     var s = 0.0;
     for (var j = 0u; j < p.n; j++) {
         s += a[base + j] * a[base + j];
     }
-    return max(sqrt(s), NORM_EPS);
+    return sqrt(s);
+}
+
+fn norm(base: u32) -> f32 {
+    return max(row_length(base), NORM_EPS);
+}
+
+// sum(g * a) over the row.
+fn dot_g(base: u32) -> f32 {
+    var d = 0.0;
+    for (var j = 0u; j < p.n; j++) {
+        d += g[base + j] * a[base + j];
+    }
+    return d;
 }
 
 @compute @workgroup_size(64)
@@ -105,10 +118,7 @@ fn softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
         return;
     }
     let base = row * p.n;
-    var dot = 0.0;
-    for (var j = 0u; j < p.n; j++) {
-        dot += g[base + j] * a[base + j];
-    }
+    let dot = dot_g(base);
     for (var j = 0u; j < p.n; j++) {
         out[base + j] = a[base + j] * (g[base + j] - dot);
     }
@@ -141,23 +151,16 @@ fn l2_normalize_backward(@builtin(workgroup_id) wid: vec3<u32>,
         return;
     }
     let base = row * p.n;
-    var s = 0.0;
-    for (var j = 0u; j < p.n; j++) {
-        s += a[base + j] * a[base + j];
-    }
-    let length = sqrt(s);
-    if length < NORM_EPS {
+    let size = row_length(base);
+    if size < NORM_EPS {
         // The norm is clamped to a constant there: y = x / eps.
         for (var j = 0u; j < p.n; j++) {
             out[base + j] = g[base + j] / NORM_EPS;
         }
         return;
     }
-    var dot = 0.0;
-    for (var j = 0u; j < p.n; j++) {
-        dot += g[base + j] * a[base + j];
-    }
-    let inv = 1.0 / length;
+    let dot = dot_g(base);
+    let inv = 1.0 / size;
     for (var j = 0u; j < p.n; j++) {
         let y = a[base + j] * inv;
         out[base + j] = (g[base + j] - y * dot * inv) * inv;
