@@ -9,7 +9,7 @@ use std::path::Path;
 use common::gpu;
 use lim::Tensor;
 use lim::autograd::Var;
-use lim::optim::{Adam, Sgd};
+use lim::optim::{Adam, Optimizer, Sgd};
 
 fn golden(name: &str) -> Vec<f32> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/optim/steps.safetensors");
@@ -23,74 +23,45 @@ fn golden(name: &str) -> Vec<f32> {
         .collect()
 }
 
-#[test]
-fn sgd_steps_equal_pytorchs() {
+/// Three steps of the optimiser `make` builds over one parameter, each against torch's.
+fn assert_steps_equal_torchs(name: &str, make: impl Fn(Vec<Var>) -> Box<dyn Optimizer>) {
     let gpu = gpu();
-    type Configure = fn(Sgd) -> Sgd;
-    let configs: [(&str, Configure, f32); 3] = [
-        ("plain", |s| s, 0.1),
-        (
-            "momentum",
-            |s| s.momentum(0.9, false).weight_decay(5e-4),
-            0.1,
-        ),
-        (
-            "nesterov",
-            |s| s.momentum(0.9, true).weight_decay(1e-4),
-            0.05,
-        ),
-    ];
-    for (name, configure, lr) in configs {
-        let p = Var::param(Tensor::from_slice(&gpu, &[3, 4], &golden("start")).unwrap());
-        let mut sgd = configure(Sgd::new(vec![p.clone()], lr));
-        for step in 0..3 {
-            // A loss whose gradient is the golden one: sum(p * g).
-            let g = Var::constant(
-                Tensor::from_slice(&gpu, &[3, 4], &golden(&format!("grad{step}"))).unwrap(),
+    let p = Var::param(Tensor::from_slice(&gpu, &[3, 4], &golden("start")).unwrap());
+    let mut optimizer = make(vec![p.clone()]);
+    for step in 0..3 {
+        // A loss whose gradient is the golden one: sum(p * g).
+        let g = Var::constant(
+            Tensor::from_slice(&gpu, &[3, 4], &golden(&format!("grad{step}"))).unwrap(),
+        );
+        optimizer.zero_grad();
+        p.mul(&g).unwrap().sum_all().unwrap().backward().unwrap();
+        optimizer.step().unwrap();
+        let want = golden(&format!("{name}.step{step}"));
+        let got = p.value().to_vec().unwrap();
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-6 * (1.0 + b.abs()),
+                "{name} step {step} [{i}]: lim {a}, torch {b}"
             );
-            sgd.zero_grad();
-            p.mul(&g).unwrap().sum_all().unwrap().backward().unwrap();
-            sgd.step().unwrap();
-            let want = golden(&format!("{name}.step{step}"));
-            let got = p.value().to_vec().unwrap();
-            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (a - b).abs() <= 1e-6 * (1.0 + b.abs()),
-                    "{name} step {step} [{i}]: lim {a}, torch {b}"
-                );
-            }
         }
     }
 }
 
 #[test]
+fn sgd_steps_equal_pytorchs() {
+    assert_steps_equal_torchs("plain", |p| Box::new(Sgd::new(p, 0.1)));
+    assert_steps_equal_torchs("momentum", |p| {
+        Box::new(Sgd::new(p, 0.1).momentum(0.9, false).weight_decay(5e-4))
+    });
+    assert_steps_equal_torchs("nesterov", |p| {
+        Box::new(Sgd::new(p, 0.05).momentum(0.9, true).weight_decay(1e-4))
+    });
+}
+
+#[test]
 fn adam_and_adamw_steps_equal_pytorchs() {
-    let gpu = gpu();
-    type Make = fn(Vec<Var>) -> Adam;
-    let configs: [(&str, Make); 2] = [
-        ("adam", |p| Adam::new(p, 0.01).weight_decay(1e-3)),
-        ("adamw", |p| Adam::adamw(p, 0.01)),
-    ];
-    for (name, make) in configs {
-        let p = Var::param(Tensor::from_slice(&gpu, &[3, 4], &golden("start")).unwrap());
-        let mut adam = make(vec![p.clone()]);
-        for step in 0..3 {
-            let g = Var::constant(
-                Tensor::from_slice(&gpu, &[3, 4], &golden(&format!("grad{step}"))).unwrap(),
-            );
-            adam.zero_grad();
-            p.mul(&g).unwrap().sum_all().unwrap().backward().unwrap();
-            adam.step().unwrap();
-            let want = golden(&format!("{name}.step{step}"));
-            let got = p.value().to_vec().unwrap();
-            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (a - b).abs() <= 1e-6 * (1.0 + b.abs()),
-                    "{name} step {step} [{i}]: lim {a}, torch {b}"
-                );
-            }
-        }
-    }
+    assert_steps_equal_torchs("adam", |p| Box::new(Adam::new(p, 0.01).weight_decay(1e-3)));
+    assert_steps_equal_torchs("adamw", |p| Box::new(Adam::adamw(p, 0.01)));
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::Optimizer;
 use crate::autograd::Var;
 use crate::error::Result;
 use crate::gpu::shader;
@@ -64,9 +65,15 @@ impl Adam {
         self.weight_decay = weight_decay;
         self
     }
+}
+
+impl Optimizer for Adam {
+    fn params(&self) -> &[Var] {
+        &self.params
+    }
 
     /// One update of every parameter that has a gradient.
-    pub fn step(&mut self) -> Result<()> {
+    fn step(&mut self) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
         let (b1, b2) = (self.betas.0 as f64, self.betas.1 as f64);
@@ -112,11 +119,5 @@ impl Adam {
             )?;
         }
         Ok(())
-    }
-
-    pub fn zero_grad(&self) {
-        for p in &self.params {
-            p.zero_grad();
-        }
     }
 }

@@ -1,6 +1,7 @@
 //! Stochastic gradient descent as `torch.optim.SGD`: weight decay, momentum (with
 //! dampening 0) and Nesterov momentum.
 
+use super::Optimizer;
 use crate::autograd::Var;
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -38,11 +39,17 @@ impl Sgd {
         self.weight_decay = weight_decay;
         self
     }
+}
+
+impl Optimizer for Sgd {
+    fn params(&self) -> &[Var] {
+        &self.params
+    }
 
     /// One update of every parameter that has a gradient:
     /// `d = g + wd p; b = momentum b + d (b = d at first); d = d + momentum b (Nesterov) or b;
     /// p -= lr d`.
-    pub fn step(&mut self) -> Result<()> {
+    fn step(&mut self) -> Result<()> {
         for (p, buffer) in self.params.iter().zip(&mut self.buffers) {
             let Some(grad) = p.grad() else {
                 continue;
@@ -70,11 +77,5 @@ impl Sgd {
             value.add_(&d.scale(-self.lr)?)?;
         }
         Ok(())
-    }
-
-    pub fn zero_grad(&self) {
-        for p in &self.params {
-            p.zero_grad();
-        }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use lim::autograd::Var;
 use lim::nn::{self, Arch, Random, ResNet, ResNetConfig};
-use lim::optim::Sgd;
+use lim::optim::{Optimizer, Sgd};
 use lim::{Gpu, Tensor};
 use serde_json::json;
 
