@@ -145,7 +145,6 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
         for (w, h) in sizes {
             let members: Vec<usize> = (0..chunk.len())
                 .filter(|&i| matches!(&loaded[i], Ok((lw, lh, _)) if (*lw, *lh) == (w, h)))
-                .filter(|&i| done[i].is_none())
                 .collect();
             let data: Vec<f32> = members
                 .iter()
