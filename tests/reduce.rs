@@ -9,14 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use lim::hash::{HashKind, Hasher};
-use lim::preprocess::{self, Mode, Progress};
+use lim::preprocess::{self, Mode, NoProgress};
 use lim::reduce::{self, Hashing, Options, Record, Scope, Strategy, VolumePattern};
-
-struct Quiet;
-impl Progress for Quiet {
-    fn start(&self, _: usize) {}
-    fn volume_done(&self, _: &str, _: usize) {}
-}
 
 fn fresh(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("lim-reduce-{name}-{}", std::process::id()));
@@ -38,7 +32,7 @@ fn slices() -> &'static Path {
             mode: Mode::Paper,
             ..preprocess::Options::new(&out)
         };
-        preprocess::run(&inputs(), &opts, &Quiet).unwrap();
+        preprocess::run(&inputs(), &opts, &NoProgress).unwrap();
         out
     })
 }
@@ -90,7 +84,8 @@ fn the_papers_rule_keeps_what_the_reference_keeps() {
             Hashing::Gpu(Hasher::with_gpu(common::gpu(), HashKind::DHASH).unwrap()),
         ] {
             let out = fresh(&format!("t{threshold}"));
-            let report = reduce::run(slices(), &out, &paper(threshold), &hashing, &Quiet).unwrap();
+            let report =
+                reduce::run(slices(), &out, &paper(threshold), &hashing, &NoProgress).unwrap();
             assert_eq!(report.records.len(), 387);
             assert_eq!(
                 kept(&report.records),
@@ -114,7 +109,7 @@ fn every_decision_is_recorded_and_consistent() {
         &out,
         &paper(6),
         &Hashing::Cpu(HashKind::DHASH),
-        &Quiet,
+        &NoProgress,
     )
     .unwrap();
     let lines = std::fs::read_to_string(out.join("reduction.jsonl")).unwrap();
@@ -161,7 +156,7 @@ fn file_name_patterns_group_like_the_paper() {
     }
     let cpu = Hashing::Cpu(HashKind::DHASH);
     let out = fresh("names-out");
-    let report = reduce::run(&plain, &out, &paper(6), &cpu, &Quiet).unwrap();
+    let report = reduce::run(&plain, &out, &paper(6), &cpu, &NoProgress).unwrap();
     assert_eq!(kept(&report.records), reference(6));
     let volumes: BTreeSet<&str> = report.records.iter().map(|r| r.volume.as_str()).collect();
     assert!(
@@ -183,7 +178,7 @@ fn file_name_patterns_group_like_the_paper() {
             ..paper(6)
         };
         let sub_out = fresh(&format!("names-{pattern}-out"));
-        let report = reduce::run(&subset, &sub_out, &opts, &cpu, &Quiet).unwrap();
+        let report = reduce::run(&subset, &sub_out, &opts, &cpu, &NoProgress).unwrap();
         let want: BTreeSet<String> = reference(6)
             .into_iter()
             .filter(|n| n.starts_with(prefix))
@@ -207,10 +202,17 @@ fn reducing_from_volumes_equals_preprocessing_then_reducing() {
             mode,
             ..preprocess::Options::new(on_disk.join("slices"))
         };
-        preprocess::run(&inputs(), &opts, &Quiet).unwrap();
+        preprocess::run(&inputs(), &opts, &NoProgress).unwrap();
         let cpu = Hashing::Cpu(HashKind::DHASH);
         let reduced = on_disk.join("reduced");
-        reduce::run(&on_disk.join("slices"), &reduced, &paper(6), &cpu, &Quiet).unwrap();
+        reduce::run(
+            &on_disk.join("slices"),
+            &reduced,
+            &paper(6),
+            &cpu,
+            &NoProgress,
+        )
+        .unwrap();
 
         let direct = fresh("one-step");
         let strategy = Strategy::Hash {
@@ -221,7 +223,7 @@ fn reducing_from_volumes_equals_preprocessing_then_reducing() {
             mode,
             ..preprocess::Options::new(&direct)
         };
-        reduce::run_from_volumes(&inputs(), &opts, &strategy, &cpu, &Quiet).unwrap();
+        reduce::run_from_volumes(&inputs(), &opts, &strategy, &cpu, &NoProgress).unwrap();
 
         let walk = |d: &Path| -> Vec<PathBuf> {
             lim::io::walk(&[d.to_path_buf()])
@@ -254,7 +256,7 @@ fn other_strategies_and_options() {
             scope,
             ..paper(6)
         };
-        let report = reduce::run(slices(), &out, &opts, &cpu, &Quiet).unwrap();
+        let report = reduce::run(slices(), &out, &opts, &cpu, &NoProgress).unwrap();
         std::fs::remove_dir_all(&out).unwrap();
         report
     };
@@ -344,7 +346,7 @@ fn hard_links_contact_sheets_and_untouched_inputs() {
         &out,
         &opts,
         &Hashing::Cpu(HashKind::DHASH),
-        &Quiet,
+        &NoProgress,
     )
     .unwrap();
     use std::os::unix::fs::MetadataExt;

@@ -130,6 +130,14 @@ pub trait Progress: Sync {
     fn volume_done(&self, volume: &str, slices: usize);
 }
 
+/// Progress nobody watches.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn start(&self, _: usize) {}
+    fn volume_done(&self, _: &str, _: usize) {}
+}
+
 /// A source of one volume, and how its slices are named.
 struct Job {
     source: Source,

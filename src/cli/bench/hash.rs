@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use lim::Gpu;
 use lim::hash::{self, Algorithm, HashKind, Hasher, Luma8};
-use lim::preprocess::{self, Progress};
+use lim::preprocess::{self, NoProgress};
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
@@ -30,12 +30,6 @@ pub struct HashArgs {
     json: bool,
 }
 
-struct Silent;
-impl Progress for Silent {
-    fn start(&self, _: usize) {}
-    fn volume_done(&self, _: &str, _: usize) {}
-}
-
 /// The default slices: `lim preprocess` (default mode) of the sample chest CTs.
 fn sample_slices() -> Result<PathBuf, Box<dyn std::error::Error>> {
     let volumes = Path::new("data/samples/ct_volumes");
@@ -51,7 +45,7 @@ fn sample_slices() -> Result<PathBuf, Box<dyn std::error::Error>> {
         .into());
     }
     let out = std::env::temp_dir().join(format!("lim-bench-hash-{}", std::process::id()));
-    preprocess::run(&inputs, &preprocess::Options::new(&out), &Silent)?;
+    preprocess::run(&inputs, &preprocess::Options::new(&out), &NoProgress)?;
     Ok(out)
 }
 
