@@ -102,18 +102,18 @@ fn many_dispatches_go_out_in_one_submission() {
     let gpu = private_gpu(Tuning::Off);
     let x = Tensor::from_slice(&gpu, &[300], &vec![1.0; 300]).unwrap();
     gpu.sync().unwrap();
-    let before = gpu.submissions();
+    let before = gpu.counters().submissions;
     for _ in 0..20 {
         x.add_(&x).unwrap();
     }
     assert_eq!(
-        gpu.submissions(),
+        gpu.counters().submissions,
         before,
         "nothing is submitted while recording"
     );
     let got = x.to_vec().unwrap();
     assert_eq!(
-        gpu.submissions(),
+        gpu.counters().submissions,
         before + 1,
         "the readback submits everything at once"
     );
@@ -136,9 +136,9 @@ fn several_tensors_are_read_back_with_one_map() {
         .map(|h| Tensor::from_slice(&gpu, &[h.len()], h).unwrap())
         .collect();
     gpu.sync().unwrap();
-    let before = gpu.submissions();
+    let before = gpu.counters().submissions;
     let got = Tensor::to_vecs(&tensors.iter().collect::<Vec<_>>()).unwrap();
-    assert_eq!(gpu.submissions(), before + 1);
+    assert_eq!(gpu.counters().submissions, before + 1);
     assert_eq!(got, hosts);
 }
 

@@ -13,7 +13,6 @@ mod pool;
 mod recorder;
 pub mod shader;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +21,7 @@ pub use autotune::{TuneRecord, Tuning};
 pub use error::{GpuError, LAVAPIPE_HINT};
 pub use pipeline::Kernel;
 pub use pool::{PoolStats, PooledBuffer, size_class};
+pub use recorder::{Counters, FLUSH_EVERY};
 
 use autotune::Autotuner;
 use pipeline::PipelineCache;
@@ -88,7 +88,6 @@ pub struct Gpu {
     pool: BufferPool,
     recorder: Mutex<Recorder>,
     tuner: Autotuner,
-    submissions: AtomicU64,
     /// The first uncaptured wgpu error or device loss, reported at the next sync.
     fault: Arc<Mutex<Option<GpuError>>>,
 }
@@ -159,7 +158,6 @@ impl Gpu {
             pipelines: PipelineCache::default(),
             pool: BufferPool::default(),
             recorder: Mutex::default(),
-            submissions: AtomicU64::new(0),
             fault,
         })
     }
@@ -179,7 +177,6 @@ impl Gpu {
             pipelines: PipelineCache::default(),
             pool: BufferPool::default(),
             recorder: Mutex::default(),
-            submissions: AtomicU64::new(0),
             fault: Arc::default(),
         })
     }
@@ -218,9 +215,9 @@ impl Gpu {
         self.pool.trim()
     }
 
-    /// How many command buffers lim has submitted to the queue.
-    pub fn submissions(&self) -> u64 {
-        self.submissions.load(Ordering::Relaxed)
+    /// Dispatches, submissions and waits so far.
+    pub fn counters(&self) -> Counters {
+        self.recorder.lock().unwrap().counters
     }
 
     /// How many distinct pipelines have been compiled.
@@ -427,6 +424,7 @@ impl Gpu {
     }
 
     fn wait(&self) -> Result<(), GpuError> {
+        self.recorder.lock().unwrap().counters.waits += 1;
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| GpuError::DeviceLost {

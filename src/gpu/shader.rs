@@ -61,6 +61,7 @@ pub const CONV2D: Shader = shader!("conv2d");
 pub const BATCHNORM: Shader = shader!("batchnorm");
 pub const POOL: Shader = shader!("pool");
 pub const OPTIM: Shader = shader!("optim");
+pub const SGD: Shader = shader!("sgd");
 pub const CAST: Shader = shader!("cast", wgpu::Features::SHADER_F16);
 
 /// Every shader lim ships; tests check this (and the libraries it names) against the files
@@ -79,6 +80,7 @@ pub const ALL: &[&Shader] = &[
     &BATCHNORM,
     &POOL,
     &OPTIM,
+    &SGD,
     &CAST,
 ];
 

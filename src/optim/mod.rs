@@ -1,9 +1,11 @@
 //! Optimisers: their updates run on the GPU, in place on the parameters' tensors.
 
 mod adam;
+mod lars;
 mod sgd;
 
 pub use adam::Adam;
+pub use lars::Lars;
 pub use sgd::Sgd;
 
 use crate::autograd::Var;

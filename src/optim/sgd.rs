@@ -1,17 +1,78 @@
-//! Stochastic gradient descent as `torch.optim.SGD`: weight decay, momentum (with
-//! dampening 0) and Nesterov momentum.
+//! Stochastic gradient descent as `torch.optim.SGD` (weight decay, momentum with
+//! dampening, Nesterov momentum), and LARS as lightning-bolts 0.5's (SGD with layer-wise
+//! scaling), one fused kernel per parameter and step (`shaders/sgd.wgsl`).
 
-use super::Optimizer;
+use bytemuck::{Pod, Zeroable};
+
+use super::{Lars, Optimizer};
 use crate::autograd::Var;
 use crate::error::Result;
-use crate::tensor::Tensor;
+use crate::gpu::shader;
+use crate::tensor::{DType, Tensor};
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(super) struct StepParams {
+    pub len: u32,
+    /// Workgroups of LARS's `norms` entry.
+    pub groups: u32,
+    pub lr: f32,
+    pub momentum: f32,
+    pub dampening: f32,
+    pub weight_decay: f32,
+    pub trust_coefficient: f32,
+    pub eps: f32,
+    /// Set by `record_step`.
+    pub first: u32,
+    pub nesterov: u32,
+}
+
+/// Records the `step` entry for one parameter: `factor` holds `[multiplier, weight decay]`
+/// on the device. Makes the parameter's momentum buffer on its first step when momentum is
+/// on; without momentum the kernel touches no buffer, and `factor` fills its binding.
+fn record_step(
+    value: &Tensor,
+    grad: &Tensor,
+    buffer: &mut Option<Tensor>,
+    factor: &Tensor,
+    params: StepParams,
+) -> Result<()> {
+    let gpu = value.gpu();
+    let mut params = params;
+    params.first = buffer.is_none() as u32;
+    // Written whole at the first step before anything reads it.
+    let buf = match (params.momentum != 0.0, buffer) {
+        (true, Some(buf)) => buf.clone(),
+        (true, buffer) => buffer
+            .insert(Tensor::uninit(gpu, value.shape(), DType::F32)?)
+            .clone(),
+        (false, _) => factor.clone(),
+    };
+    let kernel = gpu.kernel(&shader::SGD, "step", &[])?;
+    let grid = gpu.grid_1d(value.numel().div_ceil(256) as u64, &kernel.label)?;
+    gpu.dispatch(
+        &kernel,
+        bytemuck::bytes_of(&params),
+        &[
+            (1, grad.binding("optimiser gradient")?),
+            (2, value.binding("optimiser parameter")?),
+            (3, buf.binding("momentum buffer")?),
+            (6, factor.binding("optimiser factor")?),
+        ],
+        grid,
+    )?;
+    Ok(())
+}
 
 pub struct Sgd {
     params: Vec<Var>,
     pub lr: f32,
     pub momentum: f32,
+    pub dampening: f32,
     pub weight_decay: f32,
     pub nesterov: bool,
+    /// LARS's layer-wise scaling, if on.
+    pub lars: Option<Lars>,
     /// One momentum buffer per parameter, made on its first step (as PyTorch).
     buffers: Vec<Option<Tensor>>,
 }
@@ -23,9 +84,20 @@ impl Sgd {
             params,
             lr,
             momentum: 0.0,
+            dampening: 0.0,
             weight_decay: 0.0,
             nesterov: false,
+            lars: None,
             buffers,
+        }
+    }
+
+    /// bolts' `LARS(params, lr)`: no momentum, dampening or weight decay, trust coefficient
+    /// 0.001, eps 1e-8. The paper's SwAV uses lr 0.15, momentum 0.9, weight decay 1e-6.
+    pub fn lars(params: Vec<Var>, lr: f32) -> Sgd {
+        Sgd {
+            lars: Some(Lars::default()),
+            ..Sgd::new(params, lr)
         }
     }
 
@@ -47,34 +119,35 @@ impl Optimizer for Sgd {
     }
 
     /// One update of every parameter that has a gradient:
-    /// `d = g + wd p; b = momentum b + d (b = d at first); d = d + momentum b (Nesterov) or b;
-    /// p -= lr d`.
+    /// `d = g + wd p` (LARS: see [`Lars`]); `b = momentum b + (1 - dampening) d` (b = d at
+    /// first); `d = d + momentum b` (Nesterov) or `b`; `p -= lr d`.
     fn step(&mut self) -> Result<()> {
+        let Some(first) = self.params.first() else {
+            return Ok(());
+        };
+        let plain = Tensor::from_slice(first.value().gpu(), &[2], &[1.0, self.weight_decay])?;
         for (p, buffer) in self.params.iter().zip(&mut self.buffers) {
             let Some(grad) = p.grad() else {
                 continue;
             };
             let value = p.value();
-            let mut d = grad;
-            if self.weight_decay != 0.0 {
-                d = d.add(&value.scale(self.weight_decay)?)?;
-            }
-            if self.momentum != 0.0 {
-                let b = match buffer.take() {
-                    Some(b) => {
-                        b.scale_(self.momentum)?;
-                        b.add_(&d)?;
-                        b
-                    }
-                    None => d.deep_clone()?,
-                };
-                d = match self.nesterov {
-                    true => d.add(&b.scale(self.momentum)?)?,
-                    false => b.clone(),
-                };
-                *buffer = Some(b);
-            }
-            value.add_(&d.scale(-self.lr)?)?;
+            let mut params = StepParams {
+                len: value.numel() as u32,
+                groups: 0,
+                lr: self.lr,
+                momentum: self.momentum,
+                dampening: self.dampening,
+                weight_decay: self.weight_decay,
+                trust_coefficient: 0.0,
+                eps: 0.0,
+                first: 0,
+                nesterov: self.nesterov as u32,
+            };
+            let factor = match &self.lars {
+                Some(lars) => lars.record_factor(value, &grad, &mut params)?,
+                None => plain.clone(),
+            };
+            record_step(value, &grad, buffer, &factor, params)?;
         }
         Ok(())
     }

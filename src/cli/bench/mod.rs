@@ -24,7 +24,7 @@ pub enum Command {
     Hash(hash::HashArgs),
     /// GFLOP/s of every conv2d variant on ResNet-18's layers, forward and backward
     Conv(conv::ConvArgs),
-    /// ms per SGD step of a ResNet on random images, and images/s
+    /// ms per optimiser step of a ResNet, images/s, and the dispatches and submissions a step makes
     TrainStep(train::TrainArgs),
 }
 
