@@ -1,11 +1,13 @@
 //! Batch normalisation against the CPU reference (PyTorch's rules: biased variance to
 //! normalise, unbiased into the running variance, momentum 0.1, eps 1e-5), in training and
-//! evaluation, with and without the fused ReLU; max pooling against its reference.
+//! evaluation, with and without the fused ReLU; max pooling against its reference; the
+//! autograd op against PyTorch's BatchNorm2d (golden values in tests/fixtures/torch).
 
 mod common;
 
-use common::{assert_close, gpu, random};
+use common::{Golden, assert_close, assert_relative, gpu, random};
 use lim::Tensor;
+use lim::autograd::Var;
 use lim::ops::batchnorm::{EPS, MOMENTUM, reference};
 use lim::ops::pool::{PoolSpec, reference as pool_reference};
 
@@ -177,4 +179,52 @@ fn max_pooling_and_its_gradient_match_the_reference() {
         })
         .is_err()
     );
+}
+
+/// The autograd op against `nn.BatchNorm2d` (torch_ref.py bn): the training forward, its
+/// gradients, the running statistics it updates, and evaluation with them.
+#[test]
+fn training_gradients_and_running_stats_equal_pytorchs() {
+    let gpu = gpu();
+    for name in ["bn_4x3x5x5", "bn_2x7x3x11", "bn_one_pixel"] {
+        let golden = Golden::open(&format!("torch/{name}.safetensors"));
+        let load = |key: &str| {
+            let (shape, values) = golden.tensor(key);
+            Tensor::from_slice(&gpu, &shape, &values).unwrap()
+        };
+        let x = Var::param(load("x"));
+        let gamma = Var::param(load("weight"));
+        let beta = Var::param(load("bias"));
+        let running_mean = load("running_mean_before");
+        let running_var = load("running_var_before");
+        let y = x
+            .batch_norm(&gamma, &beta, &running_mean, &running_var, true, false)
+            .unwrap();
+        let grad_out = Var::constant(load("grad_out"));
+        y.mul(&grad_out)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let check = |what: &str, got: &Tensor, tol: f64| {
+            assert_relative(
+                &format!("{name} {what}"),
+                &got.to_vec().unwrap(),
+                &golden.values(what),
+                tol,
+            );
+        };
+        check("y", y.value(), 1e-5);
+        check("grad_x", &x.grad().unwrap(), 1e-5);
+        check("grad_weight", &gamma.grad().unwrap(), 1e-5);
+        check("grad_bias", &beta.grad().unwrap(), 1e-5);
+        check("running_mean", &running_mean, 1e-6);
+        check("running_var", &running_var, 1e-6);
+        let y_eval = x
+            .detach()
+            .batch_norm(&gamma, &beta, &running_mean, &running_var, false, false)
+            .unwrap();
+        check("y_eval", y_eval.value(), 1e-6);
+    }
 }

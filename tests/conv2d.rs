@@ -1,12 +1,14 @@
 //! conv2d forward and both gradients, every variant, against the CPU reference on awkward
 //! shapes (1 x 1 images, odd and prime sizes, strides, padding, dilation, pointwise and
 //! strided 1 x 1, a 7 x 7 stem, more than 65,535 workgroups); the reference's gradients
-//! against finite differences.
+//! against finite differences; the autograd op against PyTorch's Conv2d (golden values in
+//! tests/fixtures/torch).
 
 mod common;
 
-use common::{assert_close, gpu, random};
+use common::{Golden, assert_close, assert_relative, gpu, random};
 use lim::Tensor;
+use lim::autograd::Var;
 use lim::ops::conv2d::{Conv2dDims, Conv2dSpec, ConvVariant, reference};
 
 struct Case {
@@ -242,4 +244,54 @@ fn batches_slice_and_concatenate() {
     assert!(t.slice_batch(3, 2).is_err());
     let other = Tensor::from_slice(&gpu, &[1, 2, 3], &data[..6]).unwrap();
     assert!(Tensor::concat_batch(&[&t, &other]).is_err());
+}
+
+/// The autograd op, as a network calls it, against `nn.Conv2d`'s forward and gradients
+/// (torch_ref.py conv): the stem, a dilated 3 x 3 with bias, a strided 1 x 1, an odd 3 x 3.
+#[test]
+fn forward_and_gradients_equal_pytorchs() {
+    let gpu = gpu();
+    for name in [
+        "conv_stem",
+        "conv_dilated_bias",
+        "conv_pointwise_strided",
+        "conv_3x3_bias",
+    ] {
+        let golden = Golden::open(&format!("torch/{name}.safetensors"));
+        let load = |key: &str| {
+            let (shape, values) = golden.tensor(key);
+            Tensor::from_slice(&gpu, &shape, &values).unwrap()
+        };
+        let x = Var::param(load("x"));
+        let weight = Var::param(load("weight"));
+        let bias = golden.has("bias").then(|| Var::param(load("bias")));
+        let spec = Conv2dSpec {
+            stride: [golden.meta("stride") as usize; 2],
+            padding: [golden.meta("padding") as usize; 2],
+            dilation: [golden.meta("dilation") as usize; 2],
+        };
+        let y = x.conv2d(&weight, bias.as_ref(), spec).unwrap();
+        // A loss whose gradient with respect to y is PyTorch's grad_out.
+        let grad_out = Var::constant(load("grad_out"));
+        y.mul(&grad_out)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let check = |what: &str, got: &Tensor| {
+            assert_relative(
+                &format!("{name} {what}"),
+                &got.to_vec().unwrap(),
+                &golden.values(what),
+                1e-5,
+            );
+        };
+        check("y", y.value());
+        check("grad_x", &x.grad().unwrap());
+        check("grad_weight", &weight.grad().unwrap());
+        if let Some(bias) = &bias {
+            check("grad_bias", &bias.grad().unwrap());
+        }
+    }
 }

@@ -6,22 +6,10 @@ mod common;
 
 use std::path::Path;
 
-use common::gpu;
+use common::{Golden, gpu};
 use lim::Tensor;
 use lim::autograd::Var;
 use lim::optim::{Adam, Lars, Optimizer, Sgd};
-
-fn golden(name: &str) -> Vec<f32> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/optim/steps.safetensors");
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensor(name)
-        .unwrap()
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect()
-}
 
 /// `steps` steps of the optimiser `make` builds over one parameter, each against the
 /// golden one.
@@ -31,18 +19,19 @@ fn assert_steps_equal_torchs(
     make: impl Fn(Vec<Var>) -> Box<dyn Optimizer>,
 ) {
     let gpu = gpu();
-    let start = golden(&format!("{name}.start"));
+    let golden = Golden::open("optim/steps.safetensors");
+    let start = golden.values(&format!("{name}.start"));
     let p = Var::param(Tensor::from_slice(&gpu, &[3, 4], &start).unwrap());
     let mut optimizer = make(vec![p.clone()]);
     for step in 0..steps {
         // A loss whose gradient is the golden one: sum(p * g).
         let g = Var::constant(
-            Tensor::from_slice(&gpu, &[3, 4], &golden(&format!("grad{step}"))).unwrap(),
+            Tensor::from_slice(&gpu, &[3, 4], &golden.values(&format!("grad{step}"))).unwrap(),
         );
         optimizer.zero_grad();
         p.mul(&g).unwrap().sum_all().unwrap().backward().unwrap();
         optimizer.step().unwrap();
-        let want = golden(&format!("{name}.step{step}"));
+        let want = golden.values(&format!("{name}.step{step}"));
         let got = p.value().to_vec().unwrap();
         for (i, (a, b)) in got.iter().zip(&want).enumerate() {
             assert!(
@@ -219,6 +208,62 @@ fn a_training_step_never_waits_for_the_device() {
             "step {step}: {read:?}"
         );
     }
+}
+
+/// Three SGD steps of a ResNet-18 at width 1/16 in training mode against PyTorch's
+/// (tests/fixtures/torch/train_golden.py): the loss of each step, then every parameter,
+/// running statistic and batch count.
+#[test]
+fn resnet_sgd_steps_equal_pytorchs() {
+    use lim::nn::{self, Arch, Entry, ResNet, ResNetConfig, StateDict, Visit};
+    let gpu = gpu();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch");
+    let config = ResNetConfig {
+        arch: Arch::ResNet18,
+        in_channels: 3,
+        width: 1.0 / 16.0,
+        num_classes: Some(5),
+    };
+    let mut start = StateDict::load(&gpu, &fixtures.join("resnet_sgd_start.safetensors")).unwrap();
+    let model = ResNet::new(config, &mut start).unwrap();
+    start.finish().unwrap();
+    let io = Golden::open("torch/resnet_sgd_io.safetensors");
+    let (shape, input) = io.tensor("input");
+    let x = Var::constant(Tensor::from_slice(&gpu, &shape, &input).unwrap());
+    let labels: Vec<usize> = io.ints("labels").iter().map(|&l| l as usize).collect();
+    let params = nn::parameters(&model).into_iter().map(|(_, v)| v).collect();
+    let mut sgd = Sgd::new(params, 0.05)
+        .momentum(0.9, false)
+        .weight_decay(1e-4);
+    let mut losses = Vec::new();
+    for _ in 0..3 {
+        sgd.zero_grad();
+        let loss = model
+            .forward(&x, true)
+            .unwrap()
+            .cross_entropy_classes(&labels)
+            .unwrap();
+        loss.backward().unwrap();
+        sgd.step().unwrap();
+        losses.push(loss.value().to_vec().unwrap()[0]);
+    }
+    common::assert_relative("losses", &losses, &io.values("loss"), 1e-5);
+    let end = Golden::open("torch/resnet_sgd_end.safetensors");
+    let mut checked = Vec::new();
+    model.visit("", &mut |name, entry| {
+        checked.push(name.clone());
+        let got = match entry {
+            Entry::Param(v) => v.value().to_vec().unwrap(),
+            Entry::Buffer(t) => t.to_vec().unwrap(),
+            Entry::Count(n) => {
+                assert_eq!(vec![n as i64], end.ints(&name), "{name}");
+                return;
+            }
+        };
+        common::assert_relative(&name, &got, &end.values(&name), 2e-5);
+    });
+    checked.sort();
+    assert_eq!(checked, end.names());
 }
 
 #[test]

@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::gpu;
+use common::{Golden, assert_relative, gpu};
 use lim::Tensor;
 use lim::autograd::Var;
 use lim::nn::{self, Arch, Init, Random, ResNet, ResNetConfig, Source, StateDict};
@@ -37,35 +37,6 @@ impl Source for Spread {
     }
 }
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/resnet")
-}
-
-/// Reads a golden tensor.
-fn golden(file: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
-    let bytes = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let view = st.tensor(name).unwrap();
-    let values = view
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    (view.shape().to_vec(), values)
-}
-
-fn assert_relative(what: &str, got: &[f32], want: &[f32], tol: f64) {
-    assert_eq!(got.len(), want.len(), "{what}");
-    let scale = want.iter().map(|v| v.abs() as f64).fold(0.0, f64::max);
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let err = (g as f64 - w as f64).abs() / scale;
-        assert!(
-            err <= tol,
-            "{what}[{i}]: lim {g}, torchvision {w} (error {err:e} of the largest)"
-        );
-    }
-}
-
 fn check_against_torchvision(arch: Arch, name: &str, classes: usize) {
     let gpu = gpu();
     let config = ResNetConfig {
@@ -83,12 +54,12 @@ fn check_against_torchvision(arch: Arch, name: &str, classes: usize) {
     let weights = dir.join(format!("{name}.safetensors"));
     nn::save(&model, &weights).unwrap();
 
-    let io = fixtures().join(format!("{name}_io.safetensors"));
-    let (shape, input) = golden(&io, "input");
+    let io = Golden::open(&format!("resnet/{name}_io.safetensors"));
+    let (shape, input) = io.tensor("input");
     let x = Var::constant(Tensor::from_slice(&gpu, &shape, &input).unwrap());
     let features = model.features(&x, false).unwrap();
     let logits = model.forward(&x, false).unwrap();
-    let (fshape, want_features) = golden(&io, "features");
+    let (fshape, want_features) = io.tensor("features");
     assert_eq!(features.shape(), fshape);
     assert_relative(
         &format!("{name} features"),
@@ -96,7 +67,7 @@ fn check_against_torchvision(arch: Arch, name: &str, classes: usize) {
         &want_features,
         1e-4,
     );
-    let (_, want_logits) = golden(&io, "logits");
+    let want_logits = io.values("logits");
     assert_relative(
         &format!("{name} logits"),
         &logits.value().to_vec().unwrap(),

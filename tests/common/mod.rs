@@ -50,3 +50,91 @@ pub fn samples() -> std::path::PathBuf {
     );
     dir
 }
+
+/// A safetensors fixture under tests/fixtures, read whole.
+pub struct Golden {
+    path: std::path::PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl Golden {
+    pub fn open(relative: &str) -> Golden {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(relative);
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        Golden { path, bytes }
+    }
+
+    fn st(&self) -> safetensors::SafeTensors<'_> {
+        safetensors::SafeTensors::deserialize(&self.bytes)
+            .unwrap_or_else(|e| panic!("{}: {e}", self.path.display()))
+    }
+
+    /// Every tensor's name, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.st().names().into_iter().map(String::from).collect();
+        names.sort();
+        names
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.st().tensor(name).is_ok()
+    }
+
+    /// An f32 tensor: its shape and values.
+    pub fn tensor(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
+        let st = self.st();
+        let view = st
+            .tensor(name)
+            .unwrap_or_else(|e| panic!("{}: {name}: {e}", self.path.display()));
+        assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
+        let values = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        (view.shape().to_vec(), values)
+    }
+
+    pub fn values(&self, name: &str) -> Vec<f32> {
+        self.tensor(name).1
+    }
+
+    /// An int64 tensor's values.
+    pub fn ints(&self, name: &str) -> Vec<i64> {
+        let st = self.st();
+        let view = st.tensor(name).unwrap();
+        assert_eq!(view.dtype(), safetensors::Dtype::I64, "{name}");
+        view.data()
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    }
+
+    /// A metadata entry parsed as a number.
+    pub fn meta(&self, key: &str) -> f64 {
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&self.bytes).unwrap();
+        let meta = meta.metadata().as_ref().expect("metadata");
+        meta[key]
+            .parse()
+            .unwrap_or_else(|e| panic!("metadata {key}: {e}"))
+    }
+}
+
+/// Asserts `|got - want| <= tol * max |want|` everywhere: an error relative to the largest
+/// value, as for whole layers' outputs where single elements may be near zero.
+pub fn assert_relative(what: &str, got: &[f32], want: &[f32], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want
+        .iter()
+        .fold(0f64, |m, &w| m.max(w.abs() as f64))
+        .max(1e-30);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g as f64 - w as f64).abs() / scale;
+        assert!(
+            err <= tol,
+            "{what}[{i}]: lim {g}, torch {w} (error {err:e} of the largest, {scale:e})"
+        );
+    }
+}
