@@ -1,15 +1,20 @@
 // broadcast: the inverse of a reduction's shape change. The output is viewed as
 // [outer, len, inner] and the input as [outer, inner]: out[o, j, i] = x[o, i] for every j.
-// Gradients of sum and mean, and a bias added to every row, are this.
+// Gradients of sum and mean, and a bias added to every row, are this. Tensors too large to
+// bind whole are bound a window of outer indices at a time (see reduce.wgsl).
 //
 // entry `expand`: one invocation per output element.
 //   bindings: 0 uniform Params, 1 x (read), 2 out (read_write)
 //   workgroup: 256; element = (wid.y * num_workgroups.x + wid.x) * 256 + lid.x
 
 struct Params {
+    // outer indices in this window
     outer: u32,
     len: u32,
     inner: u32,
+    // where the window's first outer index starts in x and in out
+    base_in: u32,
+    base_out: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -25,5 +30,5 @@ fn expand(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
     let i = e % p.inner;
     let o = e / (p.inner * p.len);
-    out[e] = x[o * p.inner + i];
+    out[p.base_out + e] = x[p.base_in + o * p.inner + i];
 }

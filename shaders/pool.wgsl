@@ -9,8 +9,14 @@
 //   gather over the windows containing (y, z), so no atomics. One invocation per input
 //   element. bindings: 0 uniform Params, 4 dy (read), 5 argmax (read), 6 dx (read_write)
 // workgroup: 256; element = (wid.y * num_workgroups.x + wid.x) * 256 + lid.x
+//
+// Plane windows: the tensors may be too large to bind whole, so each entry runs once per
+// window of `planes` planes, bound from aligned offsets; the window's first plane starts at
+// element `base_in` of x and dx and `base_out` of out, argmax and dy. Argmax indices are
+// within a plane, so windows need nothing else.
 
 struct Params {
+    // planes in this window
     planes: u32,
     h: u32,
     w: u32,
@@ -19,6 +25,8 @@ struct Params {
     k: u32,
     stride: u32,
     pad: u32,
+    base_in: u32,
+    base_out: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -56,7 +64,7 @@ fn max_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
                 continue;
             }
             let idx = u32(y) * p.w + u32(z);
-            let v = x[plane * p.h * p.w + idx];
+            let v = x[p.base_in + plane * p.h * p.w + idx];
             // NaN propagates, as in PyTorch.
             if v > best || v != v {
                 best = v;
@@ -64,8 +72,8 @@ fn max_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
             }
         }
     }
-    out[e] = best;
-    argmax[e] = at;
+    out[p.base_out + e] = best;
+    argmax[p.base_out + e] = at;
 }
 
 @compute @workgroup_size(256)
@@ -91,11 +99,11 @@ fn max_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
             if u < 0 || u % i32(p.stride) != 0 || u / i32(p.stride) >= i32(p.ow) {
                 continue;
             }
-            let o = (plane * p.oh + row) * p.ow + u32(u) / p.stride;
+            let o = p.base_out + (plane * p.oh + row) * p.ow + u32(u) / p.stride;
             if argmax_in[o] == idx {
                 acc += dy[o];
             }
         }
     }
-    dx[e] = acc;
+    dx[p.base_in + e] = acc;
 }

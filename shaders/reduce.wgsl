@@ -1,6 +1,8 @@
 // reduce: sum, mean or max along one axis. The input is viewed as [outer, len, inner] and the
 // output as [outer, inner]: out[o, i] = REDUCE over j of x[o, j, i].
 // OP (override): 0 sum, 1 mean, 2 max.
+// Windows along outer: tensors too large to bind whole are bound a window of outer indices at
+// a time, from aligned offsets; the window starts at element base_in of x and base_out of out.
 //
 // entry `serial`: one invocation per output, looping over the axis. Neighbouring invocations
 //   read neighbouring words when inner > 1. Best when there are many outputs.
@@ -13,9 +15,13 @@
 //   workgroup: WG (override, a power of two, default 256); output = wid.y * num_workgroups.x + wid.x
 
 struct Params {
+    // outer indices in this window
     outer: u32,
     len: u32,
     inner: u32,
+    // where the window's first outer index starts in x and in out
+    base_in: u32,
+    base_out: u32,
 }
 
 override OP: u32 = 0u;
@@ -55,12 +61,12 @@ fn serial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     if o >= p.outer * p.inner {
         return;
     }
-    let base = (o / p.inner) * p.len * p.inner + o % p.inner;
+    let base = p.base_in + (o / p.inner) * p.len * p.inner + o % p.inner;
     var acc = identity();
     for (var j = 0u; j < p.len; j++) {
         acc = combine(acc, x[base + j * p.inner]);
     }
-    out[o] = finish(acc);
+    out[p.base_out + o] = finish(acc);
 }
 
 @compute @workgroup_size(WG)
@@ -71,7 +77,7 @@ fn tree(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let in_range = o < p.outer * p.inner;
     var acc = identity();
     if in_range {
-        let base = (o / p.inner) * p.len * p.inner + o % p.inner;
+        let base = p.base_in + (o / p.inner) * p.len * p.inner + o % p.inner;
         for (var j = lid.x; j < p.len; j += WG) {
             acc = combine(acc, x[base + j * p.inner]);
         }
@@ -84,6 +90,6 @@ fn tree(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
     if in_range && lid.x == 0u {
-        out[o] = finish(partial[0]);
+        out[p.base_out + o] = finish(partial[0]);
     }
 }

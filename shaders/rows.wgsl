@@ -12,10 +12,15 @@
 //                                 and dx = g / 1e-12 where ||x|| < 1e-12   with a = x (the input)
 //   bindings: 0 uniform Params, 1 a (read), 2 g (read), 3 out (read_write)
 // workgroup: 64; row = (wid.y * num_workgroups.x + wid.x) * 64 + lid.x
+// Row windows: a matrix too large to bind whole is bound a window of rows at a time, from
+// an aligned offset; the window's first row starts at element `base`.
 
 struct Params {
+    // rows in this window
     rows: u32,
     n: u32,
+    // where the window's first row starts in every binding
+    base: u32,
 }
 
 const NORM_EPS: f32 = 1e-12;
@@ -73,7 +78,7 @@ fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     if row >= p.rows {
         return;
     }
-    let base = row * p.n;
+    let base = p.base + row * p.n;
     let m = row_max(base);
     let inv = 1.0 / sum_exp(base, m);
     for (var j = 0u; j < p.n; j++) {
@@ -88,7 +93,7 @@ fn log_softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     if row >= p.rows {
         return;
     }
-    let base = row * p.n;
+    let base = p.base + row * p.n;
     let m = row_max(base);
     let shift = m + log(sum_exp(base, m));
     for (var j = 0u; j < p.n; j++) {
@@ -103,7 +108,7 @@ fn l2_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     if row >= p.rows {
         return;
     }
-    let base = row * p.n;
+    let base = p.base + row * p.n;
     let inv = 1.0 / norm(base);
     for (var j = 0u; j < p.n; j++) {
         out[base + j] = a[base + j] * inv;
@@ -117,7 +122,7 @@ fn softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     if row >= p.rows {
         return;
     }
-    let base = row * p.n;
+    let base = p.base + row * p.n;
     let dot = dot_g(base);
     for (var j = 0u; j < p.n; j++) {
         out[base + j] = a[base + j] * (g[base + j] - dot);
@@ -132,7 +137,7 @@ fn log_softmax_backward(@builtin(workgroup_id) wid: vec3<u32>,
     if row >= p.rows {
         return;
     }
-    let base = row * p.n;
+    let base = p.base + row * p.n;
     var total = 0.0;
     for (var j = 0u; j < p.n; j++) {
         total += g[base + j];
@@ -150,7 +155,7 @@ fn l2_normalize_backward(@builtin(workgroup_id) wid: vec3<u32>,
     if row >= p.rows {
         return;
     }
-    let base = row * p.n;
+    let base = p.base + row * p.n;
     let size = row_length(base);
     if size < NORM_EPS {
         // The norm is clamped to a constant there: y = x / eps.

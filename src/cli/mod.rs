@@ -54,6 +54,7 @@ impl GpuArgs {
                 .map(str::parse::<BackendChoice>)
                 .transpose()?,
             tuning: Tuning::Disk,
+            max_binding_bytes: None,
         })
     }
 }

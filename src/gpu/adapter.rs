@@ -48,6 +48,9 @@ pub struct GpuOptions {
     pub backend: Option<BackendChoice>,
     /// Where the autotuner keeps its choices.
     pub tuning: Tuning,
+    /// Bind at most this many bytes of a storage buffer, below the adapter's own limit: to
+    /// try how lim splits large tensors, as on an adapter with a smaller limit.
+    pub max_binding_bytes: Option<u64>,
 }
 
 impl GpuOptions {
@@ -58,6 +61,7 @@ impl GpuOptions {
             adapter: nonempty("LIM_ADAPTER"),
             backend: nonempty("LIM_BACKEND").map(|b| b.parse()).transpose()?,
             tuning: Tuning::Disk,
+            max_binding_bytes: None,
         })
     }
 

@@ -106,10 +106,15 @@ impl Gpu {
         let instance = adapter::instance(opts);
         let adapter = adapter::choose(adapter::enumerate(&instance, opts), opts)?;
         let info = adapter.get_info();
+        let mut limits = adapter.limits();
+        if let Some(bytes) = opts.max_binding_bytes {
+            limits.max_storage_buffer_binding_size =
+                limits.max_storage_buffer_binding_size.min(bytes);
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("lim"),
             required_features: adapter.features() & WANTED_FEATURES,
-            required_limits: adapter.limits(),
+            required_limits: limits,
             ..Default::default()
         }))
         .map_err(|e| GpuError::RequestDevice {

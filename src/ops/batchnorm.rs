@@ -6,6 +6,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
 use crate::gpu::shader;
+use crate::ops::windows;
 use crate::tensor::{DType, Tensor};
 
 /// PyTorch's defaults.
@@ -20,6 +21,11 @@ struct Params {
     s: u32,
     eps: f32,
     momentum: f32,
+    /// The batch window of one dispatch (see `dispatch`).
+    images: u32,
+    base: u32,
+    accumulate: u32,
+    finish: u32,
 }
 
 /// The statistics a batch was normalised with, kept for the gradient.
@@ -51,25 +57,58 @@ fn dims(x: &Tensor, per_channel: &[&Tensor]) -> Result<Params> {
         s: shape[2..].iter().product::<usize>() as u32,
         eps: EPS,
         momentum: MOMENTUM,
+        images: 0,
+        base: 0,
+        accumulate: 0,
+        finish: 0,
     })
 }
 
+/// How many workgroups an entry needs for a window of so many images.
+enum Grid {
+    PerChannel,
+    PerElement,
+}
+
+/// Dispatches `entry` once per batch window (`ops::windows`): the `[N, C, S]` tensors in
+/// `windowed` are bound a window at a time, the per-channel ones in `whole` whole.
 fn dispatch(
     x: &Tensor,
     entry: &str,
     constants: &[(&str, f64)],
     params: &Params,
-    bindings: &[(u32, &Tensor)],
-    groups: u64,
+    windowed: &[(u32, &Tensor)],
+    whole: &[(u32, &Tensor)],
+    grid: Grid,
 ) -> Result<()> {
     let gpu = x.gpu();
     let kernel = gpu.kernel(&shader::BATCHNORM, entry, constants)?;
-    let bound: Vec<_> = bindings
-        .iter()
-        .map(|(slot, t)| Ok((*slot, t.binding("batch_norm")?)))
-        .collect::<Result<_>>()?;
-    let groups = gpu.grid_1d(groups, &kernel.label)?;
-    gpu.dispatch(&kernel, bytemuck::bytes_of(params), &bound, groups)?;
+    let image = (params.c * params.s) as usize;
+    let windows = windows(gpu, "batch_norm image", params.n as usize, &[image])?;
+    for (k, window) in windows.iter().enumerate() {
+        let p = Params {
+            images: window.count as u32,
+            base: window.base[0],
+            accumulate: (k > 0) as u32,
+            finish: (k + 1 == windows.len()) as u32,
+            ..*params
+        };
+        let mut bound = whole
+            .iter()
+            .map(|(slot, t)| Ok((*slot, t.binding("batch_norm")?)))
+            .collect::<Result<Vec<_>>>()?;
+        bound.extend(
+            windowed
+                .iter()
+                .map(|(slot, t)| (*slot, window.binding(0, t.buffer()))),
+        );
+        let groups = match grid {
+            Grid::PerChannel => params.c as u64,
+            Grid::PerElement => (window.count * image).div_ceil(256) as u64,
+        };
+        let groups = gpu.grid_1d(groups, &kernel.label)?;
+        gpu.dispatch(&kernel, bytemuck::bytes_of(&p), &bound, groups)?;
+    }
     Ok(())
 }
 
@@ -92,26 +131,37 @@ impl Tensor {
             var: Tensor::uninit(gpu, &[c], DType::F32)?,
             training: true,
         };
+        let x = [(1, self)];
         dispatch(
             self,
-            "stats",
+            "sum",
             &[],
             &p,
-            &[(1, self), (2, &stats.mean), (11, &stats.var)],
-            c as u64,
+            &x,
+            &[(2, &stats.mean)],
+            Grid::PerChannel,
         )?;
+        let stat_bindings = [(2, &stats.mean), (11, &stats.var)];
         dispatch(
             self,
-            "update_running",
+            "sum_sq_dev",
             &[],
             &p,
+            &x,
+            &stat_bindings,
+            Grid::PerChannel,
+        )?;
+        let kernel = gpu.kernel(&shader::BATCHNORM, "update_running", &[])?;
+        gpu.dispatch(
+            &kernel,
+            bytemuck::bytes_of(&p),
             &[
-                (2, &stats.mean),
-                (11, &stats.var),
-                (8, running_mean),
-                (9, running_var),
+                (2, stats.mean.binding("batch_norm mean")?),
+                (11, stats.var.binding("batch_norm variance")?),
+                (8, running_mean.binding("batch_norm running mean")?),
+                (9, running_var.binding("batch_norm running variance")?),
             ],
-            c.div_ceil(64) as u64,
+            [c.div_ceil(64) as u32, 1, 1],
         )?;
         let y = self.batch_norm_apply(gamma, beta, &stats, relu)?;
         Ok((y, stats))
@@ -148,15 +198,9 @@ impl Tensor {
             "apply",
             &[("RELU", relu as u8 as f64)],
             &p,
-            &[
-                (1, self),
-                (2, &stats.mean),
-                (11, &stats.var),
-                (3, gamma),
-                (4, beta),
-                (5, &y),
-            ],
-            self.numel().div_ceil(256) as u64,
+            &[(1, self), (5, &y)],
+            &[(2, &stats.mean), (11, &stats.var), (3, gamma), (4, beta)],
+            Grid::PerElement,
         )?;
         Ok(y)
     }
@@ -183,26 +227,34 @@ impl Tensor {
         let dbeta = Tensor::uninit(gpu, &[c], DType::F32)?;
         let dgamma = Tensor::uninit(gpu, &[c], DType::F32)?;
         let dx = Tensor::uninit(gpu, x.shape(), DType::F32)?;
-        let stat_bindings = [(2, &stats.mean), (11, &stats.var)];
-        let mut sums = vec![(1, x), (6, self), (7, &dbeta), (10, &dgamma)];
-        sums.extend(stat_bindings);
-        dispatch(x, "backward_sums", &[], &p, &sums, c as u64)?;
-        let mut apply = vec![
-            (1, x),
-            (3, gamma),
-            (6, self),
-            (7, &dbeta),
-            (10, &dgamma),
-            (5, &dx),
-        ];
-        apply.extend(stat_bindings);
+        dispatch(
+            x,
+            "backward_sums",
+            &[],
+            &p,
+            &[(1, x), (6, self)],
+            &[
+                (2, &stats.mean),
+                (11, &stats.var),
+                (7, &dbeta),
+                (10, &dgamma),
+            ],
+            Grid::PerChannel,
+        )?;
         dispatch(
             x,
             "backward_apply",
             &[("TRAINING", stats.training as u8 as f64)],
             &p,
-            &apply,
-            x.numel().div_ceil(256) as u64,
+            &[(1, x), (6, self), (5, &dx)],
+            &[
+                (2, &stats.mean),
+                (11, &stats.var),
+                (3, gamma),
+                (7, &dbeta),
+                (10, &dgamma),
+            ],
+            Grid::PerElement,
         )?;
         Ok((dx, dgamma, dbeta))
     }

@@ -5,6 +5,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
 use crate::gpu::shader;
+use crate::ops::windows;
 use crate::tensor::{DType, Tensor};
 
 #[repr(C)]
@@ -13,6 +14,8 @@ struct Params {
     outer: u32,
     len: u32,
     inner: u32,
+    base_in: u32,
+    base_out: u32,
 }
 
 impl Tensor {
@@ -32,23 +35,30 @@ impl Tensor {
         let mut shape = self.shape().to_vec();
         shape.insert(axis, len);
         let out = Tensor::uninit(self.gpu(), &shape, DType::F32)?;
-        let params = Params {
-            outer: self.shape()[..axis].iter().product::<usize>() as u32,
-            len: len as u32,
-            inner: self.shape()[axis..].iter().product::<usize>() as u32,
-        };
+        let outer: usize = self.shape()[..axis].iter().product();
+        let inner: usize = self.shape()[axis..].iter().product();
         let gpu = self.gpu();
         let kernel = gpu.kernel(&shader::BROADCAST, "expand", &[])?;
-        let groups = gpu.grid_1d(out.numel().div_ceil(256) as u64, &kernel.label)?;
-        gpu.dispatch(
-            &kernel,
-            bytemuck::bytes_of(&params),
-            &[
-                (1, self.binding("expand input")?),
-                (2, out.binding("expand output")?),
-            ],
-            groups,
-        )?;
+        for window in windows(gpu, "expand outer index", outer, &[inner, len * inner])? {
+            let params = Params {
+                outer: window.count as u32,
+                len: len as u32,
+                inner: inner as u32,
+                base_in: window.base[0],
+                base_out: window.base[1],
+            };
+            let elements = window.count * len * inner;
+            let groups = gpu.grid_1d(elements.div_ceil(256) as u64, &kernel.label)?;
+            gpu.dispatch(
+                &kernel,
+                bytemuck::bytes_of(&params),
+                &[
+                    (1, window.binding(0, self.buffer())),
+                    (2, window.binding(1, out.buffer())),
+                ],
+                groups,
+            )?;
+        }
         Ok(out)
     }
 }

@@ -38,6 +38,72 @@ pub(crate) fn for_each_chunk(
     }
 }
 
+/// `count` consecutive units (images, planes) of tensors that may be too large to bind whole,
+/// as one binding window per tensor: each window starts at an offset the adapter can bind
+/// at, and `base[t]` is the element of tensor t's window where the first unit begins.
+pub(crate) struct Window {
+    pub count: usize,
+    pub base: Vec<u32>,
+    ranges: Vec<(u64, u64)>,
+}
+
+impl Window {
+    /// Tensor `t`'s window in `buffer`.
+    pub fn binding<'a>(&self, t: usize, buffer: &'a wgpu::Buffer) -> wgpu::BufferBinding<'a> {
+        let (offset, size) = self.ranges[t];
+        wgpu::BufferBinding {
+            buffer,
+            offset,
+            size: wgpu::BufferSize::new(size.max(4)),
+        }
+    }
+}
+
+/// Splits `units` units into windows over tensors of 4-byte elements, tensor t holding
+/// `unit_elems[t]` elements per unit: one window when every tensor fits one binding, else as
+/// many units per window as the widest tensor allows.
+pub(crate) fn windows(
+    gpu: &Gpu,
+    what: &str,
+    units: usize,
+    unit_elems: &[usize],
+) -> Result<Vec<Window>> {
+    let limits = gpu.limits();
+    let align = limits.min_storage_buffer_offset_alignment as u64;
+    let max = limits.max_storage_buffer_binding_size;
+    let unit_bytes: Vec<u64> = unit_elems.iter().map(|&e| e as u64 * 4).collect();
+    let widest = unit_bytes.iter().copied().max().unwrap_or(0).max(4);
+    let per_window = if widest * units as u64 <= max {
+        units.max(1)
+    } else {
+        // A window may start up to `align - 4` bytes before its first unit.
+        gpu.check_binding(what, widest + align)?;
+        ((max - align) / widest) as usize
+    };
+    let mut out = Vec::new();
+    let mut first = 0;
+    loop {
+        let count = per_window.min(units - first);
+        let mut base = Vec::new();
+        let mut ranges = Vec::new();
+        for &bytes in &unit_bytes {
+            let start = first as u64 * bytes;
+            let offset = start / align * align;
+            base.push(((start - offset) / 4) as u32);
+            ranges.push((offset, start - offset + count as u64 * bytes));
+        }
+        out.push(Window {
+            count,
+            base,
+            ranges,
+        });
+        first += count;
+        if first >= units {
+            return Ok(out);
+        }
+    }
+}
+
 /// Power-of-two bucket of a dimension, for autotuning keys.
 pub(crate) fn size_bucket(n: usize) -> usize {
     n.max(1).next_power_of_two()

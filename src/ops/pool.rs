@@ -7,7 +7,8 @@ use std::sync::Arc;
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
-use crate::gpu::{PooledBuffer, STORAGE, shader};
+use crate::gpu::{Gpu, PooledBuffer, STORAGE, shader};
+use crate::ops::windows;
 use crate::tensor::{DType, Tensor};
 
 /// A `k` x `k` window moved by `stride`, over an input padded by `padding` on each side.
@@ -46,6 +47,8 @@ struct Params {
     k: u32,
     stride: u32,
     pad: u32,
+    base_in: u32,
+    base_out: u32,
 }
 
 fn params(shape: &[usize], spec: PoolSpec) -> Result<Params> {
@@ -76,7 +79,55 @@ fn params(shape: &[usize], spec: PoolSpec) -> Result<Params> {
         k: spec.k as u32,
         stride: spec.stride as u32,
         pad: spec.padding as u32,
+        base_in: 0,
+        base_out: 0,
     })
+}
+
+/// Dispatches `entry` once per plane window (`ops::windows`), with one invocation per
+/// element of the window's `inputs` or outputs (`per_input`): `inputs` (x, dx) are bound
+/// with input-plane windows, `outputs` (out, argmax, dy) with output-plane ones.
+fn dispatch(
+    gpu: &Gpu,
+    entry: &str,
+    params: &Params,
+    inputs: &[(u32, &wgpu::Buffer)],
+    outputs: &[(u32, &wgpu::Buffer)],
+    per_input: bool,
+) -> Result<()> {
+    let kernel = gpu.kernel(&shader::POOL, entry, &[])?;
+    let plane_in = (params.h * params.w) as usize;
+    let plane_out = (params.oh * params.ow) as usize;
+    let windows = windows(
+        gpu,
+        "max_pool2d plane",
+        params.planes as usize,
+        &[plane_in, plane_out],
+    )?;
+    for window in &windows {
+        let p = Params {
+            planes: window.count as u32,
+            base_in: window.base[0],
+            base_out: window.base[1],
+            ..*params
+        };
+        let bound: Vec<_> = inputs
+            .iter()
+            .map(|(slot, b)| (*slot, window.binding(0, b)))
+            .chain(
+                outputs
+                    .iter()
+                    .map(|(slot, b)| (*slot, window.binding(1, b))),
+            )
+            .collect();
+        let per_plane = if per_input { plane_in } else { plane_out };
+        let groups = gpu.grid_1d(
+            (window.count * per_plane).div_ceil(256) as u64,
+            &kernel.label,
+        )?;
+        gpu.dispatch(&kernel, bytemuck::bytes_of(&p), &bound, groups)?;
+    }
+    Ok(())
 }
 
 impl Tensor {
@@ -103,17 +154,13 @@ impl Tensor {
             STORAGE,
             "max_pool2d argmax",
         )?;
-        let kernel = gpu.kernel(&shader::POOL, "max_forward", &[])?;
-        let groups = gpu.grid_1d(out.numel().div_ceil(256) as u64, &kernel.label)?;
-        gpu.dispatch(
-            &kernel,
-            bytemuck::bytes_of(&p),
-            &[
-                (1, self.binding("max_pool2d input")?),
-                (2, out.binding("max_pool2d output")?),
-                (3, indices.as_entire_buffer_binding()),
-            ],
-            groups,
+        dispatch(
+            gpu,
+            "max_forward",
+            &p,
+            &[(1, self.buffer())],
+            &[(2, out.buffer()), (3, &indices)],
+            false,
         )?;
         let argmax = Argmax {
             indices: Arc::new(indices),
@@ -128,17 +175,13 @@ impl Tensor {
         let p = params(&argmax.input_shape, argmax.spec)?;
         let gpu = self.gpu();
         let dx = Tensor::uninit(gpu, &argmax.input_shape, DType::F32)?;
-        let kernel = gpu.kernel(&shader::POOL, "max_backward", &[])?;
-        let groups = gpu.grid_1d(dx.numel().div_ceil(256) as u64, &kernel.label)?;
-        gpu.dispatch(
-            &kernel,
-            bytemuck::bytes_of(&p),
-            &[
-                (4, self.binding("max_pool2d gradient")?),
-                (5, argmax.indices.as_entire_buffer_binding()),
-                (6, dx.binding("max_pool2d input gradient")?),
-            ],
-            groups,
+        dispatch(
+            gpu,
+            "max_backward",
+            &p,
+            &[(6, dx.buffer())],
+            &[(4, self.buffer()), (5, &argmax.indices)],
+            true,
         )?;
         Ok(dx)
     }

@@ -5,7 +5,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
 use crate::gpu::shader;
-use crate::ops::size_bucket;
+use crate::ops::{size_bucket, windows};
 use crate::tensor::{DType, Tensor};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +56,8 @@ struct Params {
     outer: u32,
     len: u32,
     inner: u32,
+    base_in: u32,
+    base_out: u32,
 }
 
 /// `[outer, len, inner]`: the input seen around `axis`.
@@ -132,7 +134,6 @@ impl Tensor {
         shape.remove(axis);
         let out = Tensor::uninit(self.gpu(), &shape, DType::F32)?;
         let gpu = self.gpu();
-        let outputs = (outer * inner) as u64;
         let kernel = match variant {
             ReduceVariant::Serial => gpu.kernel(&shader::REDUCE, "serial", &[("OP", op.code())])?,
             ReduceVariant::Workgroup(wg) => gpu.kernel(
@@ -141,25 +142,30 @@ impl Tensor {
                 &[("OP", op.code()), ("WG", wg as f64)],
             )?,
         };
-        let groups = match variant {
-            ReduceVariant::Serial => outputs.div_ceil(64),
-            ReduceVariant::Workgroup(_) => outputs,
-        };
-        let params = Params {
-            outer: outer as u32,
-            len: len as u32,
-            inner: inner as u32,
-        };
-        let groups = gpu.grid_1d(groups, &kernel.label)?;
-        gpu.dispatch(
-            &kernel,
-            bytemuck::bytes_of(&params),
-            &[
-                (1, self.binding("reduce input")?),
-                (2, out.binding("reduce output")?),
-            ],
-            groups,
-        )?;
+        for window in windows(gpu, "reduce outer index", outer, &[len * inner, inner])? {
+            let outputs = (window.count * inner) as u64;
+            let groups = match variant {
+                ReduceVariant::Serial => outputs.div_ceil(64),
+                ReduceVariant::Workgroup(_) => outputs,
+            };
+            let params = Params {
+                outer: window.count as u32,
+                len: len as u32,
+                inner: inner as u32,
+                base_in: window.base[0],
+                base_out: window.base[1],
+            };
+            let groups = gpu.grid_1d(groups, &kernel.label)?;
+            gpu.dispatch(
+                &kernel,
+                bytemuck::bytes_of(&params),
+                &[
+                    (1, window.binding(0, self.buffer())),
+                    (2, window.binding(1, out.buffer())),
+                ],
+                groups,
+            )?;
+        }
         Ok(out)
     }
 }

@@ -5,6 +5,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
 use crate::gpu::shader;
+use crate::ops::windows;
 use crate::tensor::{DType, Tensor};
 
 /// A row function.
@@ -42,6 +43,7 @@ impl RowOp {
 struct Params {
     rows: u32,
     n: u32,
+    base: u32,
 }
 
 /// `[rows, n]` of a tensor seen as rows along its last axis.
@@ -65,17 +67,20 @@ fn launch(entry: &str, inputs: &[&Tensor]) -> Result<Tensor> {
     let out = Tensor::uninit(first.gpu(), first.shape(), DType::F32)?;
     let gpu = first.gpu();
     let kernel = gpu.kernel(&shader::ROWS, entry, &[])?;
-    let mut bindings = Vec::new();
-    for (slot, t) in (1..).zip(inputs) {
-        bindings.push((slot, t.binding("row op input")?));
+    for window in windows(gpu, "row", rows, &[n])? {
+        let bindings: Vec<_> = (1..)
+            .zip(inputs)
+            .chain([(3, &&out)])
+            .map(|(slot, t)| (slot, window.binding(0, t.buffer())))
+            .collect();
+        let params = Params {
+            rows: window.count as u32,
+            n: n as u32,
+            base: window.base[0],
+        };
+        let groups = gpu.grid_1d(window.count.div_ceil(64) as u64, &kernel.label)?;
+        gpu.dispatch(&kernel, bytemuck::bytes_of(&params), &bindings, groups)?;
     }
-    bindings.push((3, out.binding("row op output")?));
-    let params = Params {
-        rows: rows as u32,
-        n: n as u32,
-    };
-    let groups = gpu.grid_1d(rows.div_ceil(64) as u64, &kernel.label)?;
-    gpu.dispatch(&kernel, bytemuck::bytes_of(&params), &bindings, groups)?;
     Ok(out)
 }
 

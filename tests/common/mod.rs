@@ -20,6 +20,17 @@ pub fn gpu() -> Arc<Gpu> {
     .clone()
 }
 
+/// A device of its own that binds at most `bytes` of a buffer at once, so that small
+/// tensors take the paths large ones take on a real adapter (untuned).
+pub fn gpu_binding_at_most(bytes: u64) -> Arc<Gpu> {
+    let mut opts = GpuOptions::from_env().expect("LIM_ADAPTER / LIM_BACKEND are valid");
+    opts.tuning = Tuning::Off;
+    opts.max_binding_bytes = Some(bytes);
+    let gpu = Gpu::new(&opts).unwrap_or_else(|e| panic!("the GPU tests need a wgpu adapter: {e}"));
+    assert_eq!(gpu.limits().max_storage_buffer_binding_size, bytes);
+    gpu
+}
+
 pub fn random(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = StdRng::seed_from_u64(seed);
     (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
