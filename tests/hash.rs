@@ -7,6 +7,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use common::lim;
+
 use lim::hash::{self, Algorithm, BufferImage, Hash, HashKind, Hasher, Luma8};
 
 const KINDS: [(Algorithm, usize); 6] = [
@@ -244,13 +246,6 @@ fn unreadable_images_are_errors_that_name_the_file() {
         err.contains("ct_head.nii.gz") && err.contains("cannot read the image"),
         "{err}"
     );
-}
-
-fn lim(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_lim"))
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 #[test]

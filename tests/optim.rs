@@ -304,3 +304,42 @@ fn a_small_resnet_learns_its_batch_by_heart() {
     let first = first.unwrap();
     assert!(last < 0.01 * first, "loss went from {first} to {last}");
 }
+
+/// `lim bench train-step` names its adapter and reports a step's time and what the step
+/// asks of the device: one wait (for the loss) and submissions only at the flush points.
+#[test]
+fn the_train_step_bench_reports_time_and_device_traffic() {
+    let out = common::lim(&[
+        "bench",
+        "train-step",
+        "--arch",
+        "resnet18",
+        "--size",
+        "16",
+        "--batch",
+        "2",
+        "--steps",
+        "2",
+        "--optimizer",
+        "lars",
+        "--tuning",
+        "off",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["adapter"], gpu().info().name.as_str(), "{line}");
+    assert_eq!(line["optimizer"], "lars", "{line}");
+    assert_eq!(line["steps"], 2, "{line}");
+    assert!(line["median_ms"].as_f64().unwrap() > 0.0, "{line}");
+    assert!(line["loss"].as_f64().unwrap().is_finite(), "{line}");
+    assert_eq!(line["waits_per_step"], 1.0, "{line}");
+    let dispatches = line["dispatches_per_step"].as_f64().unwrap();
+    let submissions = line["submissions_per_step"].as_f64().unwrap();
+    let flushes = (dispatches / lim::gpu::FLUSH_EVERY as f64).ceil();
+    assert!(dispatches > 300.0 && submissions <= flushes + 1.0, "{line}");
+}

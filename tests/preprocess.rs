@@ -3,8 +3,8 @@
 
 mod common;
 
+use common::lim;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use lim::io::nrrd;
 use lim::preprocess::intensity::Window;
@@ -260,13 +260,6 @@ fn a_rerun_skips_complete_slices_and_rewrites_missing_ones() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     std::fs::remove_dir_all(&out).unwrap();
-}
-
-fn lim(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_lim"))
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 #[test]

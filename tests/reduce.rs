@@ -396,13 +396,7 @@ fn volume_patterns() {
 #[test]
 fn the_reduce_command_summarises_and_refuses_to_write_into_its_input() {
     let out = fresh("cli");
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_lim"))
-            .arg("reduce")
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| common::lim(&[&["reduce"], args].concat());
     let input = slices().to_str().unwrap();
     let done = run(&[input, out.to_str().unwrap(), "--cpu"]);
     assert!(

@@ -173,17 +173,9 @@ fn the_embed_command_writes_features_in_input_order() {
     let bad = images.join("hashes.tsv");
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("embed.npy");
     let args = [&a, &b, &bad, &a].map(|p| p.to_str().unwrap().to_string());
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_lim"))
-        .args([
-            "embed",
-            "--arch",
-            "resnet18",
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .args(&args)
-        .output()
-        .unwrap();
+    let out_arg = out.to_str().unwrap().to_string();
+    let command = ["embed", "--arch", "resnet18", "--out"].map(String::from);
+    let run = common::lim(&[&command[..], &[out_arg], &args].concat());
     assert!(
         run.status.success(),
         "{}",

@@ -41,6 +41,10 @@ pub struct GpuArgs {
     /// Only look at one backend: vulkan, metal, dx12 or gl
     #[arg(long, env = "LIM_BACKEND", global = true)]
     backend: Option<String>,
+    /// Where kernel-variant choices are kept: disk (the user's cache, timed once per
+    /// adapter), memory (timed again in every run) or off (no timing: default variants)
+    #[arg(long, env = "LIM_TUNING", global = true)]
+    tuning: Option<String>,
 }
 
 impl GpuArgs {
@@ -53,7 +57,13 @@ impl GpuArgs {
                 .filter(|b| !b.trim().is_empty())
                 .map(str::parse::<BackendChoice>)
                 .transpose()?,
-            tuning: Tuning::Disk,
+            tuning: self
+                .tuning
+                .as_deref()
+                .filter(|t| !t.trim().is_empty())
+                .map(str::parse::<Tuning>)
+                .transpose()?
+                .unwrap_or_default(),
             max_binding_bytes: None,
         })
     }

@@ -54,13 +54,17 @@ pub struct GpuOptions {
 }
 
 impl GpuOptions {
-    /// Options from `LIM_ADAPTER` and `LIM_BACKEND`, with the on-disk autotune cache.
+    /// Options from `LIM_ADAPTER`, `LIM_BACKEND` and `LIM_TUNING` (by default the on-disk
+    /// autotune cache).
     pub fn from_env() -> Result<Self, GpuError> {
         let nonempty = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         Ok(Self {
             adapter: nonempty("LIM_ADAPTER"),
             backend: nonempty("LIM_BACKEND").map(|b| b.parse()).transpose()?,
-            tuning: Tuning::Disk,
+            tuning: nonempty("LIM_TUNING")
+                .map(|t| t.parse())
+                .transpose()?
+                .unwrap_or_default(),
             max_binding_bytes: None,
         })
     }

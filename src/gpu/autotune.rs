@@ -27,6 +27,20 @@ pub enum Tuning {
     Off,
 }
 
+impl std::str::FromStr for Tuning {
+    type Err = GpuError;
+
+    /// `disk`, `memory` or `off` (`LIM_TUNING`, `--tuning`).
+    fn from_str(s: &str) -> Result<Tuning, GpuError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "disk" => Ok(Tuning::Disk),
+            "memory" => Ok(Tuning::Memory),
+            "off" => Ok(Tuning::Off),
+            _ => Err(GpuError::UnknownTuning(s.to_string())),
+        }
+    }
+}
+
 /// What the tuner decided for one key, with the time of each variant it measured.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TuneRecord {

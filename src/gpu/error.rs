@@ -17,6 +17,9 @@ pub enum GpuError {
     #[error("unknown backend `{0}`: choose one of vulkan, metal, dx12, gl")]
     UnknownBackend(String),
 
+    #[error("unknown tuning `{0}`: choose one of disk, memory, off")]
+    UnknownTuning(String),
+
     #[error("could not open a device on adapter `{adapter}`: {reason}")]
     RequestDevice { adapter: String, reason: String },
 

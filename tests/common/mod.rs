@@ -149,3 +149,11 @@ pub fn assert_relative(what: &str, got: &[f32], want: &[f32], tol: f64) {
         );
     }
 }
+
+/// Runs the `lim` command with `args` and waits for it.
+pub fn lim<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_lim"))
+        .args(args)
+        .output()
+        .unwrap()
+}
