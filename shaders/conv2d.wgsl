@@ -13,12 +13,22 @@
 // entry `backward_weight`: dw [O, C, KH, KW] from g (bound as w) and x, one invocation per
 //   weight, looping over n, p, q.
 //   bindings: 0 uniform Params, 1 x (read), 2 g (read), 3 dw (read_write)
-// entry `im2col`: cols [N, C KH KW, OH OW], cols[n, (c KH + i) KW + j, p OW + q] = the x
-//   that output (p, q) multiplies with w[., c, i, j]. One invocation per element of cols.
-//   bindings: 0 uniform Params, 1 x (read), 3 cols (read_write)
+// entry `im2col`: the columns of x for the GEMM route. Tap t = (c KH + i) KW + j of output
+//   pixel p OW + q is the x that output multiplies with w[., c, i, j]; there are `taps` tap
+//   rows, C KH KW rounded up to a multiple of 4 so that the GEMM's vec4 kernels apply, and
+//   the extra rows are 0. `tap_major` 0: cols [N, taps, OH OW] (the forward's B, one matrix
+//   per image); 1: cols [taps, N, OH OW] (the weight gradient's B, all images in one K).
+//   One invocation per element of cols. bindings: 0 uniform Params, 1 x (read),
+//   3 cols (read_write)
 // entry `col2im`: dx[n, c, y, z] = sum of dcols[n, (c KH + i) KW + j, p OW + q] over the
-//   (i, j, p, q) that read x[n, c, y, z]: a gather, so no atomics. One invocation per input
-//   element. bindings: 0 uniform Params, 1 dcols (read), 3 dx (read_write)
+//   (i, j, p, q) that read x[n, c, y, z], dcols being [N, taps, OH OW]: a gather, so no
+//   atomics. One invocation per input element. bindings: 0 uniform Params, 1 dcols (read),
+//   3 dx (read_write)
+// entry `batch_to_channels`: g [N, O, OH OW] as [O, N, OH OW], the weight gradient's A.
+//   One invocation per element. bindings: 0 uniform Params, 1 g (read), 3 out (read_write)
+// entry `copy_columns`: a [O, cols_in] matrix as [O, cols_out], cut or padded with 0: the
+//   weight to and its gradient from `taps` columns. One invocation per output element.
+//   bindings: 0 uniform Params, 1 x (read), 3 out (read_write)
 // workgroup: 256; element = (wid.y * num_workgroups.x + wid.x) * 256 + lid.x
 
 struct Params {
@@ -38,6 +48,10 @@ struct Params {
     dil_h: u32,
     dil_w: u32,
     total: u32,
+    taps: u32,
+    tap_major: u32,
+    cols_in: u32,
+    cols_out: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -165,17 +179,26 @@ fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     if e >= p.total {
         return;
     }
-    let q = e % p.ow;
-    let row = (e / p.ow) % p.oh;
-    let j = (e / (p.ow * p.oh)) % p.kw;
-    let i = (e / (p.ow * p.oh * p.kw)) % p.kh;
-    let c = (e / (p.ow * p.oh * p.kw * p.kh)) % p.c;
-    let n = e / (p.ow * p.oh * p.kw * p.kh * p.c);
-    let y = source(row, i, p.stride_h, p.pad_h, p.dil_h, p.h);
-    let z = source(q, j, p.stride_w, p.pad_w, p.dil_w, p.w);
+    let plane = p.oh * p.ow;
+    let pixel = e % plane;
+    var t = (e / plane) % p.taps;
+    var n = e / (plane * p.taps);
+    if p.tap_major != 0u {
+        n = (e / plane) % p.n;
+        t = e / (plane * p.n);
+    }
+    let q = pixel % p.ow;
+    let row = pixel / p.ow;
+    let j = t % p.kw;
+    let i = (t / p.kw) % p.kh;
+    let c = t / (p.kw * p.kh);
     var v = 0.0;
-    if y >= 0 && z >= 0 {
-        v = a[((n * p.c + c) * p.h + u32(y)) * p.w + u32(z)];
+    if c < p.c {
+        let y = source(row, i, p.stride_h, p.pad_h, p.dil_h, p.h);
+        let z = source(q, j, p.stride_w, p.pad_w, p.dil_w, p.w);
+        if y >= 0 && z >= 0 {
+            v = a[((n * p.c + c) * p.h + u32(y)) * p.w + u32(z)];
+        }
     }
     out[e] = v;
 }
@@ -202,9 +225,39 @@ fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
             let q = reader(z, j, p.stride_w, p.pad_w, p.dil_w, p.ow);
             if q >= 0 {
                 let k = (c * p.kh + i) * p.kw + j;
-                acc += a[((n * p.c * p.kh * p.kw) + k) * plane + u32(row) * p.ow + u32(q)];
+                acc += a[(n * p.taps + k) * plane + u32(row) * p.ow + u32(q)];
             }
         }
     }
     out[e] = acc;
+}
+
+@compute @workgroup_size(256)
+fn batch_to_channels(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_id) lid: vec3<u32>) {
+    let e = element(wid, nwg, lid);
+    if e >= p.total {
+        return;
+    }
+    let plane = p.oh * p.ow;
+    let pixel = e % plane;
+    let n = (e / plane) % p.n;
+    let o = e / (plane * p.n);
+    out[e] = a[(n * p.o + o) * plane + pixel];
+}
+
+@compute @workgroup_size(256)
+fn copy_columns(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_id) lid: vec3<u32>) {
+    let e = element(wid, nwg, lid);
+    if e >= p.total {
+        return;
+    }
+    let col = e % p.cols_out;
+    let row = e / p.cols_out;
+    var v = 0.0;
+    if col < p.cols_in {
+        v = a[row * p.cols_in + col];
+    }
+    out[e] = v;
 }

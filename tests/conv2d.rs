@@ -198,36 +198,48 @@ fn shapes_that_do_not_fit_are_errors() {
     assert!(x.conv2d(&w, Conv2dSpec::new(0, 1)).is_err(), "stride 0");
 }
 
+/// On a device that binds at most 64 KiB, the im2col columns of this batch (19 KiB per
+/// image) exceed a binding, so every pass of every variant goes through in chunks of the
+/// batch; each equals the reference.
 #[test]
 fn a_batch_too_large_for_one_binding_is_split() {
-    // ResNet-18's layer4: the GEMM route's per-image weight gradients, 16 x 512 x 4608
-    // floats, exceed 128 MiB, so the batch goes through in chunks. (Untuned: timing every
-    // matmul variant on these shapes would take a minute on lavapipe.)
-    let mut opts = lim::GpuOptions::from_env().unwrap();
-    opts.tuning = lim::gpu::Tuning::Off;
-    let gpu = lim::Gpu::new(&opts).unwrap();
-    let (x_shape, w_shape) = ([16, 512, 2, 2], [512, 512, 3, 3]);
+    const LIMIT: u64 = 64 << 10;
+    let gpu = common::gpu_binding_at_most(LIMIT);
+    let (x_shape, w_shape) = ([6, 5, 9, 11], [4, 5, 3, 3]);
     let spec = Conv2dSpec::new(1, 1);
     let d = Conv2dDims::infer(&x_shape, &w_shape, spec).unwrap();
-    let limit = gpu.limits().max_storage_buffer_binding_size as usize / 4;
-    assert!(
-        d.n * d.o * d.c * 9 > limit,
-        "the case splits on this adapter"
-    );
+    // 45 taps, padded to 48 for the GEMM route, by 99 pixels, per image.
+    assert!((6 * 48 * 99 * 4) as u64 > LIMIT);
     let hx = random(x_shape.iter().product(), 1);
-    let hg = random(d.out_shape().iter().product(), 2);
+    let hw = random(w_shape.iter().product(), 2);
+    let hg = random(d.out_shape().iter().product(), 3);
     let x = Tensor::from_slice(&gpu, &x_shape, &hx).unwrap();
+    let w = Tensor::from_slice(&gpu, &w_shape, &hw).unwrap();
     let g = Tensor::from_slice(&gpu, &d.out_shape(), &hg).unwrap();
-    let want = reference::backward_weight(&f64s(&hg), &f64s(&hx), &d);
-    let dw = g
-        .conv2d_backward_weight_with(&x, &w_shape, spec, ConvVariant::Gemm)
-        .unwrap();
-    assert_close(
-        "split weight gradient",
-        &dw.to_vec().unwrap(),
-        &want,
-        |_| 1e-4,
-    );
+    let want_y = reference::forward(&f64s(&hx), &f64s(&hw), &d);
+    let want_dx = reference::backward_input(&f64s(&hg), &f64s(&hw), &d);
+    let want_dw = reference::backward_weight(&f64s(&hg), &f64s(&hx), &d);
+    for variant in ConvVariant::ALL {
+        let y = x.conv2d_with(&w, spec, variant).unwrap();
+        let dx = g
+            .conv2d_backward_input_with(&w, &x_shape, spec, variant)
+            .unwrap();
+        let dw = g
+            .conv2d_backward_weight_with(&x, &w_shape, spec, variant)
+            .unwrap();
+        for (what, got, want) in [
+            ("forward", y, &want_y),
+            ("input gradient", dx, &want_dx),
+            ("weight gradient", dw, &want_dw),
+        ] {
+            assert_close(
+                &format!("split {what}, {variant:?}"),
+                &got.to_vec().unwrap(),
+                want,
+                |_| 1e-4,
+            );
+        }
+    }
 }
 
 #[test]

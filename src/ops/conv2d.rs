@@ -120,6 +120,16 @@ impl Conv2dDims {
         self.c * self.kh * self.kw
     }
 
+    /// The GEMM route's K for the forward: the taps rounded up to a multiple of 4, so that
+    /// the vec4 matmul kernels apply (a 7 x 7 stem over 3 channels has 147), except where a
+    /// pointwise convolution multiplies x itself.
+    fn gemm_taps(&self) -> usize {
+        match self.pointwise() {
+            true => self.c,
+            false => self.taps().next_multiple_of(4),
+        }
+    }
+
     fn plane(&self) -> usize {
         self.oh * self.ow
     }
@@ -139,7 +149,7 @@ impl Conv2dDims {
         )
     }
 
-    fn params(&self, total: usize) -> Params {
+    fn params(&self) -> Params {
         let s = self.spec;
         Params {
             dims: [
@@ -155,7 +165,11 @@ impl Conv2dDims {
                 s.dilation[1],
             ]
             .map(|v| v as u32),
-            total: total as u32,
+            total: 0,
+            taps: self.gemm_taps() as u32,
+            tap_major: 0,
+            cols_in: 0,
+            cols_out: 0,
         }
     }
 }
@@ -240,6 +254,10 @@ struct Params {
     dims: [u32; 9],
     spec: [u32; 6],
     total: u32,
+    taps: u32,
+    tap_major: u32,
+    cols_in: u32,
+    cols_out: u32,
 }
 
 fn require_f32(t: &Tensor) -> Result<()> {
@@ -255,9 +273,10 @@ fn require_f32(t: &Tensor) -> Result<()> {
 
 /// Runs entry `entry` of conv2d.wgsl with one invocation per element of a new tensor of
 /// `shape`.
+/// One invocation per element of a new `shape` tensor.
 fn launch(
     entry: &str,
-    d: &Conv2dDims,
+    params: Params,
     a: &Tensor,
     b: Option<&Tensor>,
     shape: &[usize],
@@ -270,18 +289,51 @@ fn launch(
         bindings.push((2, b.binding("conv2d input")?));
     }
     bindings.push((3, out.binding("conv2d output")?));
-    let params = d.params(out.numel());
+    let params = Params {
+        total: out.numel() as u32,
+        ..params
+    };
     let groups = gpu.grid_1d(out.numel().div_ceil(256) as u64, &kernel.label)?;
     gpu.dispatch(&kernel, bytemuck::bytes_of(&params), &bindings, groups)?;
     Ok(out)
 }
 
-/// `x` as columns `[N, C KH KW, OH OW]`: itself where the convolution is pointwise.
+/// `x` as columns `[N, taps, OH OW]` (see `gemm_taps`): itself where the convolution is
+/// pointwise.
 fn columns(x: &Tensor, d: &Conv2dDims) -> Result<Tensor> {
     if d.pointwise() {
         return x.reshape(&[d.n, d.c, d.h * d.w]);
     }
-    launch("im2col", d, x, None, &[d.n, d.taps(), d.plane()])
+    launch(
+        "im2col",
+        d.params(),
+        x,
+        None,
+        &[d.n, d.gemm_taps(), d.plane()],
+    )
+}
+
+/// `x` as columns `[taps, N OH OW]`: every image's in one K, for the weight gradient.
+fn columns_tap_major(x: &Tensor, d: &Conv2dDims) -> Result<Tensor> {
+    let params = Params {
+        tap_major: 1,
+        ..d.params()
+    };
+    launch("im2col", params, x, None, &[d.gemm_taps(), d.n * d.plane()])
+}
+
+/// A `[rows, cols_in]` matrix as `[rows, cols_out]`, cut or padded with zeros.
+fn copy_columns(m: &Tensor, d: &Conv2dDims, cols_in: usize, cols_out: usize) -> Result<Tensor> {
+    if cols_in == cols_out {
+        return Ok(m.clone());
+    }
+    let params = Params {
+        cols_in: cols_in as u32,
+        cols_out: cols_out as u32,
+        ..d.params()
+    };
+    let rows = m.numel() / cols_in;
+    launch("copy_columns", params, m, None, &[rows, cols_out])
 }
 
 const NT: MatmulOptions = MatmulOptions {
@@ -313,7 +365,7 @@ impl Tensor {
         require_f32(self)?;
         require_f32(weight)?;
         let d = Conv2dDims::infer(self.shape(), weight.shape(), spec)?;
-        let parts = by_batch_chunks(&d, ConvPass::Forward, variant, self, |start, len| {
+        let parts = by_batch_chunks(&d, variant, self, |start, len| {
             batch_part(self, start, len)?.conv2d_whole(weight, spec, variant)
         })?;
         join_batch(parts)
@@ -327,9 +379,12 @@ impl Tensor {
     ) -> Result<Tensor> {
         let d = Conv2dDims::infer(self.shape(), weight.shape(), spec)?;
         match variant {
-            ConvVariant::Direct => launch("forward", &d, self, Some(weight), &d.out_shape()),
+            ConvVariant::Direct => {
+                launch("forward", d.params(), self, Some(weight), &d.out_shape())
+            }
             ConvVariant::Gemm => {
                 let w = weight.reshape(&[d.o, d.taps()])?;
+                let w = copy_columns(&w, &d, d.taps(), d.gemm_taps())?;
                 w.matmul(&columns(self, &d)?)?.reshape(&d.out_shape())
             }
         }
@@ -358,7 +413,7 @@ impl Tensor {
         variant: ConvVariant,
     ) -> Result<Tensor> {
         let d = self.backward_dims(x_shape, weight.shape(), spec)?;
-        let parts = by_batch_chunks(&d, ConvPass::BackwardInput, variant, self, |start, len| {
+        let parts = by_batch_chunks(&d, variant, self, |start, len| {
             let mut part_shape = x_shape.to_vec();
             part_shape[0] = len;
             batch_part(self, start, len)?.conv2d_backward_input_whole(
@@ -380,15 +435,18 @@ impl Tensor {
     ) -> Result<Tensor> {
         let d = self.backward_dims(x_shape, weight.shape(), spec)?;
         match variant {
-            ConvVariant::Direct => launch("backward_input", &d, self, Some(weight), x_shape),
+            ConvVariant::Direct => {
+                launch("backward_input", d.params(), self, Some(weight), x_shape)
+            }
             ConvVariant::Gemm => {
                 let w = weight.reshape(&[d.o, d.taps()])?;
+                let w = copy_columns(&w, &d, d.taps(), d.gemm_taps())?;
                 let g = self.reshape(&[d.n, d.o, d.plane()])?;
                 let dcols = w.matmul_t(&g, TN)?;
                 if d.pointwise() {
                     return dcols.reshape(x_shape);
                 }
-                launch("col2im", &d, &dcols, None, x_shape)
+                launch("col2im", d.params(), &dcols, None, x_shape)
             }
         }
     }
@@ -416,7 +474,7 @@ impl Tensor {
         variant: ConvVariant,
     ) -> Result<Tensor> {
         let d = self.backward_dims(x.shape(), w_shape, spec)?;
-        let parts = by_batch_chunks(&d, ConvPass::BackwardWeight, variant, self, |start, len| {
+        let parts = by_batch_chunks(&d, variant, self, |start, len| {
             batch_part(self, start, len)?.conv2d_backward_weight_whole(
                 &batch_part(x, start, len)?,
                 w_shape,
@@ -441,11 +499,18 @@ impl Tensor {
     ) -> Result<Tensor> {
         let d = self.backward_dims(x.shape(), w_shape, spec)?;
         match variant {
-            ConvVariant::Direct => launch("backward_weight", &d, x, Some(self), w_shape),
+            ConvVariant::Direct => launch("backward_weight", d.params(), x, Some(self), w_shape),
             ConvVariant::Gemm => {
-                let g = self.reshape(&[d.n, d.o, d.plane()])?;
-                let per_image = g.matmul_t(&columns(x, &d)?, NT)?;
-                per_image.sum(0)?.reshape(w_shape)
+                // One GEMM over all images and pixels: [O, N OH OW] x [taps, N OH OW]^T.
+                let g = launch(
+                    "batch_to_channels",
+                    d.params(),
+                    self,
+                    None,
+                    &[d.o, d.n * d.plane()],
+                )?;
+                let dw = g.matmul_t(&columns_tap_major(x, &d)?, NT)?;
+                copy_columns(&dw, &d, d.gemm_taps(), d.taps())?.reshape(w_shape)
             }
         }
     }
@@ -471,7 +536,6 @@ impl Tensor {
 /// storage binding limit (a ResNet-50 at batch 128 and 224 px does).
 fn by_batch_chunks(
     d: &Conv2dDims,
-    pass: ConvPass,
     variant: ConvVariant,
     on: &Tensor,
     mut run: impl FnMut(usize, usize) -> Result<Tensor>,
@@ -480,10 +544,7 @@ fn by_batch_chunks(
     let limit = gpu.limits().max_storage_buffer_binding_size as usize / 4;
     let mut per_image = (d.c * d.h * d.w).max(d.o * d.plane());
     if variant == ConvVariant::Gemm {
-        per_image = per_image.max(d.taps() * d.plane());
-        if pass == ConvPass::BackwardWeight {
-            per_image = per_image.max(d.o * d.taps());
-        }
+        per_image = per_image.max(d.gemm_taps() * d.plane());
     }
     let images = limit / per_image;
     if images >= d.n {
