@@ -21,10 +21,11 @@
 //   One invocation per element of cols. bindings: 0 uniform Params, 1 x (read),
 //   3 cols (read_write)
 // entry `col2im`: dx[n, c, y, z] = sum of dcols[n, (c KH + i) KW + j, p OW + q] over the
-//   (i, j, p, q) that read x[n, c, y, z], dcols being [N, taps, OH OW]: a gather, so no
-//   atomics. One invocation per input element. bindings: 0 uniform Params, 1 dcols (read),
-//   3 dx (read_write)
+//   (i, j, p, q) that read x[n, c, y, z], dcols being [N, taps, OH OW] (or [taps, N, OH OW]
+//   when tap_major is 1): a gather, so no atomics. One invocation per input element.
+//   bindings: 0 uniform Params, 1 dcols (read), 3 dx (read_write)
 // entry `batch_to_channels`: g [N, O, OH OW] as [O, N, OH OW], the weight gradient's A.
+// entry `channels_to_batch`: the inverse, for the output of a whole-batch product.
 //   One invocation per element. bindings: 0 uniform Params, 1 g (read), 3 out (read_write)
 // entry `copy_columns`: a [O, cols_in] matrix as [O, cols_out], cut or padded with 0: the
 //   weight to and its gradient from `taps` columns. One invocation per output element.
@@ -225,7 +226,11 @@ fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
             let q = reader(z, j, p.stride_w, p.pad_w, p.dil_w, p.ow);
             if q >= 0 {
                 let k = (c * p.kh + i) * p.kw + j;
-                acc += a[(n * p.taps + k) * plane + u32(row) * p.ow + u32(q)];
+                var at = (n * p.taps + k) * plane;
+                if p.tap_major != 0u {
+                    at = (k * p.n + n) * plane;
+                }
+                acc += a[at + u32(row) * p.ow + u32(q)];
             }
         }
     }
@@ -260,4 +265,18 @@ fn copy_columns(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         v = a[row * p.cols_in + col];
     }
     out[e] = v;
+}
+
+@compute @workgroup_size(256)
+fn channels_to_batch(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_id) lid: vec3<u32>) {
+    let e = element(wid, nwg, lid);
+    if e >= p.total {
+        return;
+    }
+    let plane = p.oh * p.ow;
+    let pixel = e % plane;
+    let o = (e / plane) % p.o;
+    let n = e / (plane * p.o);
+    out[e] = a[(o * p.n + n) * plane + pixel];
 }

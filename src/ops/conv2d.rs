@@ -218,17 +218,27 @@ pub const RESNET18_B16_64PX: [LayerShape; 6] = [
 pub enum ConvVariant {
     /// One invocation per output element, looping over what it sums.
     Direct,
-    /// im2col (unless pointwise), then lim's matmul; col2im for the input gradient.
+    /// im2col (unless pointwise), then lim's matmul, one product per image; col2im for the
+    /// input gradient.
     Gemm,
+    /// The same with every image in one product: columns `[taps, N OH OW]`, so that the
+    /// matmul's N is the batch's pixels (layer4 of a ResNet at 64 px has 4 per image), at
+    /// the price of permuting the output or its gradient between `[N, O, ..]` and `[O, N, ..]`.
+    GemmBatch,
 }
 
 impl ConvVariant {
-    pub const ALL: [ConvVariant; 2] = [ConvVariant::Gemm, ConvVariant::Direct];
+    pub const ALL: [ConvVariant; 3] = [
+        ConvVariant::Gemm,
+        ConvVariant::GemmBatch,
+        ConvVariant::Direct,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             ConvVariant::Direct => "direct",
             ConvVariant::Gemm => "gemm",
+            ConvVariant::GemmBatch => "gemm_batch",
         }
     }
 
@@ -322,6 +332,17 @@ fn columns_tap_major(x: &Tensor, d: &Conv2dDims) -> Result<Tensor> {
     launch("im2col", params, x, None, &[d.gemm_taps(), d.n * d.plane()])
 }
 
+/// The output gradient `[N, O, OH OW]` as `[O, N OH OW]`.
+fn batch_to_channels(g: &Tensor, d: &Conv2dDims) -> Result<Tensor> {
+    launch(
+        "batch_to_channels",
+        d.params(),
+        g,
+        None,
+        &[d.o, d.n * d.plane()],
+    )
+}
+
 /// A `[rows, cols_in]` matrix as `[rows, cols_out]`, cut or padded with zeros.
 fn copy_columns(m: &Tensor, d: &Conv2dDims, cols_in: usize, cols_out: usize) -> Result<Tensor> {
     if cols_in == cols_out {
@@ -387,6 +408,12 @@ impl Tensor {
                 let w = copy_columns(&w, &d, d.taps(), d.gemm_taps())?;
                 w.matmul(&columns(self, &d)?)?.reshape(&d.out_shape())
             }
+            ConvVariant::GemmBatch => {
+                let w = weight.reshape(&[d.o, d.taps()])?;
+                let w = copy_columns(&w, &d, d.taps(), d.gemm_taps())?;
+                let y = w.matmul(&columns_tap_major(self, &d)?)?;
+                launch("channels_to_batch", d.params(), &y, None, &d.out_shape())
+            }
         }
     }
 
@@ -448,6 +475,17 @@ impl Tensor {
                 }
                 launch("col2im", d.params(), &dcols, None, x_shape)
             }
+            ConvVariant::GemmBatch => {
+                let w = weight.reshape(&[d.o, d.taps()])?;
+                let w = copy_columns(&w, &d, d.taps(), d.gemm_taps())?;
+                let g = batch_to_channels(self, &d)?;
+                let dcols = w.matmul_t(&g, TN)?;
+                let params = Params {
+                    tap_major: 1,
+                    ..d.params()
+                };
+                launch("col2im", params, &dcols, None, x_shape)
+            }
         }
     }
 
@@ -500,15 +538,10 @@ impl Tensor {
         let d = self.backward_dims(x.shape(), w_shape, spec)?;
         match variant {
             ConvVariant::Direct => launch("backward_weight", d.params(), x, Some(self), w_shape),
-            ConvVariant::Gemm => {
-                // One GEMM over all images and pixels: [O, N OH OW] x [taps, N OH OW]^T.
-                let g = launch(
-                    "batch_to_channels",
-                    d.params(),
-                    self,
-                    None,
-                    &[d.o, d.n * d.plane()],
-                )?;
+            // Both GEMM variants sum over images and pixels in one product:
+            // [O, N OH OW] x [taps, N OH OW]^T.
+            ConvVariant::Gemm | ConvVariant::GemmBatch => {
+                let g = batch_to_channels(self, &d)?;
                 let dw = g.matmul_t(&columns_tap_major(x, &d)?, NT)?;
                 copy_columns(&dw, &d, d.gemm_taps(), d.taps())?.reshape(w_shape)
             }
@@ -543,7 +576,7 @@ fn by_batch_chunks(
     let gpu = on.gpu();
     let limit = gpu.limits().max_storage_buffer_binding_size as usize / 4;
     let mut per_image = (d.c * d.h * d.w).max(d.o * d.plane());
-    if variant == ConvVariant::Gemm {
+    if variant != ConvVariant::Direct {
         per_image = per_image.max(d.gemm_taps() * d.plane());
     }
     let images = limit / per_image;

@@ -38,7 +38,7 @@ pub fn run(gpu_args: &GpuArgs, args: &ConvArgs) -> CliResult {
             args.runs
         );
         println!(
-            "{:<20} {:<15} {:<8} {:>10} {:>9}",
+            "{:<20} {:<15} {:<10} {:>10} {:>9}",
             "layer", "pass", "variant", "wall ms", "GFLOP/s"
         );
     }
@@ -87,7 +87,7 @@ pub fn run(gpu_args: &GpuArgs, args: &ConvArgs) -> CliResult {
                     print_json(line, &info);
                 } else {
                     println!(
-                        "{:<20} {:<15} {:<8} {:>10.2} {gflops:>9.2}",
+                        "{:<20} {:<15} {:<10} {:>10.2} {gflops:>9.2}",
                         layer.name,
                         format!("{pass:?}"),
                         v.name(),
