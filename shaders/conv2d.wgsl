@@ -24,9 +24,10 @@
 //   (i, j, p, q) that read x[n, c, y, z], dcols being [N, taps, OH OW] (or [taps, N, OH OW]
 //   when tap_major is 1): a gather, so no atomics. One invocation per input element.
 //   bindings: 0 uniform Params, 1 dcols (read), 3 dx (read_write)
-// entry `batch_to_channels`: g [N, O, OH OW] as [O, N, OH OW], the weight gradient's A.
-// entry `channels_to_batch`: the inverse, for the output of a whole-batch product.
-//   One invocation per element. bindings: 0 uniform Params, 1 g (read), 3 out (read_write)
+// entry `swap_batch_channels`: [N, O, OH OW] as [O, N, OH OW] (an output gradient as a
+//   whole-batch product's operand), or back when tap_major is 1 (such a product's output as
+//   images). One invocation per element. bindings: 0 uniform Params, 1 x (read),
+//   3 out (read_write)
 // entry `copy_columns`: a [O, cols_in] matrix as [O, cols_out], cut or padded with 0: the
 //   weight to and its gradient from `taps` columns. One invocation per output element.
 //   bindings: 0 uniform Params, 1 x (read), 3 out (read_write)
@@ -238,17 +239,25 @@ fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 }
 
 @compute @workgroup_size(256)
-fn batch_to_channels(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                     @builtin(local_invocation_id) lid: vec3<u32>) {
+fn swap_batch_channels(@builtin(workgroup_id) wid: vec3<u32>,
+                       @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_id) lid: vec3<u32>) {
     let e = element(wid, nwg, lid);
     if e >= p.total {
         return;
     }
+    // The input is [outer, inner, plane], the output [inner, outer, plane].
+    var outer = p.n;
+    var inner = p.o;
+    if p.tap_major != 0u {
+        outer = p.o;
+        inner = p.n;
+    }
     let plane = p.oh * p.ow;
     let pixel = e % plane;
-    let n = (e / plane) % p.n;
-    let o = e / (plane * p.n);
-    out[e] = a[(n * p.o + o) * plane + pixel];
+    let i = (e / plane) % outer;
+    let j = e / (plane * outer);
+    out[e] = a[(i * inner + j) * plane + pixel];
 }
 
 @compute @workgroup_size(256)
@@ -265,18 +274,4 @@ fn copy_columns(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         v = a[row * p.cols_in + col];
     }
     out[e] = v;
-}
-
-@compute @workgroup_size(256)
-fn channels_to_batch(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                     @builtin(local_invocation_id) lid: vec3<u32>) {
-    let e = element(wid, nwg, lid);
-    if e >= p.total {
-        return;
-    }
-    let plane = p.oh * p.ow;
-    let pixel = e % plane;
-    let o = (e / plane) % p.o;
-    let n = e / (plane * p.o);
-    out[e] = a[(o * p.n + n) * plane + pixel];
 }

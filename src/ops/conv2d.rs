@@ -335,7 +335,7 @@ fn columns_tap_major(x: &Tensor, d: &Conv2dDims) -> Result<Tensor> {
 /// The output gradient `[N, O, OH OW]` as `[O, N OH OW]`.
 fn batch_to_channels(g: &Tensor, d: &Conv2dDims) -> Result<Tensor> {
     launch(
-        "batch_to_channels",
+        "swap_batch_channels",
         d.params(),
         g,
         None,
@@ -412,7 +412,11 @@ impl Tensor {
                 let w = weight.reshape(&[d.o, d.taps()])?;
                 let w = copy_columns(&w, &d, d.taps(), d.gemm_taps())?;
                 let y = w.matmul(&columns_tap_major(self, &d)?)?;
-                launch("channels_to_batch", d.params(), &y, None, &d.out_shape())
+                let params = Params {
+                    tap_major: 1,
+                    ..d.params()
+                };
+                launch("swap_batch_channels", params, &y, None, &d.out_shape())
             }
         }
     }
