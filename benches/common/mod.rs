@@ -4,11 +4,17 @@
 use std::sync::Arc;
 
 use lim::Gpu;
-use lim::gpu::GpuOptions;
+use lim::gpu::{GpuOptions, Tuning};
 
+/// The adapter `LIM_ADAPTER` / `LIM_BACKEND` choose. Under `cargo bench` the autotuner
+/// keeps its choices on disk as lim does; when `cargo test` runs each bench once to see that
+/// it works, nothing is tuned (that would take minutes on lavapipe) or written.
 pub fn gpu() -> Arc<Gpu> {
-    let gpu = Gpu::new(&GpuOptions::from_env().expect("valid LIM_ADAPTER / LIM_BACKEND"))
-        .unwrap_or_else(|e| panic!("the benches need a wgpu adapter: {e}"));
+    let mut opts = GpuOptions::from_env().expect("valid LIM_ADAPTER / LIM_BACKEND / LIM_TUNING");
+    if !std::env::args().any(|a| a == "--bench") {
+        opts.tuning = Tuning::Off;
+    }
+    let gpu = Gpu::new(&opts).unwrap_or_else(|e| panic!("the benches need a wgpu adapter: {e}"));
     eprintln!("adapter: {}", gpu.describe());
     gpu
 }
