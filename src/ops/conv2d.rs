@@ -172,6 +172,14 @@ impl Conv2dDims {
             cols_out: 0,
         }
     }
+
+    /// The params of the entries that read or write columns `[taps, N, OH OW]`.
+    fn tap_major_params(&self) -> Params {
+        Params {
+            tap_major: 1,
+            ..self.params()
+        }
+    }
 }
 
 /// One convolution of a network, for benchmarks.
@@ -325,11 +333,19 @@ fn columns(x: &Tensor, d: &Conv2dDims) -> Result<Tensor> {
 
 /// `x` as columns `[taps, N OH OW]`: every image's in one K, for the weight gradient.
 fn columns_tap_major(x: &Tensor, d: &Conv2dDims) -> Result<Tensor> {
-    let params = Params {
-        tap_major: 1,
-        ..d.params()
-    };
-    launch("im2col", params, x, None, &[d.gemm_taps(), d.n * d.plane()])
+    launch(
+        "im2col",
+        d.tap_major_params(),
+        x,
+        None,
+        &[d.gemm_taps(), d.n * d.plane()],
+    )
+}
+
+/// The weight as the GEMM route's A, `[O, taps]`, padded with zero columns to `gemm_taps`.
+fn gemm_weight(weight: &Tensor, d: &Conv2dDims) -> Result<Tensor> {
+    let w = weight.reshape(&[d.o, d.taps()])?;
+    copy_columns(&w, d, d.taps(), d.gemm_taps())
 }
 
 /// The output gradient `[N, O, OH OW]` as `[O, N OH OW]`.
@@ -404,19 +420,19 @@ impl Tensor {
                 launch("forward", d.params(), self, Some(weight), &d.out_shape())
             }
             ConvVariant::Gemm => {
-                let w = weight.reshape(&[d.o, d.taps()])?;
-                let w = copy_columns(&w, &d, d.taps(), d.gemm_taps())?;
+                let w = gemm_weight(weight, &d)?;
                 w.matmul(&columns(self, &d)?)?.reshape(&d.out_shape())
             }
             ConvVariant::GemmBatch => {
-                let w = weight.reshape(&[d.o, d.taps()])?;
-                let w = copy_columns(&w, &d, d.taps(), d.gemm_taps())?;
+                let w = gemm_weight(weight, &d)?;
                 let y = w.matmul(&columns_tap_major(self, &d)?)?;
-                let params = Params {
-                    tap_major: 1,
-                    ..d.params()
-                };
-                launch("swap_batch_channels", params, &y, None, &d.out_shape())
+                launch(
+                    "swap_batch_channels",
+                    d.tap_major_params(),
+                    &y,
+                    None,
+                    &d.out_shape(),
+                )
             }
         }
     }
@@ -470,8 +486,7 @@ impl Tensor {
                 launch("backward_input", d.params(), self, Some(weight), x_shape)
             }
             ConvVariant::Gemm => {
-                let w = weight.reshape(&[d.o, d.taps()])?;
-                let w = copy_columns(&w, &d, d.taps(), d.gemm_taps())?;
+                let w = gemm_weight(weight, &d)?;
                 let g = self.reshape(&[d.n, d.o, d.plane()])?;
                 let dcols = w.matmul_t(&g, TN)?;
                 if d.pointwise() {
@@ -480,15 +495,10 @@ impl Tensor {
                 launch("col2im", d.params(), &dcols, None, x_shape)
             }
             ConvVariant::GemmBatch => {
-                let w = weight.reshape(&[d.o, d.taps()])?;
-                let w = copy_columns(&w, &d, d.taps(), d.gemm_taps())?;
+                let w = gemm_weight(weight, &d)?;
                 let g = batch_to_channels(self, &d)?;
                 let dcols = w.matmul_t(&g, TN)?;
-                let params = Params {
-                    tap_major: 1,
-                    ..d.params()
-                };
-                launch("col2im", params, &dcols, None, x_shape)
+                launch("col2im", d.tap_major_params(), &dcols, None, x_shape)
             }
         }
     }
