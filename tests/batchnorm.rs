@@ -188,10 +188,7 @@ fn training_gradients_and_running_stats_equal_pytorchs() {
     let gpu = gpu();
     for name in ["bn_4x3x5x5", "bn_2x7x3x11", "bn_one_pixel"] {
         let golden = Golden::open(&format!("torch/{name}.safetensors"));
-        let load = |key: &str| {
-            let (shape, values) = golden.tensor(key);
-            Tensor::from_slice(&gpu, &shape, &values).unwrap()
-        };
+        let load = |key: &str| golden.upload(&gpu, key);
         let x = Var::param(load("x"));
         let gamma = Var::param(load("weight"));
         let beta = Var::param(load("bias"));

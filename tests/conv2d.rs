@@ -270,10 +270,7 @@ fn forward_and_gradients_equal_pytorchs() {
         "conv_3x3_bias",
     ] {
         let golden = Golden::open(&format!("torch/{name}.safetensors"));
-        let load = |key: &str| {
-            let (shape, values) = golden.tensor(key);
-            Tensor::from_slice(&gpu, &shape, &values).unwrap()
-        };
+        let load = |key: &str| golden.upload(&gpu, key);
         let x = Var::param(load("x"));
         let weight = Var::param(load("weight"));
         let bias = golden.has("bias").then(|| Var::param(load("bias")));

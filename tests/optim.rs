@@ -228,8 +228,7 @@ fn resnet_sgd_steps_equal_pytorchs() {
     let model = ResNet::new(config, &mut start).unwrap();
     start.finish().unwrap();
     let io = Golden::open("torch/resnet_sgd_io.safetensors");
-    let (shape, input) = io.tensor("input");
-    let x = Var::constant(Tensor::from_slice(&gpu, &shape, &input).unwrap());
+    let x = Var::constant(io.upload(&gpu, "input"));
     let labels: Vec<usize> = io.ints("labels").iter().map(|&l| l as usize).collect();
     let params = nn::parameters(&model).into_iter().map(|(_, v)| v).collect();
     let mut sgd = Sgd::new(params, 0.05)

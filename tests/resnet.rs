@@ -55,8 +55,7 @@ fn check_against_torchvision(arch: Arch, name: &str, classes: usize) {
     nn::save(&model, &weights).unwrap();
 
     let io = Golden::open(&format!("resnet/{name}_io.safetensors"));
-    let (shape, input) = io.tensor("input");
-    let x = Var::constant(Tensor::from_slice(&gpu, &shape, &input).unwrap());
+    let x = Var::constant(io.upload(&gpu, "input"));
     let features = model.features(&x, false).unwrap();
     let logits = model.forward(&x, false).unwrap();
     let (fshape, want_features) = io.tensor("features");

@@ -108,6 +108,12 @@ impl Golden {
         (view.shape().to_vec(), values)
     }
 
+    /// An f32 tensor on `gpu`.
+    pub fn upload(&self, gpu: &Arc<Gpu>, name: &str) -> lim::Tensor {
+        let (shape, values) = self.tensor(name);
+        lim::Tensor::from_slice(gpu, &shape, &values).unwrap()
+    }
+
     pub fn values(&self, name: &str) -> Vec<f32> {
         self.tensor(name).1
     }
