@@ -81,14 +81,9 @@ fn train_step(c: &mut Criterion) {
     let labels: Vec<usize> = (0..16).map(|i| i % 10).collect();
     group.bench_function("step", |b| {
         b.iter(|| {
-            sgd.zero_grad();
-            let loss = model
-                .forward(&x, true)
-                .unwrap()
-                .cross_entropy_classes(&labels)
+            let loss = sgd
+                .train_step(&mut || model.forward(&x, true)?.cross_entropy_classes(&labels))
                 .unwrap();
-            loss.backward().unwrap();
-            sgd.step().unwrap();
             loss.value().to_vec().unwrap()[0]
         })
     });

@@ -28,9 +28,7 @@ fn assert_steps_equal_torchs(
         let g = Var::constant(
             Tensor::from_slice(&gpu, &[3, 4], &golden.values(&format!("grad{step}"))).unwrap(),
         );
-        optimizer.zero_grad();
-        p.mul(&g).unwrap().sum_all().unwrap().backward().unwrap();
-        optimizer.step().unwrap();
+        optimizer.train_step(&mut || p.mul(&g)?.sum_all()).unwrap();
         let want = golden.values(&format!("{name}.step{step}"));
         let got = p.value().to_vec().unwrap();
         for (i, (a, b)) in got.iter().zip(&want).enumerate() {
@@ -141,9 +139,7 @@ fn lars_norms_span_workgroups() {
                 .map(|(i, v)| v * (1.0 + 4.0 * ramp(i)))
                 .collect();
             let gv = Var::constant(Tensor::from_slice(&gpu, &[len], &g).unwrap());
-            lars.zero_grad();
-            p.mul(&gv).unwrap().sum_all().unwrap().backward().unwrap();
-            lars.step().unwrap();
+            lars.train_step(&mut || p.mul(&gv)?.sum_all()).unwrap();
             let g: Vec<f64> = g.iter().map(|&v| v as f64).collect();
             lars_reference(&mut want, &g, &mut buf, 50.0, 1e-4);
             let got = p.value().to_vec().unwrap();
@@ -182,14 +178,13 @@ fn a_training_step_never_waits_for_the_device() {
         // Nothing pending, so the flushes fall at multiples of FLUSH_EVERY.
         gpu.sync().unwrap();
         let before = gpu.counters();
-        lars.zero_grad();
-        let loss = model
-            .forward(&x, true)
-            .unwrap()
-            .cross_entropy_classes(&[0, 1, 2, 3])
+        let loss = lars
+            .train_step(&mut || {
+                model
+                    .forward(&x, true)?
+                    .cross_entropy_classes(&[0, 1, 2, 3])
+            })
             .unwrap();
-        loss.backward().unwrap();
-        lars.step().unwrap();
         let counts = gpu.counters() - before;
         assert_eq!(counts.waits, 0, "step {step}: {counts:?}");
         assert!(counts.dispatches > 200, "step {step}: {counts:?}");
@@ -236,14 +231,9 @@ fn resnet_sgd_steps_equal_pytorchs() {
         .weight_decay(1e-4);
     let mut losses = Vec::new();
     for _ in 0..3 {
-        sgd.zero_grad();
-        let loss = model
-            .forward(&x, true)
-            .unwrap()
-            .cross_entropy_classes(&labels)
+        let loss = sgd
+            .train_step(&mut || model.forward(&x, true)?.cross_entropy_classes(&labels))
             .unwrap();
-        loss.backward().unwrap();
-        sgd.step().unwrap();
         losses.push(loss.value().to_vec().unwrap()[0]);
     }
     common::assert_relative("losses", &losses, &io.values("loss"), 1e-5);
@@ -284,14 +274,9 @@ fn a_small_resnet_learns_its_batch_by_heart() {
     let mut first = None;
     let mut last = f32::MAX;
     for step in 0..300 {
-        sgd.zero_grad();
-        let loss = model
-            .forward(&x, true)
-            .unwrap()
-            .cross_entropy_classes(&labels)
+        let loss = sgd
+            .train_step(&mut || model.forward(&x, true)?.cross_entropy_classes(&labels))
             .unwrap();
-        loss.backward().unwrap();
-        sgd.step().unwrap();
         if step == 0 || step % 20 == 19 {
             last = loss.value().to_vec().unwrap()[0];
             let start = *first.get_or_insert(last);

@@ -23,4 +23,14 @@ pub trait Optimizer {
             p.zero_grad();
         }
     }
+
+    /// One training step, as PyTorch's `zero_grad(); loss = f(); loss.backward(); step()`.
+    /// Returns the loss, still on the device: nothing is read back.
+    fn train_step(&mut self, loss: &mut dyn FnMut() -> Result<Var>) -> Result<Var> {
+        self.zero_grad();
+        let loss = loss()?;
+        loss.backward()?;
+        self.step()?;
+        Ok(loss)
+    }
 }

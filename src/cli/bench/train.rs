@@ -82,10 +82,8 @@ pub fn run(gpu_args: &GpuArgs, args: &TrainArgs) -> CliResult {
     )?);
     let labels: Vec<usize> = (0..args.batch).map(|i| i % 10).collect();
     let mut step = || -> lim::Result<f32> {
-        optimizer.zero_grad();
-        let loss = model.forward(&x, true)?.cross_entropy_classes(&labels)?;
-        loss.backward()?;
-        optimizer.step()?;
+        let loss = optimizer
+            .train_step(&mut || model.forward(&x, true)?.cross_entropy_classes(&labels))?;
         Ok(loss.value().to_vec()?[0])
     };
     let first = Instant::now();
