@@ -4,14 +4,13 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use lim::autograd::{Var, no_grad};
 use lim::nn::{Arch, Random, ResNet, ResNetConfig, StateDict};
 use lim::{Gpu, Tensor};
 use rayon::prelude::*;
 
 use super::hash::list_images;
-use super::{CliResult, GpuArgs};
+use super::{CliResult, GpuArgs, counting_bar};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -122,10 +121,7 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
         }
     };
     let files = list_images(&args.images)?;
-    let bar = ProgressBar::new(files.len() as u64).with_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} images")
-            .expect("a valid template"),
-    );
+    let bar = counting_bar(files.len() as u64, "images");
     let mut rows: Vec<(PathBuf, Vec<f32>)> = Vec::new();
     let mut failed = 0;
     for chunk in files.chunks(args.batch.max(1)) {

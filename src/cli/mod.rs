@@ -69,19 +69,20 @@ impl GpuArgs {
     }
 }
 
+/// A progress bar that counts `len` things called `unit`, with a message after it.
+pub fn counting_bar(len: u64, unit: &str) -> ProgressBar {
+    let template =
+        format!("{{spinner}} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} {unit}  {{msg}}");
+    ProgressBar::new(len)
+        .with_style(ProgressStyle::with_template(&template).expect("a valid template"))
+}
+
 /// A progress bar over volumes, for preprocess and reduce.
 pub struct VolumeBar(pub ProgressBar);
 
 impl VolumeBar {
     pub fn new() -> VolumeBar {
-        VolumeBar(
-            ProgressBar::new(0).with_style(
-                ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} volumes  {msg}",
-                )
-                .expect("a valid template"),
-            ),
-        )
+        VolumeBar(counting_bar(0, "volumes"))
     }
 }
 
