@@ -16,7 +16,7 @@ fn resnet18(gpu: &std::sync::Arc<lim::Gpu>) -> (ResNet, Vec<Var>) {
         ..ResNetConfig::torchvision(Arch::ResNet18)
     };
     let model = ResNet::new(config, &mut Random::new(gpu, 0)).unwrap();
-    let params = nn::parameters(&model).into_iter().map(|(_, v)| v).collect();
+    let params = nn::parameters(&model);
     (model, params)
 }
 

@@ -168,7 +168,7 @@ fn a_training_step_never_waits_for_the_device() {
         num_classes: Some(4),
     };
     let model = ResNet::new(config, &mut Random::new(&gpu, 5)).unwrap();
-    let params = nn::parameters(&model).into_iter().map(|(_, v)| v).collect();
+    let params = nn::parameters(&model);
     let mut lars = Sgd::lars(params, 0.15)
         .momentum(0.9, false)
         .weight_decay(1e-6);
@@ -225,7 +225,7 @@ fn resnet_sgd_steps_equal_pytorchs() {
     let io = Golden::open("torch/resnet_sgd_io.safetensors");
     let x = Var::constant(io.upload(&gpu, "input"));
     let labels: Vec<usize> = io.ints("labels").iter().map(|&l| l as usize).collect();
-    let params = nn::parameters(&model).into_iter().map(|(_, v)| v).collect();
+    let params = nn::parameters(&model);
     let mut sgd = Sgd::new(params, 0.05)
         .momentum(0.9, false)
         .weight_decay(1e-4);
@@ -266,7 +266,7 @@ fn a_small_resnet_learns_its_batch_by_heart() {
         num_classes: Some(4),
     };
     let model = ResNet::new(config, &mut Random::new(&gpu, 3)).unwrap();
-    let params = nn::parameters(&model).into_iter().map(|(_, v)| v).collect();
+    let params = nn::parameters(&model);
     let mut sgd = Sgd::new(params, 0.05).momentum(0.9, false);
     let images = common::random(8 * 16 * 16, 4);
     let x = Var::constant(Tensor::from_slice(&gpu, &[8, 1, 16, 16], &images).unwrap());

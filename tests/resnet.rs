@@ -100,7 +100,7 @@ fn names_and_shapes_are_torchvisions() {
         &mut Random::new(&gpu, 1),
     )
     .unwrap();
-    let params = nn::parameters(&model);
+    let params = nn::named_parameters(&model);
     // torchvision's resnet18 has 62 parameter tensors and 11,689,512 parameters.
     assert_eq!(params.len(), 62);
     let count: usize = params.iter().map(|(_, v)| v.value().numel()).sum();
@@ -117,7 +117,7 @@ fn names_and_shapes_are_torchvisions() {
         &mut Random::new(&gpu, 1),
     )
     .unwrap();
-    let count: usize = nn::parameters(&r50)
+    let count: usize = nn::named_parameters(&r50)
         .iter()
         .map(|(_, v)| v.value().numel())
         .sum();

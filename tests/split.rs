@@ -170,7 +170,7 @@ fn a_resnet_training_step_splits_wherever_it_must() {
             .unwrap();
         loss.backward().unwrap();
         let mut out = vec![("loss".to_string(), loss.value().to_vec().unwrap())];
-        for (name, p) in nn::parameters(&model) {
+        for (name, p) in nn::named_parameters(&model) {
             out.push((
                 format!("{name} gradient"),
                 p.grad().unwrap().to_vec().unwrap(),

@@ -199,8 +199,9 @@ impl Visit for Linear {
     }
 }
 
-/// The trainable parameters of a module, in order.
-pub fn parameters(module: &dyn Visit) -> Vec<(String, Var)> {
+/// The trainable parameters of a module with their names, in order, as PyTorch's
+/// `named_parameters()`.
+pub fn named_parameters(module: &dyn Visit) -> Vec<(String, Var)> {
     let mut out = Vec::new();
     module.visit("", &mut |name, entry| {
         if let Entry::Param(v) = entry {
@@ -208,4 +209,13 @@ pub fn parameters(module: &dyn Visit) -> Vec<(String, Var)> {
         }
     });
     out
+}
+
+/// The trainable parameters of a module, in order, as PyTorch's `parameters()`: what an
+/// optimiser takes.
+pub fn parameters(module: &dyn Visit) -> Vec<Var> {
+    named_parameters(module)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect()
 }

@@ -52,7 +52,7 @@ pub fn run(gpu_args: &GpuArgs, args: &TrainArgs) -> CliResult {
         ..ResNetConfig::torchvision(arch)
     };
     let model = ResNet::new(config, &mut Random::new(&gpu, 0))?;
-    let params: Vec<Var> = nn::parameters(&model).into_iter().map(|(_, v)| v).collect();
+    let params = nn::parameters(&model);
     let mut optimizer: Box<dyn Optimizer> = match args.optimizer {
         OptimizerKind::Sgd => Box::new(
             Sgd::new(params, 0.01)
