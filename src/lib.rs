@@ -26,6 +26,7 @@ pub mod optim;
 pub mod preprocess;
 pub mod reduce;
 mod simd;
+pub mod ssl;
 pub mod tensor;
 
 pub use error::{Error, Result};

@@ -63,6 +63,7 @@ pub const POOL: Shader = shader!("pool");
 pub const OPTIM: Shader = shader!("optim");
 pub const SGD: Shader = shader!("sgd");
 pub const CAST: Shader = shader!("cast", wgpu::Features::SHADER_F16);
+pub const SINKHORN: Shader = shader!("sinkhorn");
 
 /// Every shader lim ships; tests check this (and the libraries it names) against the files
 /// in `shaders/`.
@@ -82,6 +83,7 @@ pub const ALL: &[&Shader] = &[
     &OPTIM,
     &SGD,
     &CAST,
+    &SINKHORN,
 ];
 
 /// `source` with the `const NAME: u32 = ...;` declaration of each named constant set to the

@@ -1,0 +1,145 @@
+//! Sinkhorn-Knopp (`shaders/sinkhorn.wgsl`): SwAV's codes, an equal partition of a batch
+//! over the prototypes, computed without gradient.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::error::{Error, Result};
+use crate::gpu::shader;
+use crate::tensor::{DType, Tensor};
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    samples: u32,
+    prototypes: u32,
+    scale: f32,
+    log_count: f32,
+    last: u32,
+}
+
+/// The codes `[B, K]` of scores `[B, K]` (samples by prototypes), each row summing to 1:
+/// the Sinkhorn-Knopp iteration of facebookresearch/swav and of the paper's code
+/// (`Q = exp(scores / epsilon)`, then `iterations` rounds of normalising each prototype's
+/// total to 1/K and each sample's to 1/B). SwAV uses epsilon 0.05 and 3 iterations.
+///
+/// It runs in the log domain: equal to the paper's formula in exact arithmetic, and finite
+/// for any finite scores, where the paper's `exp(scores / 0.05)` overflows f16 at scores
+/// near 1 and f32 beyond 4.4. With 0 iterations each row is `softmax(scores / epsilon)`.
+pub fn sinkhorn(scores: &Tensor, epsilon: f32, iterations: usize) -> Result<Tensor> {
+    let &[samples, prototypes] = scores.shape() else {
+        return Err(Error::InvalidArgument {
+            op: "sinkhorn",
+            why: format!("takes scores [B, K], got shape {:?}", scores.shape()),
+        });
+    };
+    if scores.dtype() != DType::F32 || samples == 0 || prototypes == 0 {
+        return Err(Error::InvalidArgument {
+            op: "sinkhorn",
+            why: format!(
+                "takes non-empty f32 scores, got {:?} {:?}",
+                scores.dtype(),
+                scores.shape()
+            ),
+        });
+    }
+    if !(epsilon > 0.0 && epsilon.is_finite()) {
+        return Err(Error::InvalidArgument {
+            op: "sinkhorn",
+            why: format!("epsilon must be positive, got {epsilon}"),
+        });
+    }
+    let gpu = scores.gpu();
+    let codes = scores.deep_clone()?;
+    let binding = codes.binding("sinkhorn scores")?;
+    let by_prototype = gpu.kernel(&shader::SINKHORN, "prototypes", &[])?;
+    let by_sample = gpu.kernel(&shader::SINKHORN, "samples", &[])?;
+    let params = |scale: f32, log_count: usize, last: bool| Params {
+        samples: samples as u32,
+        prototypes: prototypes as u32,
+        scale,
+        log_count: (log_count as f32).ln(),
+        last: last as u32,
+    };
+    let prototype_groups = gpu.grid_1d(prototypes as u64, &by_prototype.label)?;
+    let sample_groups = gpu.grid_1d(samples as u64, &by_sample.label)?;
+    // The first pass reads the scores and divides them by epsilon.
+    let mut scale = 1.0 / epsilon;
+    for round in 0..iterations {
+        gpu.dispatch(
+            &by_prototype,
+            bytemuck::bytes_of(&params(scale, prototypes, false)),
+            &[(1, binding.clone())],
+            prototype_groups,
+        )?;
+        scale = 1.0;
+        let last = round + 1 == iterations;
+        gpu.dispatch(
+            &by_sample,
+            bytemuck::bytes_of(&params(1.0, samples, last)),
+            &[(1, binding.clone())],
+            sample_groups,
+        )?;
+    }
+    if iterations == 0 {
+        gpu.dispatch(
+            &by_sample,
+            bytemuck::bytes_of(&params(scale, samples, true)),
+            &[(1, binding)],
+            sample_groups,
+        )?;
+    }
+    Ok(codes)
+}
+
+/// CPU references in f64.
+pub mod reference {
+    /// The paper's code (`swav_module_lidc.py`, `SwAV.sinkhorn`) as written: exp, then
+    /// divisions by sums. It overflows where `scores / epsilon` exceeds about 709.
+    pub fn sinkhorn_paper(scores: &[f64], k: usize, epsilon: f64, iterations: usize) -> Vec<f64> {
+        let b = scores.len() / k;
+        let mut q: Vec<f64> = scores.iter().map(|s| (s / epsilon).exp()).collect();
+        let total: f64 = q.iter().sum();
+        q.iter_mut().for_each(|v| *v /= total);
+        for _ in 0..iterations {
+            for j in 0..k {
+                let sum: f64 = (0..b).map(|i| q[i * k + j]).sum();
+                (0..b).for_each(|i| q[i * k + j] *= 1.0 / k as f64 / sum);
+            }
+            for row in q.chunks_mut(k) {
+                let sum: f64 = row.iter().sum();
+                row.iter_mut().for_each(|v| *v *= 1.0 / b as f64 / sum);
+            }
+        }
+        for row in q.chunks_mut(k) {
+            let sum: f64 = row.iter().sum();
+            row.iter_mut().for_each(|v| *v /= sum);
+        }
+        q
+    }
+
+    fn log_sum_exp(values: impl Iterator<Item = f64> + Clone) -> f64 {
+        let top = values.clone().fold(f64::NEG_INFINITY, f64::max);
+        top + values.map(|v| (v - top).exp()).sum::<f64>().ln()
+    }
+
+    /// The same in the log domain, finite for any finite scores.
+    pub fn sinkhorn_log(scores: &[f64], k: usize, epsilon: f64, iterations: usize) -> Vec<f64> {
+        let b = scores.len() / k;
+        let mut l: Vec<f64> = scores.iter().map(|s| s / epsilon).collect();
+        for _ in 0..iterations {
+            for j in 0..k {
+                let lse = log_sum_exp((0..b).map(|i| l[i * k + j]));
+                (0..b).for_each(|i| l[i * k + j] -= lse + (k as f64).ln());
+            }
+            for row in l.chunks_mut(k) {
+                let lse = log_sum_exp(row.iter().copied());
+                row.iter_mut().for_each(|v| *v -= lse + (b as f64).ln());
+            }
+        }
+        for row in l.chunks_mut(k) {
+            let lse = log_sum_exp(row.iter().copied());
+            row.iter_mut().for_each(|v| *v = (*v - lse).exp());
+        }
+        l
+    }
+}
