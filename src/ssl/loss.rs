@@ -53,7 +53,7 @@ impl SwavLoss {
         queued: &[Option<Tensor>],
     ) -> Result<SwapOutcome> {
         let rows = scores.shape().first().copied().unwrap_or(0);
-        let crops = if batch == 0 { 0 } else { rows / batch };
+        let crops = rows.checked_div(batch).unwrap_or(0);
         let assign = &self.crops_for_assign;
         if scores.shape().len() != 2 || crops < 2 || crops * batch != rows {
             return Err(Error::InvalidArgument {
