@@ -1,17 +1,40 @@
-//! SwAV's own kernels at the paper's sizes: Sinkhorn-Knopp on one crop's scores (batch 128,
-//! 500 prototypes) and the swapped-prediction loss over 8 crops, forward and backward.
+//! SwAV's own kernels at the paper's sizes: the multi-crop augmentation of 512 x 512 slices
+//! (2 x 224 + 6 x 96 px, batch 16), Sinkhorn-Knopp on one crop's scores (batch 128, 500
+//! prototypes) and the swapped-prediction loss over 8 crops, forward and backward.
 
 mod common;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use lim::Tensor;
 use lim::autograd::Var;
-use lim::ssl::{SwavLoss, sinkhorn};
+use lim::data::GreyImage;
+use lim::ssl::{MultiCrop, SwavLoss, sinkhorn};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 
 fn swav(c: &mut Criterion) {
     let gpu = common::gpu();
     let mut group = c.benchmark_group(common::group_name("swav", &gpu));
     group.sample_size(10);
+    let slices: Vec<GreyImage> = (0..16)
+        .map(|i| GreyImage {
+            width: 512,
+            height: 512,
+            pixels: (0..512 * 512)
+                .map(|p| ((p * 31 + i * 977) % 65536) as u16)
+                .collect(),
+        })
+        .collect();
+    let multicrop = MultiCrop::paper();
+    let views = multicrop.sample(&mut StdRng::seed_from_u64(0), &[(512, 512); 16]);
+    group.throughput(Throughput::Elements(16));
+    group.bench_function(BenchmarkId::new("multi-crop", "16 slices 512px"), |b| {
+        b.iter(|| {
+            let crops = multicrop.apply(&gpu, &slices, &views).unwrap();
+            gpu.sync().unwrap();
+            crops
+        })
+    });
     let (batch, k) = (128, 500);
     let scores = Tensor::from_slice(&gpu, &[batch, k], &common::pattern(batch * k)).unwrap();
     group.throughput(Throughput::Elements((batch * k) as u64));

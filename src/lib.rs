@@ -16,6 +16,7 @@
 //! ```
 
 pub mod autograd;
+pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod hash;

@@ -64,6 +64,7 @@ pub const OPTIM: Shader = shader!("optim");
 pub const SGD: Shader = shader!("sgd");
 pub const CAST: Shader = shader!("cast", wgpu::Features::SHADER_F16);
 pub const SINKHORN: Shader = shader!("sinkhorn");
+pub const AUGMENT: Shader = shader!("augment");
 
 /// Every shader lim ships; tests check this (and the libraries it names) against the files
 /// in `shaders/`.
@@ -84,6 +85,7 @@ pub const ALL: &[&Shader] = &[
     &SGD,
     &CAST,
     &SINKHORN,
+    &AUGMENT,
 ];
 
 /// `source` with the `const NAME: u32 = ...;` declaration of each named constant set to the

@@ -1,16 +1,20 @@
 //! Self-supervised pre-training: SwAV (Caron et al. 2020) as the paper ran it.
 //!
-//! [`sinkhorn`] computes SwAV's codes on the GPU, and [`SwavLoss`] the swapped-prediction
-//! loss over multi-crop prototype scores.
+//! [`MultiCrop`] makes the augmented views of a batch of slices on the GPU, [`sinkhorn`]
+//! computes SwAV's codes, and [`SwavLoss`] the swapped-prediction loss over the views'
+//! prototype scores.
 
+mod augment;
 mod loss;
 mod sinkhorn;
 
+pub use augment::{CropGroup, MultiCrop, View, random_resized_crop};
 pub use loss::{SwapOutcome, SwavLoss};
 pub use sinkhorn::sinkhorn;
 
 /// CPU references in f64, for tests.
 pub mod reference {
+    pub use super::augment::reference::crop;
     pub use super::loss::reference::swav_loss;
     pub use super::sinkhorn::reference::{sinkhorn_log, sinkhorn_paper};
 }
