@@ -252,6 +252,25 @@ impl Tensor {
         Ok(copy)
     }
 
+    /// Overwrites this tensor's elements (and so every clone's) with `src`'s.
+    pub fn copy_from(&self, src: &Tensor) -> Result<()> {
+        if src.shape != self.shape || src.dtype != self.dtype {
+            return Err(Error::ShapeMismatch {
+                op: "copy_from",
+                lhs: self.shape.clone(),
+                rhs: src.shape.clone(),
+                why: format!(
+                    "needs equal shapes and dtypes ({:?}, {:?})",
+                    self.dtype, src.dtype
+                ),
+            });
+        }
+        self.gpu.with_encoder(|e| {
+            e.copy_buffer_to_buffer(&src.buffer, 0, &self.buffer, 0, self.byte_len())
+        });
+        Ok(())
+    }
+
     /// Downloads the elements as f32.
     pub fn to_vec(&self) -> Result<Vec<f32>> {
         Ok(Self::to_vecs(&[self])?.remove(0))

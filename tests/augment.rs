@@ -184,7 +184,9 @@ fn every_transform_equals_the_reference() {
     };
     // Every case on both images: crop c of image b is row c * 2 + b.
     let views: Vec<View> = cases.iter().flat_map(|&v| [v, v]).collect();
-    let got = multicrop.apply(&gpu, &images, std::slice::from_ref(&views)).unwrap();
+    let got = multicrop
+        .apply(&gpu, &images, std::slice::from_ref(&views))
+        .unwrap();
     assert_crops_equal_reference(&multicrop, &images, &[views], &got);
     // The first image, shrunk twenty-fold.
     let wide = View {

@@ -6,11 +6,17 @@
 
 mod augment;
 mod loss;
+mod model;
+mod schedule;
 mod sinkhorn;
+mod step;
 
 pub use augment::{CropGroup, MultiCrop, View, random_resized_crop};
 pub use loss::{SwapOutcome, SwavLoss};
+pub use model::{ProjectionHead, Swav, SwavConfig, SwavOutput};
+pub use schedule::{Schedule, ScheduleKind};
 pub use sinkhorn::sinkhorn;
+pub use step::{Queue, StepOutcome, SwavTrainer};
 
 /// CPU references in f64, for tests.
 pub mod reference {
