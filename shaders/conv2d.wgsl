@@ -18,12 +18,19 @@
 //   rows, C KH KW rounded up to a multiple of 4 so that the GEMM's vec4 kernels apply, and
 //   the extra rows are 0. `tap_major` 0: cols [N, taps, OH OW] (the forward's B, one matrix
 //   per image); 1: cols [taps, N, OH OW] (the weight gradient's B, all images in one K).
-//   One invocation per element of cols. bindings: 0 uniform Params, 1 x (read),
-//   3 cols (read_write)
+//   Two layouts, autotuned per shape: `im2col_tiles`, one invocation per element in 8 x 8
+//   tiles of the output plane (tile wid.x, tap wid.y, image wid.z), coalesced and with no
+//   division per element, what a GPU wants; `im2col_rows`, one invocation per row of a tap
+//   (wid.x * 64 + lid.x over taps and rows, image wid.z) looping over the row, so that
+//   small planes fill whole workgroups and the divisions, which software adapters compute
+//   lane by lane, are paid once a row.
+//   bindings: 0 uniform Params, 1 x (read), 3 cols (read_write)
 // entry `col2im`: dx[n, c, y, z] = sum of dcols[n, (c KH + i) KW + j, p OW + q] over the
 //   (i, j, p, q) that read x[n, c, y, z], dcols being [N, taps, OH OW] (or [taps, N, OH OW]
-//   when tap_major is 1): a gather, so no atomics. One invocation per input element.
-//   bindings: 0 uniform Params, 1 dcols (read), 3 dx (read_write)
+//   when tap_major is 1): a gather, so no atomics. `col2im_tiles`: one invocation per input
+//   element, in 8 x 8 tiles of the input plane (tile wid.x, channel wid.y, image wid.z);
+//   `col2im_rows`: one per row of a channel (wid.x * 64 + lid.x over channels and rows,
+//   image wid.z), as im2col's. bindings: 0 uniform Params, 1 dcols (read), 3 dx (read_write)
 // entry `swap_batch_channels`: [N, O, OH OW] as [O, N, OH OW] (an output gradient as a
 //   whole-batch product's operand), or back when tap_major is 1 (such a product's output as
 //   images). One invocation per element. bindings: 0 uniform Params, 1 x (read),
@@ -31,7 +38,8 @@
 // entry `copy_columns`: a [O, cols_in] matrix as [O, cols_out], cut or padded with 0: the
 //   weight to and its gradient from `taps` columns. One invocation per output element.
 //   bindings: 0 uniform Params, 1 x (read), 3 out (read_write)
-// workgroup: 256; element = (wid.y * num_workgroups.x + wid.x) * 256 + lid.x
+// workgroup: 256 (im2col and col2im: 8 x 8 tiles or 64 rows); element = (wid.y *
+// num_workgroups.x + wid.x) * 256 + lid.x
 
 struct Params {
     n: u32,
@@ -72,14 +80,17 @@ fn source(out_pos: u32, tap: u32, stride: u32, pad: u32, dil: u32, size: u32) ->
     return select(-1, s, s >= 0 && s < i32(size));
 }
 
-// The output position that reads input position `pos` at kernel tap `tap`, or -1.
+// The output position that reads input position `pos` at kernel tap `tap`, or -1. (Stride 1
+// skips the division, which software adapters compute lane by lane.)
 fn reader(pos: u32, tap: u32, stride: u32, pad: u32, dil: u32, size: u32) -> i32 {
-    let t = i32(pos + pad) - i32(tap * dil);
-    if t < 0 || t % i32(stride) != 0 {
-        return -1;
+    var q = i32(pos + pad) - i32(tap * dil);
+    if stride != 1u {
+        if q < 0 || q % i32(stride) != 0 {
+            return -1;
+        }
+        q /= i32(stride);
     }
-    let q = t / i32(stride);
-    return select(-1, q, q < i32(size));
+    return select(-1, q, q >= 0 && q < i32(size));
 }
 
 @compute @workgroup_size(256)
@@ -174,23 +185,25 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     out[e] = acc;
 }
 
-@compute @workgroup_size(256)
-fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_id) lid: vec3<u32>) {
-    let e = element(wid, nwg, lid);
-    if e >= p.total {
+// The column and row of a plane that invocation `lid` of tile `wid.x` covers: tiles of 8 x 8,
+// `width` wide, in row-major order.
+fn tile_position(wid: vec3<u32>, lid: vec3<u32>, width: u32) -> vec2<u32> {
+    let tiles_w = (width + 7u) / 8u;
+    return vec2<u32>((wid.x % tiles_w) * 8u + lid.x, (wid.x / tiles_w) * 8u + lid.y);
+}
+
+@compute @workgroup_size(8, 8)
+fn im2col_tiles(@builtin(workgroup_id) wid: vec3<u32>,
+                @builtin(local_invocation_id) lid: vec3<u32>) {
+    let at = tile_position(wid, lid, p.ow);
+    let q = at.x;
+    let row = at.y;
+    if q >= p.ow || row >= p.oh {
         return;
     }
-    let plane = p.oh * p.ow;
-    let pixel = e % plane;
-    var t = (e / plane) % p.taps;
-    var n = e / (plane * p.taps);
-    if p.tap_major != 0u {
-        n = (e / plane) % p.n;
-        t = e / (plane * p.n);
-    }
-    let q = pixel % p.ow;
-    let row = pixel / p.ow;
+    let t = wid.y;
+    let n = wid.z;
+    let e = column_row(n, t, row) + q;
     let j = t % p.kw;
     let i = (t / p.kw) % p.kh;
     let c = t / (p.kw * p.kh);
@@ -205,18 +218,17 @@ fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     out[e] = v;
 }
 
-@compute @workgroup_size(256)
-fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_id) lid: vec3<u32>) {
-    let e = element(wid, nwg, lid);
-    if e >= p.total {
+@compute @workgroup_size(8, 8)
+fn col2im_tiles(@builtin(workgroup_id) wid: vec3<u32>,
+                @builtin(local_invocation_id) lid: vec3<u32>) {
+    let at = tile_position(wid, lid, p.w);
+    let z = at.x;
+    let y = at.y;
+    if z >= p.w || y >= p.h {
         return;
     }
-    let z = e % p.w;
-    let y = (e / p.w) % p.h;
-    let c = (e / (p.w * p.h)) % p.c;
-    let n = e / (p.w * p.h * p.c);
-    let plane = p.oh * p.ow;
+    let c = wid.y;
+    let n = wid.z;
     var acc = 0.0;
     for (var i = 0u; i < p.kh; i++) {
         let row = reader(y, i, p.stride_h, p.pad_h, p.dil_h, p.oh);
@@ -226,16 +238,76 @@ fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         for (var j = 0u; j < p.kw; j++) {
             let q = reader(z, j, p.stride_w, p.pad_w, p.dil_w, p.ow);
             if q >= 0 {
-                let k = (c * p.kh + i) * p.kw + j;
-                var at = (n * p.taps + k) * plane;
-                if p.tap_major != 0u {
-                    at = (k * p.n + n) * plane;
-                }
-                acc += a[at + u32(row) * p.ow + u32(q)];
+                acc += a[column_row(n, (c * p.kh + i) * p.kw + j, u32(row)) + u32(q)];
             }
         }
     }
-    out[e] = acc;
+    out[((n * p.c + c) * p.h + y) * p.w + z] = acc;
+}
+
+// The first element of tap t's row `row` of image n in the columns.
+fn column_row(n: u32, t: u32, row: u32) -> u32 {
+    let plane = p.oh * p.ow;
+    if p.tap_major != 0u {
+        return (t * p.n + n) * plane + row * p.ow;
+    }
+    return (n * p.taps + t) * plane + row * p.ow;
+}
+
+@compute @workgroup_size(64)
+fn im2col_rows(@builtin(workgroup_id) wid: vec3<u32>,
+               @builtin(local_invocation_id) lid: vec3<u32>) {
+    let line = wid.x * 64u + lid.x;
+    if line >= p.taps * p.oh {
+        return;
+    }
+    let n = wid.z;
+    let t = line / p.oh;
+    let row = line % p.oh;
+    let j = t % p.kw;
+    let i = (t / p.kw) % p.kh;
+    let c = t / (p.kw * p.kh);
+    let first = column_row(n, t, row);
+    let y = source(row, i, p.stride_h, p.pad_h, p.dil_h, p.h);
+    let inside = c < p.c && y >= 0;
+    let x_row = ((n * p.c + min(c, p.c - 1u)) * p.h + u32(max(y, 0))) * p.w;
+    for (var q = 0u; q < p.ow; q++) {
+        let z = source(q, j, p.stride_w, p.pad_w, p.dil_w, p.w);
+        var v = 0.0;
+        if inside && z >= 0 {
+            v = a[x_row + u32(z)];
+        }
+        out[first + q] = v;
+    }
+}
+
+@compute @workgroup_size(64)
+fn col2im_rows(@builtin(workgroup_id) wid: vec3<u32>,
+               @builtin(local_invocation_id) lid: vec3<u32>) {
+    let line = wid.x * 64u + lid.x;
+    if line >= p.c * p.h {
+        return;
+    }
+    let n = wid.z;
+    let c = line / p.h;
+    let y = line % p.h;
+    let out_row = ((n * p.c + c) * p.h + y) * p.w;
+    for (var z = 0u; z < p.w; z++) {
+        var acc = 0.0;
+        for (var i = 0u; i < p.kh; i++) {
+            let row = reader(y, i, p.stride_h, p.pad_h, p.dil_h, p.oh);
+            if row < 0 {
+                continue;
+            }
+            for (var j = 0u; j < p.kw; j++) {
+                let q = reader(z, j, p.stride_w, p.pad_w, p.dil_w, p.ow);
+                if q >= 0 {
+                    acc += a[column_row(n, (c * p.kh + i) * p.kw + j, u32(row)) + u32(q)];
+                }
+            }
+        }
+        out[out_row + z] = acc;
+    }
 }
 
 @compute @workgroup_size(256)

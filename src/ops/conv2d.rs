@@ -316,30 +316,119 @@ fn launch(
     Ok(out)
 }
 
+/// How `im2col` and `col2im` lay out their invocations (see shaders/conv2d.wgsl); the
+/// autotuner picks one per shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnLayout {
+    /// One invocation per element, in 8 x 8 tiles of the plane: what a GPU wants.
+    Tiles,
+    /// One invocation per row, looping along it: what software adapters want.
+    Rows,
+}
+
+impl ColumnLayout {
+    pub const ALL: [ColumnLayout; 2] = [ColumnLayout::Tiles, ColumnLayout::Rows];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnLayout::Tiles => "tiles",
+            ColumnLayout::Rows => "rows",
+        }
+    }
+
+    /// Both, the one the adapter's kind favours first (the default when tuning is off).
+    fn candidates(gpu: &crate::gpu::Gpu) -> Vec<String> {
+        let order = match gpu.info().device_type {
+            wgpu::DeviceType::Cpu => [ColumnLayout::Rows, ColumnLayout::Tiles],
+            _ => [ColumnLayout::Tiles, ColumnLayout::Rows],
+        };
+        order.iter().map(|l| l.name().to_string()).collect()
+    }
+}
+
+/// Records `stem` (`im2col` or `col2im`) over a `width` x `height` plane, `lines` taps or
+/// channels and the batch's images into a new tensor of `shape`, in `layout`, or where that
+/// is `None` in the layout the autotuner picks for the shape.
+fn launch_planes(
+    stem: &str,
+    params: Params,
+    a: &Tensor,
+    (width, height, lines): (usize, usize, usize),
+    shape: &[usize],
+    layout: Option<ColumnLayout>,
+) -> Result<Tensor> {
+    let gpu = a.gpu();
+    let images = params.dims[0];
+    let run = |layout: ColumnLayout| -> Result<Tensor> {
+        let out = Tensor::uninit(gpu, shape, DType::F32)?;
+        let kernel = gpu.kernel(&shader::CONV2D, &format!("{stem}_{}", layout.name()), &[])?;
+        let grid = match layout {
+            ColumnLayout::Tiles => [
+                (width.div_ceil(8) * height.div_ceil(8)) as u32,
+                lines as u32,
+                images,
+            ],
+            ColumnLayout::Rows => [(lines * height).div_ceil(64) as u32, 1, images],
+        };
+        gpu.dispatch(
+            &kernel,
+            bytemuck::bytes_of(&params),
+            &[
+                (1, a.binding("conv2d input")?),
+                (3, out.binding("conv2d output")?),
+            ],
+            grid,
+        )?;
+        Ok(out)
+    };
+    if let Some(layout) = layout {
+        return run(layout);
+    }
+    let from_name = |name: &str| match name {
+        "tiles" => ColumnLayout::Tiles,
+        _ => ColumnLayout::Rows,
+    };
+    let key = format!(
+        "conv2d/{stem}{}/n{}/lines{}/hw{}x{}/{}",
+        params.tap_major,
+        size_bucket(images as usize),
+        size_bucket(lines),
+        size_bucket(height),
+        size_bucket(width),
+        params.dims[5..7]
+            .iter()
+            .chain(&params.spec)
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join("x"),
+    );
+    let choice = gpu.autotune(&key, &ColumnLayout::candidates(gpu), |name| {
+        run(from_name(name)).map(drop)
+    })?;
+    run(from_name(&choice))
+}
+
 /// `x` as columns `[N, taps, OH OW]` (see `gemm_taps`): itself where the convolution is
 /// pointwise.
 fn columns(x: &Tensor, d: &Conv2dDims) -> Result<Tensor> {
     if d.pointwise() {
         return x.reshape(&[d.n, d.c, d.h * d.w]);
     }
-    launch(
-        "im2col",
-        d.params(),
-        x,
-        None,
-        &[d.n, d.gemm_taps(), d.plane()],
-    )
+    let plane = (d.ow, d.oh, d.gemm_taps());
+    let shape = [d.n, d.gemm_taps(), d.plane()];
+    launch_planes("im2col", d.params(), x, plane, &shape, None)
 }
 
 /// `x` as columns `[taps, N OH OW]`: every image's in one K, for the weight gradient.
 fn columns_tap_major(x: &Tensor, d: &Conv2dDims) -> Result<Tensor> {
-    launch(
-        "im2col",
-        d.tap_major_params(),
-        x,
-        None,
-        &[d.gemm_taps(), d.n * d.plane()],
-    )
+    let plane = (d.ow, d.oh, d.gemm_taps());
+    let shape = [d.gemm_taps(), d.n * d.plane()];
+    launch_planes("im2col", d.tap_major_params(), x, plane, &shape, None)
+}
+
+/// The input gradient `[N, C, H, W]` from column gradients laid out as `params` say.
+fn uncolumns(dcols: &Tensor, params: Params, d: &Conv2dDims, x_shape: &[usize]) -> Result<Tensor> {
+    launch_planes("col2im", params, dcols, (d.w, d.h, d.c), x_shape, None)
 }
 
 /// The weight as the GEMM route's A, `[O, taps]`, padded with zero columns to `gemm_taps`.
@@ -406,6 +495,60 @@ impl Tensor {
             batch_part(self, start, len)?.conv2d_whole(weight, spec, variant)
         })?;
         join_batch(parts)
+    }
+
+    /// The GEMM route's columns of `self` `[N, C, H, W]` for a weight of `w_shape`:
+    /// `[N, taps, OH OW]`, or `[taps, N OH OW]` with `tap_major`, where taps is C KH KW
+    /// rounded up to a multiple of 4 (the extra rows 0), laid out by `layout`.
+    pub fn im2col_with(
+        &self,
+        w_shape: &[usize],
+        spec: Conv2dSpec,
+        tap_major: bool,
+        layout: ColumnLayout,
+    ) -> Result<Tensor> {
+        require_f32(self)?;
+        let d = Conv2dDims::infer(self.shape(), w_shape, spec)?;
+        let (params, shape) = match tap_major {
+            false => (d.params(), vec![d.n, d.gemm_taps(), d.plane()]),
+            true => (d.tap_major_params(), vec![d.gemm_taps(), d.n * d.plane()]),
+        };
+        let plane = (d.ow, d.oh, d.gemm_taps());
+        launch_planes("im2col", params, self, plane, &shape, Some(layout))
+    }
+
+    /// The input gradient `[N, C, H, W]` from the gradient `self` of [`Tensor::im2col_with`]'s
+    /// columns, laid out by `layout`.
+    pub fn col2im_with(
+        &self,
+        x_shape: &[usize],
+        w_shape: &[usize],
+        spec: Conv2dSpec,
+        tap_major: bool,
+        layout: ColumnLayout,
+    ) -> Result<Tensor> {
+        require_f32(self)?;
+        let d = Conv2dDims::infer(x_shape, w_shape, spec)?;
+        let (params, numel) = match tap_major {
+            false => (d.params(), d.n * d.gemm_taps() * d.plane()),
+            true => (d.tap_major_params(), d.gemm_taps() * d.n * d.plane()),
+        };
+        if self.numel() != numel {
+            return Err(Error::ShapeMismatch {
+                op: "col2im",
+                lhs: self.shape().to_vec(),
+                rhs: x_shape.to_vec(),
+                why: format!("the columns of this input hold {numel} elements"),
+            });
+        }
+        launch_planes(
+            "col2im",
+            params,
+            self,
+            (d.w, d.h, d.c),
+            x_shape,
+            Some(layout),
+        )
     }
 
     fn conv2d_whole(
@@ -492,13 +635,13 @@ impl Tensor {
                 if d.pointwise() {
                     return dcols.reshape(x_shape);
                 }
-                launch("col2im", d.params(), &dcols, None, x_shape)
+                uncolumns(&dcols, d.params(), &d, x_shape)
             }
             ConvVariant::GemmBatch => {
                 let w = gemm_weight(weight, &d)?;
                 let g = batch_to_channels(self, &d)?;
                 let dcols = w.matmul_t(&g, TN)?;
-                launch("col2im", d.tap_major_params(), &dcols, None, x_shape)
+                uncolumns(&dcols, d.tap_major_params(), &d, x_shape)
             }
         }
     }
@@ -652,6 +795,57 @@ fn tuned(
 /// CPU references in f64.
 pub mod reference {
     use super::Conv2dDims;
+
+    /// The GEMM route's columns, as [`crate::Tensor::im2col_with`] builds them.
+    pub fn im2col(x: &[f32], d: &Conv2dDims, tap_major: bool) -> Vec<f64> {
+        let (taps, plane) = (d.gemm_taps(), d.oh * d.ow);
+        let mut cols = vec![0.0; d.n * taps * plane];
+        for n in 0..d.n {
+            for t in 0..d.c * d.kh * d.kw {
+                let (c, i, j) = (t / (d.kh * d.kw), t / d.kw % d.kh, t % d.kw);
+                for p in 0..d.oh {
+                    for q in 0..d.ow {
+                        let (Some(y), Some(z)) = (source(p, i, 0, d.h, d), source(q, j, 1, d.w, d))
+                        else {
+                            continue;
+                        };
+                        let at = match tap_major {
+                            false => (n * taps + t) * plane,
+                            true => (t * d.n + n) * plane,
+                        };
+                        cols[at + p * d.ow + q] = x[((n * d.c + c) * d.h + y) * d.w + z] as f64;
+                    }
+                }
+            }
+        }
+        cols
+    }
+
+    /// The input gradient from column gradients, as [`crate::Tensor::col2im_with`]: each
+    /// column entry added back to the input element it was copied from.
+    pub fn col2im(cols: &[f32], d: &Conv2dDims, tap_major: bool) -> Vec<f64> {
+        let (taps, plane) = (d.gemm_taps(), d.oh * d.ow);
+        let mut dx = vec![0.0; d.n * d.c * d.h * d.w];
+        for n in 0..d.n {
+            for t in 0..d.c * d.kh * d.kw {
+                let (c, i, j) = (t / (d.kh * d.kw), t / d.kw % d.kh, t % d.kw);
+                for p in 0..d.oh {
+                    for q in 0..d.ow {
+                        let (Some(y), Some(z)) = (source(p, i, 0, d.h, d), source(q, j, 1, d.w, d))
+                        else {
+                            continue;
+                        };
+                        let at = match tap_major {
+                            false => (n * taps + t) * plane,
+                            true => (t * d.n + n) * plane,
+                        };
+                        dx[((n * d.c + c) * d.h + y) * d.w + z] += cols[at + p * d.ow + q] as f64;
+                    }
+                }
+            }
+        }
+        dx
+    }
 
     fn source(
         out_pos: usize,
