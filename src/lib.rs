@@ -24,6 +24,7 @@ pub mod io;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod plot;
 pub mod preprocess;
 pub mod reduce;
 mod simd;
