@@ -74,6 +74,7 @@ pub struct StateDict {
     file: String,
     tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
     counts: HashMap<String, i64>,
+    metadata: HashMap<String, String>,
 }
 
 fn invalid(path: &str, why: String) -> Error {
@@ -87,6 +88,9 @@ impl StateDict {
         let bytes = std::fs::read(path).map_err(|e| Error::Io(IoError::io(path, e)))?;
         let st = SafeTensors::deserialize(&bytes)
             .map_err(|e| invalid(&file, format!("not a safetensors file: {e}")))?;
+        let (_, header) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| invalid(&file, format!("not a safetensors file: {e}")))?;
+        let metadata = header.metadata().clone().unwrap_or_default();
         let mut tensors = BTreeMap::new();
         let mut counts = HashMap::new();
         for (name, view) in st.tensors() {
@@ -126,7 +130,26 @@ impl StateDict {
             file,
             tensors,
             counts,
+            metadata,
         })
+    }
+
+    /// The file's `__metadata__` (string pairs).
+    pub fn metadata(&self) -> &HashMap<String, String> {
+        &self.metadata
+    }
+
+    /// The file, for messages.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// Takes the tensor `name` out, if the file has it, onto the device.
+    pub fn take(&mut self, name: &str) -> Result<Option<Tensor>> {
+        match self.tensors.remove(name) {
+            Some((shape, values)) => Tensor::from_slice(&self.gpu, &shape, &values).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Leaves out the tensors under `prefix` (such as a classifier `fc.` a feature extractor
@@ -173,6 +196,17 @@ impl Source for StateDict {
 
 /// Writes every tensor of `module` to `path` as safetensors under its name.
 pub fn save(module: &dyn Visit, path: &Path) -> Result<()> {
+    save_with(module, &[], &HashMap::new(), path)
+}
+
+/// Writes every tensor of `module`, then the `extra` named tensors, to `path` as safetensors
+/// with `metadata`; the file is written under a temporary name and renamed into place.
+pub fn save_with(
+    module: &dyn Visit,
+    extra: &[(String, Tensor)],
+    metadata: &HashMap<String, String>,
+    path: &Path,
+) -> Result<()> {
     let mut names = Vec::new();
     let mut tensors = Vec::new();
     let mut counts = Vec::new();
@@ -187,6 +221,10 @@ pub fn save(module: &dyn Visit, path: &Path) -> Result<()> {
         }
         Entry::Count(c) => counts.push((name, (c as i64).to_le_bytes().to_vec())),
     });
+    for (name, t) in extra {
+        names.push(name.clone());
+        tensors.push(t.clone());
+    }
     let values = Tensor::to_vecs(&tensors.iter().collect::<Vec<_>>())?;
     let bytes: Vec<Vec<u8>> = values
         .iter()
@@ -204,7 +242,8 @@ pub fn save(module: &dyn Visit, path: &Path) -> Result<()> {
         views.push((name.clone(), view));
     }
     let tmp = path.with_extension(format!("safetensors.tmp{}", std::process::id()));
-    safetensors::serialize_to_file(views, None, &tmp)
+    let metadata = (!metadata.is_empty()).then(|| metadata.clone());
+    safetensors::serialize_to_file(views, metadata, &tmp)
         .map_err(|e| invalid(&path.display().to_string(), format!("cannot write: {e}")))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::Io(IoError::io(path, e)))
 }

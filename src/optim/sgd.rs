@@ -111,6 +111,27 @@ impl Sgd {
         self.weight_decay = weight_decay;
         self
     }
+
+    /// Each parameter's momentum buffer, once its first step has made it (PyTorch's
+    /// `state[p]["momentum_buffer"]`).
+    pub fn momentum_buffers(&self) -> &[Option<Tensor>] {
+        &self.buffers
+    }
+
+    /// Restores parameter `i`'s momentum buffer (from a checkpoint).
+    pub fn set_momentum_buffer(&mut self, i: usize, buffer: Tensor) -> Result<()> {
+        let shape = self.params[i].shape();
+        if buffer.shape() != shape {
+            return Err(crate::Error::ShapeMismatch {
+                op: "set_momentum_buffer",
+                lhs: shape.to_vec(),
+                rhs: buffer.shape().to_vec(),
+                why: "a momentum buffer has its parameter's shape".into(),
+            });
+        }
+        self.buffers[i] = Some(buffer);
+        Ok(())
+    }
 }
 
 impl Optimizer for Sgd {
