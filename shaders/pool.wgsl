@@ -7,7 +7,11 @@
 //   3 argmax (read_write)
 // entry `max_backward`: dx[n, c, y, z] = sum of dy over the outputs whose argmax is (y, z): a
 //   gather over the windows containing (y, z), so no atomics. One invocation per input
-//   element. bindings: 0 uniform Params, 4 dy (read), 5 argmax (read), 6 dx (read_write)
+//   element (what a GPU wants). bindings: 0 uniform Params, 4 dy (read), 5 argmax (read),
+//   6 dx (read_write)
+// entry `max_backward_rows`: the same, one invocation per input row, walking along it with
+//   the outputs' positions kept as a running quotient and remainder: no division per
+//   element, which software adapters compute lane by lane. The autotuner picks per shape.
 // workgroup: 256; element = (wid.y * num_workgroups.x + wid.x) * 256 + lid.x
 //
 // Plane windows: the tensors may be too large to bind whole, so each entry runs once per
@@ -106,4 +110,49 @@ fn max_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         }
     }
     dx[p.base_in + e] = acc;
+}
+
+@compute @workgroup_size(256)
+fn max_backward_rows(@builtin(workgroup_id) wid: vec3<u32>,
+                     @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_id) lid: vec3<u32>) {
+    let line = element(wid, nwg, lid);
+    if line >= p.planes * p.h {
+        return;
+    }
+    let plane = line / p.h;
+    let y = line % p.h;
+    // Output rows r whose windows hold y: r stride <= y + pad < r stride + k.
+    let top = y + p.pad;
+    let last_row = min(top / p.stride, p.oh - 1u);
+    var first_row = 0u;
+    if top + 1u > p.k {
+        first_row = (top + 1u - p.k + p.stride - 1u) / p.stride;
+    }
+    // Windows that may hold a column: the one starting at or before it, and `reach` more.
+    let reach = (p.k - 1u) / p.stride;
+    var last = p.pad / p.stride;
+    var remainder = p.pad % p.stride;
+    let out_plane = p.base_out + plane * p.oh * p.ow;
+    for (var z = 0u; z < p.w; z++) {
+        var acc = 0.0;
+        for (var r = first_row; r <= last_row; r++) {
+            for (var m = 0u; m <= min(reach, last); m++) {
+                let q = last - m;
+                if q * p.stride + p.k <= z + p.pad {
+                    break;
+                }
+                let o = out_plane + r * p.ow + q;
+                if q < p.ow && argmax_in[o] == y * p.w + z {
+                    acc += dy[o];
+                }
+            }
+        }
+        dx[p.base_in + line * p.w + z] = acc;
+        remainder += 1u;
+        if remainder == p.stride {
+            remainder = 0u;
+            last += 1u;
+        }
+    }
 }

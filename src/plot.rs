@@ -82,7 +82,7 @@ fn label(v: f64) -> String {
         return "0".into();
     }
     match v.abs() {
-        a if a >= 1e5 || a < 1e-3 => format!("{v:.1e}"),
+        a if !(1e-3..1e5).contains(&a) => format!("{v:.1e}"),
         a if a >= 100.0 => format!("{v:.0}"),
         a if a >= 1.0 => format!("{}", (v * 100.0).round() / 100.0),
         _ => format!("{}", (v * 1e4).round() / 1e4),

@@ -9,7 +9,7 @@ use common::{Golden, assert_close, assert_relative, gpu, random};
 use lim::Tensor;
 use lim::autograd::Var;
 use lim::ops::batchnorm::{EPS, MOMENTUM, reference};
-use lim::ops::pool::{PoolSpec, reference as pool_reference};
+use lim::ops::pool::{PoolBackward, PoolSpec, reference as pool_reference};
 
 fn f64s(x: &[f32]) -> Vec<f64> {
     x.iter().map(|&v| v as f64).collect()
@@ -128,6 +128,22 @@ fn max_pooling_and_its_gradient_match_the_reference() {
                 padding: 1,
             },
         ),
+        (
+            [1, 2, 13, 11],
+            PoolSpec {
+                k: 5,
+                stride: 2,
+                padding: 2,
+            },
+        ),
+        (
+            [2, 1, 10, 7],
+            PoolSpec {
+                k: 4,
+                stride: 3,
+                padding: 1,
+            },
+        ),
     ];
     for (k, (shape, spec)) in cases.iter().enumerate() {
         // Values from a few levels, so windows hold ties (PyTorch keeps the first maximum).
@@ -145,22 +161,22 @@ fn max_pooling_and_its_gradient_match_the_reference() {
             |_| 0.0,
         );
         let hg = random(want.len(), 50 + k as u64);
-        let dx = Tensor::from_slice(&gpu, y.shape(), &hg)
-            .unwrap()
-            .max_pool2d_backward(&argmax)
-            .unwrap();
+        let g = Tensor::from_slice(&gpu, y.shape(), &hg).unwrap();
         let plane = shape[2] * shape[3];
         let (oh, ow) = (y.shape()[2], y.shape()[3]);
         let mut want_dx = vec![0.0; hx.len()];
         for (o, &i) in at.iter().enumerate() {
             want_dx[(o / (oh * ow)) * plane + i] += hg[o] as f64;
         }
-        assert_close(
-            &format!("gradient {shape:?}"),
-            &dx.to_vec().unwrap(),
-            &want_dx,
-            |_| 1e-6,
-        );
+        for variant in PoolBackward::ALL {
+            let dx = g.max_pool2d_backward_with(&argmax, variant).unwrap();
+            assert_close(
+                &format!("gradient {shape:?} {spec:?}, {variant:?}"),
+                &dx.to_vec().unwrap(),
+                &want_dx,
+                |_| 1e-6,
+            );
+        }
     }
     let x = Tensor::from_slice(&gpu, &[1, 1, 2, 2], &[0.0; 4]).unwrap();
     assert!(

@@ -8,7 +8,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, PooledBuffer, STORAGE, shader};
-use crate::ops::windows;
+use crate::ops::{size_bucket, windows};
 use crate::tensor::{DType, Tensor};
 
 /// A `k` x `k` window moved by `stride`, over an input padded by `padding` on each side.
@@ -26,6 +26,34 @@ impl PoolSpec {
         stride: 2,
         padding: 1,
     };
+}
+
+/// The kernels of max pooling's gradient, which the autotuner picks between per shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolBackward {
+    /// One invocation per input element (what a GPU wants).
+    Elements,
+    /// One invocation per input row, without a division per element (what software
+    /// adapters want).
+    Rows,
+}
+
+impl PoolBackward {
+    pub const ALL: [PoolBackward; 2] = [PoolBackward::Elements, PoolBackward::Rows];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PoolBackward::Elements => "elements",
+            PoolBackward::Rows => "rows",
+        }
+    }
+
+    fn from_name(name: &str) -> PoolBackward {
+        match name {
+            "rows" => PoolBackward::Rows,
+            _ => PoolBackward::Elements,
+        }
+    }
 }
 
 /// Where each output's maximum came from: its index within the input plane.
@@ -84,16 +112,24 @@ fn params(shape: &[usize], spec: PoolSpec) -> Result<Params> {
     })
 }
 
+/// What one invocation of an entry covers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Per {
+    Input,
+    Output,
+    InputRow,
+}
+
 /// Dispatches `entry` once per plane window (`ops::windows`), with one invocation per
-/// element of the window's `inputs` or outputs (`per_input`): `inputs` (x, dx) are bound
-/// with input-plane windows, `outputs` (out, argmax, dy) with output-plane ones.
+/// element or row as `per` says: `inputs` (x, dx) are bound with input-plane windows,
+/// `outputs` (out, argmax, dy) with output-plane ones.
 fn dispatch(
     gpu: &Gpu,
     entry: &str,
     params: &Params,
     inputs: &[(u32, &wgpu::Buffer)],
     outputs: &[(u32, &wgpu::Buffer)],
-    per_input: bool,
+    per: Per,
 ) -> Result<()> {
     let kernel = gpu.kernel(&shader::POOL, entry, &[])?;
     let plane_in = (params.h * params.w) as usize;
@@ -120,7 +156,11 @@ fn dispatch(
                     .map(|(slot, b)| (*slot, window.binding(1, b))),
             )
             .collect();
-        let per_plane = if per_input { plane_in } else { plane_out };
+        let per_plane = match per {
+            Per::Input => plane_in,
+            Per::Output => plane_out,
+            Per::InputRow => params.h as usize,
+        };
         let groups = gpu.grid_1d(
             (window.count * per_plane).div_ceil(256) as u64,
             &kernel.label,
@@ -160,7 +200,7 @@ impl Tensor {
             &p,
             &[(1, self.buffer())],
             &[(2, out.buffer()), (3, &indices)],
-            false,
+            Per::Output,
         )?;
         let argmax = Argmax {
             indices: Arc::new(indices),
@@ -173,15 +213,46 @@ impl Tensor {
     /// The gradient of max pooling: each output's gradient goes to where its maximum was.
     pub fn max_pool2d_backward(&self, argmax: &Argmax) -> Result<Tensor> {
         let p = params(&argmax.input_shape, argmax.spec)?;
+        let variants = match self.gpu().info().device_type {
+            wgpu::DeviceType::Cpu => [PoolBackward::Rows, PoolBackward::Elements],
+            _ => [PoolBackward::Elements, PoolBackward::Rows],
+        };
+        let names: Vec<String> = variants.iter().map(|v| v.name().to_string()).collect();
+        let key = format!(
+            "max_pool2d_backward/planes{}/hw{}x{}/k{}/s{}",
+            size_bucket(p.planes as usize),
+            size_bucket(p.h as usize),
+            size_bucket(p.w as usize),
+            p.k,
+            p.stride
+        );
+        let choice = self.gpu().autotune(&key, &names, |name| {
+            self.max_pool2d_backward_with(argmax, PoolBackward::from_name(name))
+                .map(drop)
+        })?;
+        self.max_pool2d_backward_with(argmax, PoolBackward::from_name(&choice))
+    }
+
+    /// [`Tensor::max_pool2d_backward`] with the given kernel.
+    pub fn max_pool2d_backward_with(
+        &self,
+        argmax: &Argmax,
+        variant: PoolBackward,
+    ) -> Result<Tensor> {
+        let p = params(&argmax.input_shape, argmax.spec)?;
         let gpu = self.gpu();
         let dx = Tensor::uninit(gpu, &argmax.input_shape, DType::F32)?;
+        let (entry, per) = match variant {
+            PoolBackward::Elements => ("max_backward", Per::Input),
+            PoolBackward::Rows => ("max_backward_rows", Per::InputRow),
+        };
         dispatch(
             gpu,
-            "max_backward",
+            entry,
             &p,
             &[(6, dx.buffer())],
             &[(4, self.buffer()), (5, &argmax.indices)],
-            true,
+            per,
         )?;
         Ok(dx)
     }
