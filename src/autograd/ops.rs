@@ -133,13 +133,18 @@ impl Var {
     pub fn conv2d(&self, weight: &Var, bias: Option<&Var>, spec: Conv2dSpec) -> Result<Var> {
         let value = self.value().conv2d(weight.value(), spec)?;
         let (x, w) = (self.value().clone(), weight.value().clone());
+        // A network's input needs no gradient, and the stem's is the costliest to compute.
+        let input_grad = self.requires_grad();
         let y = Var::from_op(
             value,
             &[self, weight],
             Box::new(move |g| {
-                let dx = g.conv2d_backward_input(&w, x.shape(), spec)?;
+                let dx = match input_grad {
+                    true => Some(g.conv2d_backward_input(&w, x.shape(), spec)?),
+                    false => None,
+                };
                 let dw = g.conv2d_backward_weight(&x, w.shape(), spec)?;
-                Ok(vec![Some(dx), Some(dw)])
+                Ok(vec![dx, Some(dw)])
             }),
         );
         match bias {
