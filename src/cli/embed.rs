@@ -17,22 +17,27 @@ pub struct Args {
     /// Image files (PNG, JPEG) or folders, searched recursively in sorted order
     #[arg(required = true)]
     images: Vec<PathBuf>,
-    /// resnet18, resnet34 or resnet50
-    #[arg(long, default_value = "resnet18")]
-    arch: String,
-    /// A safetensors state dict under torchvision's names (its `fc.*` is not used); without
-    /// it the network has torchvision's random initialisation (seed 0)
+    /// resnet18, resnet34 or resnet50 (a `lim pretrain` checkpoint names its own; else
+    /// resnet18)
+    #[arg(long)]
+    arch: Option<String>,
+    /// A safetensors state dict under torchvision's names (its `fc.*` is not used), or a
+    /// `lim pretrain` checkpoint (its backbone is used, with its width, channels and
+    /// normalisation); without it the network has torchvision's random initialisation
+    /// (seed 0)
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// Per-channel means subtracted after scaling pixels to [0, 1] (ImageNet's by default)
-    #[arg(long, value_delimiter = ',', default_value = "0.485,0.456,0.406")]
+    /// Per-channel means subtracted after scaling pixels to [0, 1] (the checkpoint's, else
+    /// ImageNet's)
+    #[arg(long, value_delimiter = ',')]
     mean: Vec<f32>,
-    /// Per-channel standard deviations divided by (ImageNet's by default)
-    #[arg(long, value_delimiter = ',', default_value = "0.229,0.224,0.225")]
+    /// Per-channel standard deviations divided by (the checkpoint's, else ImageNet's)
+    #[arg(long, value_delimiter = ',')]
     std: Vec<f32>,
     /// Input channels of the network: 3 (torchvision's; grey images are replicated) or 1
-    #[arg(long, default_value_t = 3)]
-    in_channels: usize,
+    /// (the checkpoint's, else 3)
+    #[arg(long)]
+    in_channels: Option<usize>,
     /// Images per forward pass
     #[arg(long, default_value_t = 16)]
     batch: usize,
@@ -87,36 +92,105 @@ fn write_npy(path: &Path, rows: usize, cols: usize, values: &[f32]) -> std::io::
     file.flush()
 }
 
+/// What a `lim pretrain` checkpoint says about its backbone, if `state` is one.
+struct Pretrained {
+    arch: String,
+    width: f32,
+    in_channels: usize,
+    mean: f32,
+    std: f32,
+}
+
+fn pretrained(state: &StateDict) -> Result<Option<Pretrained>, String> {
+    let meta = state.metadata();
+    if meta.get("format").map(String::as_str) != Some(lim::ssl::pretrain::FORMAT) {
+        return Ok(None);
+    }
+    let field = |key: &str| {
+        meta.get(key)
+            .ok_or_else(|| format!("{}: no `{key}` in the checkpoint's metadata", state.file()))
+    };
+    let number = |key: &str| -> Result<f32, String> {
+        field(key)?
+            .parse()
+            .map_err(|e| format!("{}: `{key}`: {e}", state.file()))
+    };
+    Ok(Some(Pretrained {
+        arch: field("arch")?.clone(),
+        width: number("width")?,
+        in_channels: number("in_channels")? as usize,
+        mean: number("mean")?,
+        std: number("std")?,
+    }))
+}
+
 pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
-    let arch: Arch = args.arch.parse()?;
-    let channels = args.in_channels;
-    if ![1, 3].contains(&channels) || args.mean.len() < channels || args.std.len() < channels {
+    let gpu = Gpu::new(&gpu_args.options()?)?;
+    let state = args
+        .weights
+        .as_ref()
+        .map(|path| StateDict::load(&gpu, path))
+        .transpose()?;
+    let swav = state.as_ref().map(pretrained).transpose()?.flatten();
+    let arch_name = args
+        .arch
+        .clone()
+        .or_else(|| swav.as_ref().map(|s| s.arch.clone()))
+        .unwrap_or_else(|| "resnet18".into());
+    if let (Some(s), Some(given)) = (&swav, &args.arch)
+        && s.arch != *given
+    {
+        return Err(format!("--arch {given}, but the checkpoint holds a {}", s.arch).into());
+    }
+    let arch: Arch = arch_name.parse()?;
+    let channels = args
+        .in_channels
+        .or(swav.as_ref().map(|s| s.in_channels))
+        .unwrap_or(3);
+    let per_channel = |given: &[f32], trained: Option<f32>, imagenet: [f32; 3]| match given {
+        [] => trained.map_or(imagenet.to_vec(), |v| vec![v; 3]),
+        v => v.to_vec(),
+    };
+    let mean = per_channel(
+        &args.mean,
+        swav.as_ref().map(|s| s.mean),
+        [0.485, 0.456, 0.406],
+    );
+    let std = per_channel(
+        &args.std,
+        swav.as_ref().map(|s| s.std),
+        [0.229, 0.224, 0.225],
+    );
+    if ![1, 3].contains(&channels) || mean.len() < channels || std.len() < channels {
         return Err(format!(
-            "--in-channels is 1 or 3, with as many --mean and --std values (got {channels}, {:?}, {:?})",
-            args.mean, args.std
+            "--in-channels is 1 or 3, with as many --mean and --std values (got {channels}, {mean:?}, {std:?})"
         )
         .into());
     }
-    let gpu = Gpu::new(&gpu_args.options()?)?;
     let config = ResNetConfig {
         arch,
         in_channels: channels,
-        width: 1.0,
+        width: swav.as_ref().map_or(1.0, |s| s.width),
         num_classes: None,
     };
-    let model = match &args.weights {
-        Some(path) => {
-            let mut state = StateDict::load(&gpu, path)?;
-            state.skip("fc.");
+    let model = match state {
+        Some(mut state) => {
+            // Everything but the backbone: a classifier, a SwAV head, the optimiser's state.
+            for other in [
+                "fc.",
+                "projection_head.",
+                "prototypes.",
+                "optimizer.",
+                "queue.",
+            ] {
+                state.skip(other);
+            }
             let model = ResNet::new(config, &mut state)?;
             state.finish()?;
             model
         }
         None => {
-            eprintln!(
-                "note: no --weights: features of a randomly initialised {}",
-                args.arch
-            );
+            eprintln!("note: no --weights: features of a randomly initialised {arch_name}");
             ResNet::new(config, &mut Random::new(&gpu, 0))?
         }
     };
@@ -127,7 +201,7 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
     for chunk in files.chunks(args.batch.max(1)) {
         let loaded: Vec<_> = chunk
             .par_iter()
-            .map(|p| pixels(p, channels, &args.mean, &args.std))
+            .map(|p| pixels(p, channels, &mean, &std))
             .collect();
         // One forward pass per image size in the chunk, in input order within each.
         let mut done: Vec<Option<Vec<f32>>> = vec![None; chunk.len()];

@@ -2,9 +2,11 @@
 
 mod bench;
 mod embed;
+mod export;
 mod hash;
 mod info;
 mod preprocess;
+mod pretrain;
 mod reduce;
 
 use std::process::ExitCode;
@@ -142,6 +144,10 @@ enum Command {
     Reduce(reduce::Args),
     /// ResNet features (torchvision's pooled fc input) of images, as a .npy array
     Embed(embed::Args),
+    /// SwAV pre-training of a ResNet on slices (the paper's stage 3), resumable
+    Pretrain(pretrain::Args),
+    /// A checkpoint in PyTorch's format, as the paper's downstream code loads it
+    Export(export::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -158,6 +164,8 @@ pub fn main() -> ExitCode {
         Command::Hash(args) => hash::run(&cli.gpu, args),
         Command::Reduce(args) => reduce::run(&cli.gpu, args),
         Command::Embed(args) => embed::run(&cli.gpu, args),
+        Command::Pretrain(args) => pretrain::run(&cli.gpu, args),
+        Command::Export(args) => export::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -72,7 +72,9 @@ pub(crate) struct Autotuner {
 /// Timed runs per variant.
 const RUNS: usize = 3;
 
-fn cache_dir() -> Option<PathBuf> {
+/// The folder `Tuning::Disk` keeps its files in: `$LIM_CACHE_DIR`, else the user's cache
+/// directory's `lim`.
+pub fn cache_dir() -> Option<PathBuf> {
     match std::env::var_os("LIM_CACHE_DIR") {
         Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
         _ => dirs::cache_dir().map(|d| d.join("lim")),

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use adapter::{AdapterReport, BackendChoice, GpuOptions, Survey, describe, survey};
-pub use autotune::{TuneRecord, Tuning};
+pub use autotune::{TuneRecord, Tuning, cache_dir};
 pub use error::{GpuError, LAVAPIPE_HINT};
 pub use pipeline::Kernel;
 pub use pool::{PoolStats, PooledBuffer, size_class};

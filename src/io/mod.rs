@@ -4,6 +4,7 @@ pub mod dicom;
 pub mod nifti;
 pub mod nrrd;
 pub mod png;
+pub mod torch;
 pub mod volume;
 
 use std::io::Read;

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use bytemuck::{Pod, Zeroable};
 use rand::RngExt;
 use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
 
 use crate::data::GreyImage;
 use crate::error::{Error, Result};
@@ -23,7 +24,7 @@ use crate::gpu::{Gpu, shader};
 use crate::tensor::{DType, Tensor};
 
 /// Crops of one output size.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CropGroup {
     /// Output side in pixels.
     pub size: usize,
@@ -34,7 +35,7 @@ pub struct CropGroup {
 }
 
 /// The whole augmentation; [`MultiCrop::paper`] is the paper's.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MultiCrop {
     pub groups: Vec<CropGroup>,
     /// The crop's aspect ratio range, drawn log-uniformly (3/4 to 4/3).
@@ -342,6 +343,48 @@ impl MultiCrop {
             )?;
         }
         Ok(out)
+    }
+}
+
+impl MultiCrop {
+    /// A contact sheet of what the network sees: one row per slice (the first `samples` of
+    /// the batch), its crops left to right at their own size, de-normalised to grey.
+    pub fn contact_sheet(
+        &self,
+        crops: &[Tensor],
+        batch: usize,
+        samples: usize,
+    ) -> Result<image::GrayImage> {
+        const GAP: usize = 4;
+        let rows = samples.min(batch);
+        let tallest = self.groups.iter().map(|g| g.size).max().unwrap_or(0);
+        let wide: usize = self.groups.iter().map(|g| g.count * (g.size + GAP)).sum();
+        let mut sheet = image::GrayImage::from_pixel(
+            (wide + GAP) as u32,
+            (rows * (tallest + GAP) + GAP) as u32,
+            image::Luma([48]),
+        );
+        let values = Tensor::to_vecs(&crops.iter().collect::<Vec<_>>())?;
+        for b in 0..rows {
+            let mut x0 = GAP;
+            let y0 = GAP + b * (tallest + GAP);
+            for (group, values) in self.groups.iter().zip(&values) {
+                let s = group.size;
+                for c in 0..group.count {
+                    let first = (c * batch + b) * self.channels * s * s;
+                    for (i, v) in values[first..first + s * s].iter().enumerate() {
+                        let grey = ((v * self.std + self.mean).clamp(0.0, 1.0) * 255.0).round();
+                        sheet.put_pixel(
+                            (x0 + i % s) as u32,
+                            (y0 + i / s) as u32,
+                            image::Luma([grey as u8]),
+                        );
+                    }
+                    x0 += s + GAP;
+                }
+            }
+        }
+        Ok(sheet)
     }
 }
 

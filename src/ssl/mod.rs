@@ -7,6 +7,7 @@
 mod augment;
 mod loss;
 mod model;
+pub mod pretrain;
 mod schedule;
 mod sinkhorn;
 mod step;

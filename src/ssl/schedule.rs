@@ -3,7 +3,8 @@
 //! code ran it.
 
 /// Which reading of the paper's schedule a run uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ScheduleKind {
     /// Warmup over `warmup_epochs` epochs and the cosine over the whole run, in steps.
     Intended,

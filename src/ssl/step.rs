@@ -40,6 +40,8 @@ impl Queue {
 /// What a step leaves behind, on the device.
 pub struct StepOutcome {
     pub loss: Var,
+    /// The scores of every crop against the prototypes, `[crops * B, prototypes]`.
+    pub scores: Tensor,
     /// The codes of each assigned crop, `[B, prototypes]`.
     pub codes: Vec<Tensor>,
 }
@@ -104,6 +106,7 @@ impl SwavTrainer {
         self.optimizer.step()?;
         Ok(StepOutcome {
             loss: swapped.loss,
+            scores: out.scores.value().clone(),
             codes: swapped.codes,
         })
     }

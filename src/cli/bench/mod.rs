@@ -14,6 +14,7 @@ use super::{CliResult, GpuArgs};
 
 mod conv;
 mod hash;
+mod swav;
 mod train;
 
 #[derive(clap::Subcommand)]
@@ -26,6 +27,9 @@ pub enum Command {
     Conv(conv::ConvArgs),
     /// ms per optimiser step of a ResNet, images/s, and the dispatches and submissions a step makes
     TrainStep(train::TrainArgs),
+    /// ms per SwAV step of a preset, split into augmentation, backbone, head, Sinkhorn, loss,
+    /// backward and optimiser, next to a supervised step on the same crops
+    SwavStep(swav::SwavArgs),
 }
 
 #[derive(clap::Args)]
@@ -50,6 +54,7 @@ pub fn run(gpu_args: &GpuArgs, cmd: &Command) -> CliResult {
         Command::Hash(args) => hash::run(gpu_args, args),
         Command::Conv(args) => conv::run(gpu_args, args),
         Command::TrainStep(args) => train::run(gpu_args, args),
+        Command::SwavStep(args) => swav::run(gpu_args, args),
     }
 }
 

@@ -1,0 +1,175 @@
+//! Writing PyTorch's checkpoint format: the zip file `torch.save` writes (a pickle of the
+//! object, each tensor's storage as its own stored record), restricted to what
+//! `torch.load(path, weights_only=True)` accepts: dicts, strings, and float32 / int64
+//! tensors. This is how the paper's downstream notebooks take a pre-trained backbone
+//! (`{"state_dict": {"model.conv1.weight": ...}}`, less-is-more.md §5.2).
+
+use std::io::Write;
+use std::path::Path;
+
+use super::IoError;
+
+/// A tensor's elements, row-major.
+pub enum Values<'a> {
+    F32(&'a [f32]),
+    I64(&'a [i64]),
+}
+
+/// One named tensor.
+pub struct Named<'a> {
+    pub name: &'a str,
+    pub shape: &'a [usize],
+    pub values: Values<'a>,
+}
+
+/// Python pickle (protocol 2) opcodes lim writes.
+mod op {
+    pub const PROTO: u8 = 0x80;
+    pub const EMPTY_DICT: u8 = b'}';
+    pub const EMPTY_TUPLE: u8 = b')';
+    pub const MARK: u8 = b'(';
+    pub const TUPLE: u8 = b't';
+    pub const SETITEMS: u8 = b'u';
+    pub const SETITEM: u8 = b's';
+    pub const GLOBAL: u8 = b'c';
+    pub const REDUCE: u8 = b'R';
+    pub const BINUNICODE: u8 = b'X';
+    pub const BININT: u8 = b'J';
+    pub const LONG1: u8 = 0x8a;
+    pub const NEWFALSE: u8 = 0x89;
+    pub const BINPERSID: u8 = b'Q';
+    pub const STOP: u8 = b'.';
+}
+
+struct Pickle(Vec<u8>);
+
+impl Pickle {
+    fn op(&mut self, code: u8) {
+        self.0.push(code);
+    }
+
+    fn string(&mut self, s: &str) {
+        self.op(op::BINUNICODE);
+        self.0.extend((s.len() as u32).to_le_bytes());
+        self.0.extend(s.as_bytes());
+    }
+
+    fn int(&mut self, v: usize) {
+        match i32::try_from(v) {
+            Ok(small) => {
+                self.op(op::BININT);
+                self.0.extend(small.to_le_bytes());
+            }
+            Err(_) => {
+                // Python's long, little-endian two's complement in 8 bytes.
+                self.op(op::LONG1);
+                self.0.push(8);
+                self.0.extend((v as i64).to_le_bytes());
+            }
+        }
+    }
+
+    fn global(&mut self, module: &str, name: &str) {
+        self.op(op::GLOBAL);
+        self.0.extend(format!("{module}\n{name}\n").as_bytes());
+    }
+
+    fn tuple_of(&mut self, values: &[usize]) {
+        self.op(op::MARK);
+        for &v in values {
+            self.int(v);
+        }
+        self.op(op::TUPLE);
+    }
+
+    /// `collections.OrderedDict()`.
+    fn empty_ordered_dict(&mut self) {
+        self.global("collections", "OrderedDict");
+        self.op(op::EMPTY_TUPLE);
+        self.op(op::REDUCE);
+    }
+
+    /// `torch._utils._rebuild_tensor_v2(storage, 0, shape, stride, False, OrderedDict())`,
+    /// the storage being persistent record `key`.
+    fn tensor(&mut self, key: usize, t: &Named) {
+        let (storage, numel) = match t.values {
+            Values::F32(v) => ("FloatStorage", v.len()),
+            Values::I64(v) => ("LongStorage", v.len()),
+        };
+        self.global("torch._utils", "_rebuild_tensor_v2");
+        self.op(op::MARK);
+        self.op(op::MARK);
+        self.string("storage");
+        self.global("torch", storage);
+        self.string(&key.to_string());
+        self.string("cpu");
+        self.int(numel);
+        self.op(op::TUPLE);
+        self.op(op::BINPERSID);
+        self.int(0);
+        self.tuple_of(t.shape);
+        let mut stride = vec![1; t.shape.len()];
+        for i in (0..t.shape.len().saturating_sub(1)).rev() {
+            stride[i] = stride[i + 1] * t.shape[i + 1];
+        }
+        self.tuple_of(&stride);
+        self.op(op::NEWFALSE);
+        self.empty_ordered_dict();
+        self.op(op::TUPLE);
+        self.op(op::REDUCE);
+    }
+}
+
+/// Writes `{key: OrderedDict(tensors)}` to `path` as `torch.save` would, under a temporary
+/// name renamed into place. Records are stored uncompressed at 64-byte boundaries, as
+/// PyTorch's writer places them, with a fixed date, so the same tensors give the same bytes.
+pub fn save_state_dict(path: &Path, key: &str, tensors: &[Named]) -> Result<(), IoError> {
+    let mut pickle = Pickle(Vec::new());
+    pickle.op(op::PROTO);
+    pickle.0.push(2);
+    pickle.op(op::EMPTY_DICT);
+    pickle.string(key);
+    pickle.empty_ordered_dict();
+    pickle.op(op::MARK);
+    for (i, t) in tensors.iter().enumerate() {
+        pickle.string(t.name);
+        pickle.tensor(i, t);
+    }
+    pickle.op(op::SETITEMS);
+    pickle.op(op::SETITEM);
+    pickle.op(op::STOP);
+
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .filter(|s| !s.is_empty() && s.is_ascii())
+        .unwrap_or("archive");
+    let tmp = path.with_extension(format!("pt.tmp{}", std::process::id()));
+    let fail = |e: &dyn std::fmt::Display| IoError::invalid(path, format!("cannot write: {e}"));
+    let file = std::fs::File::create(&tmp).map_err(|e| IoError::io(&tmp, e))?;
+    let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .last_modified_time(zip::DateTime::default())
+        .with_alignment(64);
+    let mut record = |name: &str, bytes: &[u8]| -> Result<(), IoError> {
+        zip.start_file(format!("{stem}/{name}"), options)
+            .map_err(|e| fail(&e))?;
+        zip.write_all(bytes).map_err(|e| fail(&e))
+    };
+    record("data.pkl", &pickle.0)?;
+    record("byteorder", b"little")?;
+    for (i, t) in tensors.iter().enumerate() {
+        let bytes: Vec<u8> = match t.values {
+            Values::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Values::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        };
+        record(&format!("data/{i}"), &bytes)?;
+    }
+    record("version", b"3\n")?;
+    zip.finish()
+        .map_err(|e| fail(&e))?
+        .flush()
+        .map_err(|e| IoError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| IoError::io(path, e))
+}

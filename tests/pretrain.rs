@@ -1,0 +1,402 @@
+//! `lim pretrain` end to end at toy sizes: what a run folder holds, resumption after SIGKILL
+//! ending bit for bit where an unbroken run ends, a non-finite loss stopping the run, clear
+//! errors for bad inputs, and the checkpoint used by `lim embed` and `lim export`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lim-pretrain-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// 24 grey 48 x 40 slices in two "volumes" with different structure, at two depths.
+fn slices(dir: &Path) -> PathBuf {
+    let root = dir.join("slices");
+    for i in 0..24u32 {
+        let volume = i % 2;
+        let image = image::GrayImage::from_fn(48, 40, |x, y| {
+            let ring = ((x as i32 - 24).pow(2) + (y as i32 - 20).pow(2)) < (100 + 20 * i) as i32;
+            let stripes = (x / (3 + volume * 4) + y / 5 + i) % 2 == 0;
+            image::Luma([if ring {
+                200
+            } else if stripes {
+                90
+            } else {
+                20
+            }])
+        });
+        let path = root.join(format!("v{volume}/deep/{i:03}.png"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        image.save(path).unwrap();
+    }
+    root
+}
+
+/// A tiny run: ResNet-18 at width 1/8, 2 x 32 + 4 x 16 px crops, batch 4.
+const TOY: &[&str] = &[
+    "--tuning",
+    "off",
+    "pretrain",
+    "--preset",
+    "tiny",
+    "--width",
+    "0.125",
+    "--crops",
+    "2x32,4x16",
+    "--batch",
+    "4",
+    "--prototypes",
+    "10",
+    "--hidden",
+    "32",
+    "--dim",
+    "16",
+    "--freeze-prototypes",
+    "2",
+    "--log-every",
+    "2",
+];
+
+fn lim_with(args: &[&str], extra: &[&str]) -> Output {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend_from_slice(extra);
+    common::lim(&all)
+}
+
+fn ok(out: &Output) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "lim failed: {text}");
+    text
+}
+
+/// Every tensor of a safetensors file by name, as raw bytes.
+fn tensors(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(n, v)| (n, (v.shape().to_vec(), v.data().to_vec())))
+        .collect()
+}
+
+#[test]
+fn a_run_folder_holds_config_log_curve_crops_and_checkpoints() {
+    let dir = temp_dir("folder");
+    let data = slices(&dir);
+    let run = dir.join("run");
+    let run_s = run.to_str().unwrap();
+    let text = ok(&lim_with(
+        TOY,
+        &[
+            "--max-steps",
+            "4",
+            "--checkpoint-every",
+            "2",
+            "--show-crops",
+            "--out",
+            run_s,
+            data.to_str().unwrap(),
+        ],
+    ));
+    assert!(text.contains("found 24 slices"), "{text}");
+    for file in [
+        "config.json",
+        "slices.txt",
+        "log.jsonl",
+        "loss.png",
+        "crops.png",
+    ] {
+        assert!(run.join(file).is_file(), "{file} missing: {text}");
+    }
+    assert!(image::open(run.join("loss.png")).is_ok());
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(run.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["step"], i + 1);
+        for key in [
+            "epoch",
+            "loss",
+            "lr",
+            "images_per_s",
+            "data_wait_ms",
+            "entropy",
+            "entropy_max",
+        ] {
+            assert!(line[key].is_number(), "{key} in {line}");
+        }
+        assert!((line["entropy_max"].as_f64().unwrap() - 10f64.ln()).abs() < 1e-9);
+    }
+    // Warmup from 0: the first step's learning rate is 0, as bolts' schedule gives.
+    assert_eq!(lines[0]["lr"], 0.0);
+    for step in ["step-0000002", "step-0000004", "last"] {
+        assert!(
+            run.join(format!("checkpoints/{step}.safetensors"))
+                .is_file(),
+            "{step}"
+        );
+    }
+    let last = tensors(&run.join("checkpoints/last.safetensors"));
+    for name in [
+        "conv1.weight",
+        "layer4.1.bn2.running_var",
+        "layer4.1.bn2.num_batches_tracked",
+        "projection_head.0.weight",
+        "projection_head.1.running_mean",
+        "projection_head.3.bias",
+        "prototypes.weight",
+        "optimizer.momentum_buffer.conv1.weight",
+        "optimizer.momentum_buffer.prototypes.weight",
+    ] {
+        assert!(last.contains_key(name), "{name} not in the checkpoint");
+    }
+    assert!(!last.keys().any(|k| k.starts_with("fc.")));
+    assert_eq!(last["prototypes.weight"].0, [10, 16]);
+    // The run folder refuses a second run.
+    let again = lim_with(
+        TOY,
+        &["--max-steps", "1", "--out", run_s, data.to_str().unwrap()],
+    );
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a run"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A run killed with SIGKILL and resumed ends with the same weights, optimiser state and
+/// batch counts, bit for bit, as the same run never stopped (and so two runs of one seed
+/// agree); another seed does not.
+#[test]
+fn a_killed_run_resumes_bit_for_bit() {
+    let dir = temp_dir("resume");
+    let data = slices(&dir);
+    let data_s = data.to_str().unwrap();
+    let steps = ["--max-steps", "8", "--checkpoint-every", "2"];
+    let whole = dir.join("whole");
+    ok(&lim_with(
+        TOY,
+        &[&steps[..], &["--out", whole.to_str().unwrap(), data_s]].concat(),
+    ));
+
+    let broken = dir.join("broken");
+    let mut args: Vec<String> = TOY.iter().map(|s| s.to_string()).collect();
+    args.extend(steps.iter().map(|s| s.to_string()));
+    args.extend(["--out".into(), broken.display().to_string(), data_s.into()]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lim"))
+        .args(&args)
+        .spawn()
+        .unwrap();
+    let second = broken.join("checkpoints/step-0000004.safetensors");
+    let start = Instant::now();
+    while !second.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "no checkpoint at step 4"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(!broken.join("checkpoints/step-0000008.safetensors").exists());
+    let text = ok(&common::lim(&[
+        "--tuning",
+        "off",
+        "pretrain",
+        "--resume",
+        broken.to_str().unwrap(),
+    ]));
+    assert!(
+        text.contains("steps 5..8") || text.contains("steps 7..8"),
+        "{text}"
+    );
+
+    let a = tensors(&whole.join("checkpoints/last.safetensors"));
+    let b = tensors(&broken.join("checkpoints/last.safetensors"));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (name, value) in &a {
+        assert!(b[name] == *value, "{name} differs after resuming");
+    }
+    let log = |run: &Path| std::fs::read_to_string(run.join("log.jsonl")).unwrap();
+    let losses = |text: String| -> Vec<String> {
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].to_string())
+            .collect()
+    };
+    assert_eq!(losses(log(&whole)), losses(log(&broken)));
+
+    let other = dir.join("other");
+    let seed = ["--seed", "1", "--out", other.to_str().unwrap(), data_s];
+    ok(&lim_with(TOY, &[&steps[..], &seed].concat()));
+    let c = tensors(&other.join("checkpoints/last.safetensors"));
+    assert!(
+        c["conv1.weight"] != a["conv1.weight"],
+        "another seed gave the same weights"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_non_finite_loss_stops_the_run_and_names_the_last_good_checkpoint() {
+    let dir = temp_dir("nan");
+    let data = slices(&dir);
+    let run = dir.join("run");
+    let out = lim_with(
+        TOY,
+        &[
+            "--max-steps",
+            "12",
+            "--checkpoint-every",
+            "1",
+            "--lr",
+            "1e30",
+            "--out",
+            run.to_str().unwrap(),
+            data.to_str().unwrap(),
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "a run with lr 1e30 succeeded");
+    assert!(
+        text.contains("the loss is NaN") || text.contains("the loss is inf"),
+        "{text}"
+    );
+    assert!(text.contains("last good checkpoint is"), "{text}");
+    assert!(run.join("checkpoints/step-0000001.safetensors").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_inputs_get_clear_errors() {
+    let dir = temp_dir("bad");
+    let data = slices(&dir);
+    let fail = |extra: &[&str]| {
+        let out = lim_with(TOY, extra);
+        assert!(!out.status.success(), "{extra:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let run = dir.join("r").display().to_string();
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    assert!(fail(&["--out", &run, empty.to_str().unwrap()]).contains("do not make one batch"));
+    let missing = dir.join("missing").display().to_string();
+    assert!(fail(&["--out", &run, &missing]).contains("missing"));
+    let one = common::lim(&[
+        "pretrain",
+        "--batch",
+        "1",
+        "--out",
+        &run,
+        data.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&one.stderr);
+    assert!(
+        !one.status.success() && text.contains("BatchNorm needs 2"),
+        "{text}"
+    );
+    assert!(fail(&["--crops", "2x32", "--out", &run, data.to_str().unwrap()]).contains("--crops"));
+    assert!(fail(&["--arch", "vgg", "--out", &run, data.to_str().unwrap()]).contains("vgg"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The checkpoint's backbone embeds images through `lim embed` (width, channels and
+/// normalisation from its metadata), and exports to PyTorch's format without the optimiser.
+#[test]
+fn the_checkpoint_embeds_and_exports() {
+    let dir = temp_dir("use");
+    let data = slices(&dir);
+    let run = dir.join("run");
+    ok(&lim_with(
+        TOY,
+        &[
+            "--max-steps",
+            "2",
+            "--out",
+            run.to_str().unwrap(),
+            data.to_str().unwrap(),
+        ],
+    ));
+    let last = run.join("checkpoints/last.safetensors");
+    let feats = dir.join("f.npy");
+    let text = ok(&common::lim(&[
+        "embed",
+        "--weights",
+        last.to_str().unwrap(),
+        "--out",
+        feats.to_str().unwrap(),
+        data.to_str().unwrap(),
+    ]));
+    // ResNet-18 at width 1/8: 64 features.
+    assert!(
+        text.contains("24 images") && text.contains("[24, 64]"),
+        "{text}"
+    );
+    let wrong = common::lim(&[
+        "embed",
+        "--arch",
+        "resnet50",
+        "--weights",
+        last.to_str().unwrap(),
+        "--out",
+        feats.to_str().unwrap(),
+        data.to_str().unwrap(),
+    ]);
+    assert!(!wrong.status.success());
+    let pt = dir.join("swav.pt");
+    let text = ok(&common::lim(&[
+        "export",
+        "--format",
+        "torch",
+        last.to_str().unwrap(),
+        pt.to_str().unwrap(),
+    ]));
+    let checkpoint = tensors(&last);
+    let exported = checkpoint
+        .keys()
+        .filter(|k| !k.starts_with("optimizer."))
+        .count();
+    assert!(text.contains(&format!("{exported} tensors")), "{text}");
+    let zip = std::fs::read(&pt).unwrap();
+    assert!(zip.starts_with(b"PK"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `lim export --format torch` writes, byte for byte, the file that PyTorch loaded with
+/// `weights_only=True` and found equal to its source (tests/fixtures/swav/export_check.py).
+#[test]
+fn the_torch_export_is_the_file_pytorch_checked() {
+    let dir = temp_dir("export");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/swav");
+    let out = dir.join("export.pt");
+    ok(&common::lim(&[
+        "export",
+        "--format",
+        "torch",
+        fixtures.join("export_source.safetensors").to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]));
+    let checked = std::fs::read(fixtures.join("export.pt")).unwrap();
+    assert!(
+        std::fs::read(&out).unwrap() == checked,
+        "the export differs from export.pt"
+    );
+    let same = common::lim(&["export", out.to_str().unwrap(), out.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&same.stderr).contains("would overwrite"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
