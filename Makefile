@@ -1,7 +1,8 @@
 # make test: install what is missing (Vulkan loader + Mesa's lavapipe, the sample data), then
 #            run every test.
 # make demo: the main job on the sample data: preprocess the sample CTs into PNG slices, drop
-#            the near-duplicates (the paper's Hash-6), show the GPU lim picks, benchmark
+#            the near-duplicates (the paper's Hash-6), pre-train a small ResNet with SwAV on
+#            the slices kept (the tiny preset, 200 steps), show the GPU lim picks, benchmark
 #            matmul on it.
 
 SHELL := /bin/bash
@@ -48,5 +49,7 @@ test: deps $(SAMPLES)
 demo: deps $(SAMPLES)
 	$(CARGO) run --release -- preprocess --output data/demo/slices $(DEMO_INPUTS)
 	$(CARGO) run --release -- reduce data/demo/slices data/demo/reduced --sheets 2
+	rm -rf data/demo/pretrain
+	$(CARGO) run --release -- pretrain --preset tiny --show-crops --out data/demo/pretrain data/demo/reduced
 	$(CARGO) run --release -- info
 	$(CARGO) run --release -- bench matmul --sizes 256,512,1024

@@ -400,3 +400,52 @@ fn the_torch_export_is_the_file_pytorch_checked() {
     assert!(String::from_utf8_lossy(&same.stderr).contains("would overwrite"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `lim bench swav-step` names its adapter and splits a step into its phases, next to a
+/// supervised step of the same backbone on the same crops.
+#[test]
+fn the_swav_step_bench_reports_phases_and_the_supervised_ratio() {
+    let out = common::lim(&[
+        "--tuning",
+        "off",
+        "bench",
+        "swav-step",
+        "--preset",
+        "tiny",
+        "--batch",
+        "4",
+        "--steps",
+        "1",
+        "--json",
+    ]);
+    let text = ok(&out);
+    let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(line["what"], "swav_step");
+    assert!(
+        line["adapter"].as_str().is_some_and(|a| !a.is_empty()),
+        "{line}"
+    );
+    for key in [
+        "step_ms",
+        "supervised_step_ms",
+        "swav_over_supervised",
+        "images_per_s",
+    ] {
+        assert!(
+            line[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key} in {line}"
+        );
+    }
+    let phases = line["phases"].as_object().unwrap();
+    for phase in [
+        "augmentation ms",
+        "backbone forward ms",
+        "backward ms",
+        "optimiser ms",
+    ] {
+        assert!(
+            phases[phase].as_f64().is_some_and(|v| v > 0.0),
+            "{phase} in {line}"
+        );
+    }
+}

@@ -27,17 +27,21 @@ pub struct Args {
     /// (seed 0)
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// Per-channel means subtracted after scaling pixels to [0, 1] (the checkpoint's, else
-    /// ImageNet's)
+    /// Per-channel means subtracted after scaling pixels to [0, 1], or one for every channel
+    /// (the checkpoint's, else ImageNet's)
     #[arg(long, value_delimiter = ',')]
     mean: Vec<f32>,
-    /// Per-channel standard deviations divided by (the checkpoint's, else ImageNet's)
+    /// Per-channel standard deviations divided by, or one for every channel (the
+    /// checkpoint's, else ImageNet's)
     #[arg(long, value_delimiter = ',')]
     std: Vec<f32>,
     /// Input channels of the network: 3 (torchvision's; grey images are replicated) or 1
     /// (the checkpoint's, else 3)
     #[arg(long)]
     in_channels: Option<usize>,
+    /// Width multiplier of the network (the checkpoint's, else 1: torchvision's)
+    #[arg(long)]
+    width: Option<f32>,
     /// Images per forward pass
     #[arg(long, default_value_t = 16)]
     batch: usize,
@@ -149,6 +153,7 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
         .unwrap_or(3);
     let per_channel = |given: &[f32], trained: Option<f32>, imagenet: [f32; 3]| match given {
         [] => trained.map_or(imagenet.to_vec(), |v| vec![v; 3]),
+        [one] => vec![*one; 3],
         v => v.to_vec(),
     };
     let mean = per_channel(
@@ -170,7 +175,7 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
     let config = ResNetConfig {
         arch,
         in_channels: channels,
-        width: swav.as_ref().map_or(1.0, |s| s.width),
+        width: args.width.or(swav.as_ref().map(|s| s.width)).unwrap_or(1.0),
         num_classes: None,
     };
     let model = match state {

@@ -130,7 +130,8 @@ impl PretrainConfig {
     }
 
     /// A run that takes minutes without a GPU: ResNet-18 at a quarter width, 2 x 64 + 6 x 32
-    /// px crops, 50 prototypes, batch 16, 200 steps with the intended schedule at FB's
+    /// px crops, 15 prototypes (about a batch, so that Sinkhorn's equal partition of a batch
+    /// still leaves each slice a clear code), batch 16, 200 steps with the intended schedule at FB's
     /// learning rate (LARS moves each layer by lr x 0.001 of its norm per step, so a short run
     /// needs FB's 4.8 rather than the paper's 0.15), prototypes frozen for 20 steps.
     pub fn tiny() -> PretrainConfig {
@@ -154,7 +155,7 @@ impl PretrainConfig {
             crops,
             hidden: 256,
             dim: 64,
-            prototypes: 50,
+            prototypes: 15,
             batch: 16,
             epochs: 100,
             max_steps: Some(200),
