@@ -32,14 +32,7 @@ pub fn list_images(paths: &[PathBuf]) -> Result<Vec<PathBuf>, lim::io::IoError> 
     for path in paths {
         if path.is_dir() {
             let found = lim::io::walk(std::slice::from_ref(path))?;
-            out.extend(found.into_iter().filter(|p| {
-                let ext = p
-                    .extension()
-                    .and_then(|e| e.to_str())
-                    .unwrap_or_default()
-                    .to_ascii_lowercase();
-                matches!(ext.as_str(), "png" | "jpg" | "jpeg")
-            }));
+            out.extend(found.into_iter().filter(|p| lim::data::is_image(p)));
         } else {
             out.push(path.clone());
         }

@@ -5,7 +5,7 @@ mod loader;
 mod slices;
 
 pub use loader::{Batch, Loader, LoaderOptions, epoch_order};
-pub use slices::{Skipped, SliceList, find_slices};
+pub use slices::{Skipped, SliceList, find_slices, is_image};
 
 use std::path::Path;
 

@@ -20,7 +20,8 @@ pub struct SliceList {
     pub skipped: Vec<Skipped>,
 }
 
-fn is_image(path: &Path) -> bool {
+/// Whether `path` names a PNG or JPEG file, by its extension.
+pub fn is_image(path: &Path) -> bool {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())

@@ -796,54 +796,41 @@ fn tuned(
 pub mod reference {
     use super::Conv2dDims;
 
-    /// The GEMM route's columns, as [`crate::Tensor::im2col_with`] builds them.
-    pub fn im2col(x: &[f32], d: &Conv2dDims, tap_major: bool) -> Vec<f64> {
+    /// Calls `f(x index, column index)` for every column entry im2col copies from x.
+    fn for_each_column_entry(d: &Conv2dDims, tap_major: bool, mut f: impl FnMut(usize, usize)) {
         let (taps, plane) = (d.gemm_taps(), d.oh * d.ow);
-        let mut cols = vec![0.0; d.n * taps * plane];
         for n in 0..d.n {
             for t in 0..d.c * d.kh * d.kw {
                 let (c, i, j) = (t / (d.kh * d.kw), t / d.kw % d.kh, t % d.kw);
+                let first = match tap_major {
+                    false => (n * taps + t) * plane,
+                    true => (t * d.n + n) * plane,
+                };
                 for p in 0..d.oh {
                     for q in 0..d.ow {
-                        let (Some(y), Some(z)) = (source(p, i, 0, d.h, d), source(q, j, 1, d.w, d))
-                        else {
-                            continue;
-                        };
-                        let at = match tap_major {
-                            false => (n * taps + t) * plane,
-                            true => (t * d.n + n) * plane,
-                        };
-                        cols[at + p * d.ow + q] = x[((n * d.c + c) * d.h + y) * d.w + z] as f64;
+                        if let (Some(y), Some(z)) =
+                            (source(p, i, 0, d.h, d), source(q, j, 1, d.w, d))
+                        {
+                            f(((n * d.c + c) * d.h + y) * d.w + z, first + p * d.ow + q);
+                        }
                     }
                 }
             }
         }
+    }
+
+    /// The GEMM route's columns, as [`crate::Tensor::im2col_with`] builds them.
+    pub fn im2col(x: &[f32], d: &Conv2dDims, tap_major: bool) -> Vec<f64> {
+        let mut cols = vec![0.0; d.n * d.gemm_taps() * d.oh * d.ow];
+        for_each_column_entry(d, tap_major, |at_x, at_col| cols[at_col] = x[at_x] as f64);
         cols
     }
 
     /// The input gradient from column gradients, as [`crate::Tensor::col2im_with`]: each
     /// column entry added back to the input element it was copied from.
     pub fn col2im(cols: &[f32], d: &Conv2dDims, tap_major: bool) -> Vec<f64> {
-        let (taps, plane) = (d.gemm_taps(), d.oh * d.ow);
         let mut dx = vec![0.0; d.n * d.c * d.h * d.w];
-        for n in 0..d.n {
-            for t in 0..d.c * d.kh * d.kw {
-                let (c, i, j) = (t / (d.kh * d.kw), t / d.kw % d.kh, t % d.kw);
-                for p in 0..d.oh {
-                    for q in 0..d.ow {
-                        let (Some(y), Some(z)) = (source(p, i, 0, d.h, d), source(q, j, 1, d.w, d))
-                        else {
-                            continue;
-                        };
-                        let at = match tap_major {
-                            false => (n * taps + t) * plane,
-                            true => (t * d.n + n) * plane,
-                        };
-                        dx[((n * d.c + c) * d.h + y) * d.w + z] += cols[at + p * d.ow + q] as f64;
-                    }
-                }
-            }
-        }
+        for_each_column_entry(d, tap_major, |at_x, at_col| dx[at_x] += cols[at_col] as f64);
         dx
     }
 

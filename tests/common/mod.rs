@@ -163,3 +163,28 @@ pub fn lim<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// Asserts that `module`'s named tensors and counts are exactly those of the golden file
+/// `end`, its counts equal, and hands each tensor to `check(name, got, want)`.
+pub fn assert_state_matches(
+    module: &dyn lim::nn::Visit,
+    end: &Golden,
+    mut check: impl FnMut(&str, &[f32], &[f32]),
+) {
+    use lim::nn::Entry;
+    let mut checked = Vec::new();
+    module.visit("", &mut |name, entry| {
+        checked.push(name.clone());
+        let got = match entry {
+            Entry::Param(v) => v.value().to_vec().unwrap(),
+            Entry::Buffer(t) => t.to_vec().unwrap(),
+            Entry::Count(n) => {
+                assert_eq!(vec![n as i64], end.ints(&name), "{name}");
+                return;
+            }
+        };
+        check(&name, &got, &end.values(&name));
+    });
+    checked.sort();
+    assert_eq!(checked, end.names());
+}
