@@ -4,8 +4,8 @@
 mod common;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use lim::Tensor;
 use lim::ops::conv2d::{Conv2dDims, ConvVariant, RESNET18_B16_64PX};
+use lim::{DType, Tensor};
 
 fn conv2d(c: &mut Criterion) {
     let gpu = common::gpu();
@@ -29,14 +29,16 @@ fn conv2d(c: &mut Criterion) {
             let id = |pass: &str| BenchmarkId::new(format!("{pass} {}", v.name()), name);
             group.bench_function(id("forward"), |b| {
                 b.iter(|| {
-                    let y = x.conv2d_with(&w, spec, v).unwrap();
+                    let y = x.conv2d_with(&w, spec, v, DType::F32).unwrap();
                     gpu.sync().unwrap();
                     y
                 })
             });
             group.bench_function(id("input grad"), |b| {
                 b.iter(|| {
-                    let dx = g.conv2d_backward_input_with(&w, &x_shape, spec, v).unwrap();
+                    let dx = g
+                        .conv2d_backward_input_with(&w, &x_shape, spec, v, DType::F32)
+                        .unwrap();
                     gpu.sync().unwrap();
                     dx
                 })
@@ -44,7 +46,7 @@ fn conv2d(c: &mut Criterion) {
             group.bench_function(id("weight grad"), |b| {
                 b.iter(|| {
                     let dw = g
-                        .conv2d_backward_weight_with(&x, &w_shape, spec, v)
+                        .conv2d_backward_weight_with(&x, &w_shape, spec, v, DType::F32)
                         .unwrap();
                     gpu.sync().unwrap();
                     dw

@@ -6,6 +6,9 @@
 // [K, N], or [N, K] when TRANS_B. C is stored [M, N]. Batch strides are in elements; a stride
 // of 0 broadcasts that operand over the batch.
 //
+// Operands: A and B are f32, or f16 where lim rewrites the `alias Operand` line (mixed
+// precision); products and sums stay f32, and C is f32.
+//
 // entry `main`
 //   bindings: 0 uniform Params, 1 A (read), 2 B (read), 3 C (read_write)
 //   workgroup: 16 x 16 x 1; invocation (x, y, z) computes C[batch z][row y][col x], where
@@ -28,22 +31,24 @@ override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
+alias Operand = f32;
+
+@group(0) @binding(1) var<storage, read> a: array<Operand>;
+@group(0) @binding(2) var<storage, read> b: array<Operand>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
 fn a_at(base: u32, row: u32, kk: u32) -> f32 {
     if TRANS_A {
-        return a[base + kk * p.m + row];
+        return f32(a[base + kk * p.m + row]);
     }
-    return a[base + row * p.k + kk];
+    return f32(a[base + row * p.k + kk]);
 }
 
 fn b_at(base: u32, kk: u32, col: u32) -> f32 {
     if TRANS_B {
-        return b[base + col * p.k + kk];
+        return f32(b[base + col * p.k + kk]);
     }
-    return b[base + kk * p.n + col];
+    return f32(b[base + kk * p.n + col]);
 }
 
 @compute @workgroup_size(16, 16, 1)

@@ -13,6 +13,9 @@
 // every other shape. Layouts and batch strides (in elements, multiples of 4 here) are as in
 // matmul_naive.wgsl.
 //
+// Operands: A and B are f32, or f16 where lim rewrites the `alias Operand4` line (mixed
+// precision); products and sums stay f32, and C is f32.
+//
 // entry `main`
 //   bindings: 0 uniform Params, 1 A as vec4 (read), 2 B as vec4 (read), 3 C as vec4 (read_write)
 //   workgroup: 8 x 8 x 1; invocation (x, y) of workgroup (wx, wy, wz) computes rows
@@ -39,8 +42,10 @@ override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
+alias Operand4 = vec4<f32>;
+
+@group(0) @binding(1) var<storage, read> a: array<Operand4>;
+@group(0) @binding(2) var<storage, read> b: array<Operand4>;
 @group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
 
 @compute @workgroup_size(8, 8, 1)
@@ -68,14 +73,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             if TRANS_A {
                 let quad = min(row0 / 4u + q, m4s - 1u);
                 rows = transpose(mat4x4<f32>(
-                    a[a_base + (4u * k4) * m4s + quad],
-                    a[a_base + (4u * k4 + 1u) * m4s + quad],
-                    a[a_base + (4u * k4 + 2u) * m4s + quad],
-                    a[a_base + (4u * k4 + 3u) * m4s + quad],
+                    vec4<f32>(a[a_base + (4u * k4) * m4s + quad]),
+                    vec4<f32>(a[a_base + (4u * k4 + 1u) * m4s + quad]),
+                    vec4<f32>(a[a_base + (4u * k4 + 2u) * m4s + quad]),
+                    vec4<f32>(a[a_base + (4u * k4 + 3u) * m4s + quad]),
                 ));
             } else {
                 for (var t = 0u; t < 4u; t++) {
-                    rows[t] = a[a_base + min(row0 + 4u * q + t, p.m - 1u) * k4s + k4];
+                    rows[t] = vec4<f32>(a[a_base + min(row0 + 4u * q + t, p.m - 1u) * k4s + k4]);
                 }
             }
             for (var t = 0u; t < 4u; t++) {

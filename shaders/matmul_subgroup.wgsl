@@ -12,6 +12,9 @@
 // TRANS_A). No invocation returns early: every lane takes part in every shuffle, and only
 // the stores are guarded.
 //
+// Operands: A and B are f32, or f16 where lim rewrites the `alias Operand4` line (mixed
+// precision); products and sums stay f32, and C is f32.
+//
 // entry `main`
 //   bindings: 0 uniform Params, 1 A as vec4 (read), 2 B as vec4 (read), 3 C as vec4 (read_write)
 //   workgroup: 64 x 1 x 1, that is 64 / SG subgroups. Subgroup s of workgroup (wx, wy, wz)
@@ -43,8 +46,10 @@ override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
+alias Operand4 = vec4<f32>;
+
+@group(0) @binding(1) var<storage, read> a: array<Operand4>;
+@group(0) @binding(2) var<storage, read> b: array<Operand4>;
 @group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
 
 @compute @workgroup_size(64)
@@ -70,9 +75,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) subgroup: u
             let u = min(g * SG + lane, ROWS - 1u);
             if TRANS_A {
                 let quad = min(row0 / 4u + u / 4u, m4s - 1u);
-                mine[g] = a[a_base + (4u * k4 + u % 4u) * m4s + quad];
+                mine[g] = vec4<f32>(a[a_base + (4u * k4 + u % 4u) * m4s + quad]);
             } else {
-                mine[g] = a[a_base + min(row0 + u, p.m - 1u) * k4s + k4];
+                mine[g] = vec4<f32>(a[a_base + min(row0 + u, p.m - 1u) * k4s + k4]);
             }
         }
         let b_blk = b_block(b_base, k4, k4s, n4s, group0);

@@ -6,6 +6,9 @@
 //
 // Layouts, batch strides and the dispatch split are as in matmul_naive.wgsl.
 //
+// Operands: A and B are f32, or f16 where lim rewrites the `alias Operand` line (mixed
+// precision); products and sums stay f32, and C is f32.
+//
 // entry `main`
 //   bindings: 0 uniform Params, 1 A (read), 2 B (read), 3 C (read_write)
 //   workgroup: 16 x 16 x 1; workgroup (x, y, z) computes rows 64y..64y+64 and columns
@@ -31,8 +34,10 @@ const TILE: u32 = 64u;
 const TILE_K: u32 = 16u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
+alias Operand = f32;
+
+@group(0) @binding(1) var<storage, read> a: array<Operand>;
+@group(0) @binding(2) var<storage, read> b: array<Operand>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
 var<workgroup> a_tile: array<array<f32, TILE>, TILE_K>;
@@ -43,9 +48,9 @@ fn a_at(base: u32, row: u32, kk: u32) -> f32 {
         return 0.0;
     }
     if TRANS_A {
-        return a[base + kk * p.m + row];
+        return f32(a[base + kk * p.m + row]);
     }
-    return a[base + row * p.k + kk];
+    return f32(a[base + row * p.k + kk]);
 }
 
 fn b_at(base: u32, kk: u32, col: u32) -> f32 {
@@ -53,9 +58,9 @@ fn b_at(base: u32, kk: u32, col: u32) -> f32 {
         return 0.0;
     }
     if TRANS_B {
-        return b[base + col * p.k + kk];
+        return f32(b[base + col * p.k + kk]);
     }
-    return b[base + kk * p.n + col];
+    return f32(b[base + kk * p.n + col]);
 }
 
 @compute @workgroup_size(16, 16, 1)

@@ -14,17 +14,17 @@ fn b_block(b_base: u32, k4: u32, k4s: u32, n4s: u32, group0: u32) -> array<array
         let g = min(group0 + j, n4s - 1u);
         if TRANS_B {
             let cols = transpose(mat4x4<f32>(
-                b[b_base + (4u * g) * k4s + k4],
-                b[b_base + (4u * g + 1u) * k4s + k4],
-                b[b_base + (4u * g + 2u) * k4s + k4],
-                b[b_base + (4u * g + 3u) * k4s + k4],
+                vec4<f32>(b[b_base + (4u * g) * k4s + k4]),
+                vec4<f32>(b[b_base + (4u * g + 1u) * k4s + k4]),
+                vec4<f32>(b[b_base + (4u * g + 2u) * k4s + k4]),
+                vec4<f32>(b[b_base + (4u * g + 3u) * k4s + k4]),
             ));
             for (var i = 0u; i < 4u; i++) {
                 block[i][j] = cols[i];
             }
         } else {
             for (var i = 0u; i < 4u; i++) {
-                block[i][j] = b[b_base + (4u * k4 + i) * n4s + g];
+                block[i][j] = vec4<f32>(b[b_base + (4u * k4 + i) * n4s + g]);
             }
         }
     }

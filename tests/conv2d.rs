@@ -7,9 +7,9 @@
 mod common;
 
 use common::{Golden, assert_close, assert_relative, gpu, random};
-use lim::Tensor;
 use lim::autograd::Var;
 use lim::ops::conv2d::{ColumnLayout, Conv2dDims, Conv2dSpec, ConvVariant, reference};
+use lim::{DType, Tensor};
 
 struct Case {
     x: [usize; 4],
@@ -77,12 +77,14 @@ fn every_variant_and_pass_matches_the_reference() {
         for v in ConvVariant::ALL {
             let what =
                 |pass: &str| format!("{pass} {} {:?} w {:?} {:?}", v.name(), c.x, c.w, c.spec);
-            let y = x.conv2d_with(&w, c.spec, v).unwrap();
+            let y = x.conv2d_with(&w, c.spec, v, DType::F32).unwrap();
             assert_eq!(y.shape(), d.out_shape());
             assert_close(&what("forward"), &y.to_vec().unwrap(), &want_y, |_| {
                 terms[0]
             });
-            let dx = g.conv2d_backward_input_with(&w, &c.x, c.spec, v).unwrap();
+            let dx = g
+                .conv2d_backward_input_with(&w, &c.x, c.spec, v, DType::F32)
+                .unwrap();
             assert_eq!(dx.shape(), c.x);
             assert_close(
                 &what("input gradient"),
@@ -90,7 +92,9 @@ fn every_variant_and_pass_matches_the_reference() {
                 &want_dx,
                 |_| terms[1],
             );
-            let dw = g.conv2d_backward_weight_with(&x, &c.w, c.spec, v).unwrap();
+            let dw = g
+                .conv2d_backward_weight_with(&x, &c.w, c.spec, v, DType::F32)
+                .unwrap();
             assert_eq!(dw.shape(), c.w);
             assert_close(
                 &what("weight gradient"),
@@ -106,6 +110,74 @@ fn every_variant_and_pass_matches_the_reference() {
             &want_y,
             |_| terms[0],
         );
+    }
+}
+
+/// Mixed precision: the GEMM routes with f16 operands equal the reference on the operands
+/// rounded to f16, within the f32 bounds (products of f16 values are exact in f32); the
+/// direct route refuses them.
+#[test]
+fn f16_operands_match_the_reference_on_rounded_inputs() {
+    let gpu = gpu();
+    let rounded = |v: Vec<f32>| -> Vec<f32> {
+        v.into_iter()
+            .map(|x| half::f16::from_f32(x).to_f32())
+            .collect()
+    };
+    for (k, c) in cases().iter().enumerate() {
+        let d = Conv2dDims::infer(&c.x, &c.w, c.spec).unwrap();
+        let (hx, hw) = (
+            random(c.x.iter().product(), k as u64),
+            random(c.w.iter().product(), 40 + k as u64),
+        );
+        let hg = random(d.out_shape().iter().product(), 80 + k as u64);
+        let (rx, rw, rg) = (
+            rounded(hx.clone()),
+            rounded(hw.clone()),
+            rounded(hg.clone()),
+        );
+        let x = Tensor::from_slice(&gpu, &c.x, &hx).unwrap();
+        let w = Tensor::from_slice(&gpu, &c.w, &hw).unwrap();
+        let g = Tensor::from_slice(&gpu, &d.out_shape(), &hg).unwrap();
+        let want_y = reference::forward(&f64s(&rx), &f64s(&rw), &d);
+        let want_dx = reference::backward_input(&f64s(&rg), &f64s(&rw), &d);
+        let want_dw = reference::backward_weight(&f64s(&rg), &f64s(&rx), &d);
+        let terms =
+            [d.c * d.kh * d.kw, d.o * d.kh * d.kw, d.n * d.oh * d.ow].map(|t| 1e-6 * t as f64);
+        let f16 = DType::F16;
+        for v in [ConvVariant::Gemm, ConvVariant::GemmBatch] {
+            let what = |pass: &str| format!("f16 {pass} {} {:?} w {:?}", v.name(), c.x, c.w);
+            let y = x.conv2d_with(&w, c.spec, v, f16).unwrap();
+            assert_eq!(y.dtype(), DType::F32);
+            assert_close(&what("forward"), &y.to_vec().unwrap(), &want_y, |_| {
+                terms[0]
+            });
+            let dx = g.conv2d_backward_input_with(&w, &c.x, c.spec, v, f16);
+            assert_close(
+                &what("input gradient"),
+                &dx.unwrap().to_vec().unwrap(),
+                &want_dx,
+                |_| terms[1],
+            );
+            let dw = g.conv2d_backward_weight_with(&x, &c.w, c.spec, v, f16);
+            assert_close(
+                &what("weight gradient"),
+                &dw.unwrap().to_vec().unwrap(),
+                &want_dw,
+                |_| terms[2],
+            );
+        }
+        let tuned = x.conv2d_in(&w, c.spec, f16).unwrap();
+        assert_close(
+            &format!("tuned f16 {:?}", c.x),
+            &tuned.to_vec().unwrap(),
+            &want_y,
+            |_| terms[0],
+        );
+        let err = x
+            .conv2d_with(&w, c.spec, ConvVariant::Direct, f16)
+            .unwrap_err();
+        assert!(err.to_string().contains("f32 operands only"), "{err}");
     }
 }
 
@@ -161,9 +233,9 @@ fn more_outputs_than_65535_workgroups() {
     // on such grids in tests/matmul.rs).
     let direct = ConvVariant::Direct;
     let spec = Conv2dSpec::default();
-    let y = x.conv2d_with(&w, spec, direct).unwrap();
+    let y = x.conv2d_with(&w, spec, direct, DType::F32).unwrap();
     let dx = y
-        .conv2d_backward_input_with(&w, x.shape(), spec, direct)
+        .conv2d_backward_input_with(&w, x.shape(), spec, direct, DType::F32)
         .unwrap();
     let [y, dx] = [y, dx].map(|t| t.to_vec().unwrap());
     assert_eq!(
@@ -261,12 +333,12 @@ fn a_batch_too_large_for_one_binding_is_split() {
     let want_dx = reference::backward_input(&f64s(&hg), &f64s(&hw), &d);
     let want_dw = reference::backward_weight(&f64s(&hg), &f64s(&hx), &d);
     for variant in ConvVariant::ALL {
-        let y = x.conv2d_with(&w, spec, variant).unwrap();
+        let y = x.conv2d_with(&w, spec, variant, DType::F32).unwrap();
         let dx = g
-            .conv2d_backward_input_with(&w, &x_shape, spec, variant)
+            .conv2d_backward_input_with(&w, &x_shape, spec, variant, DType::F32)
             .unwrap();
         let dw = g
-            .conv2d_backward_weight_with(&x, &w_shape, spec, variant)
+            .conv2d_backward_weight_with(&x, &w_shape, spec, variant, DType::F32)
             .unwrap();
         for (what, got, want) in [
             ("forward", y, &want_y),

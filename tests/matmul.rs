@@ -4,8 +4,9 @@
 mod common;
 
 use common::{EPS, assert_close, gpu, random};
+use half::f16;
 use lim::ops::matmul::{MatmulDims, MatmulOptions, MatmulVariant, reference};
-use lim::{Error, Tensor};
+use lim::{DType, Error, Tensor};
 
 const TRANSPOSES: [MatmulOptions; 4] = [
     MatmulOptions {
@@ -50,20 +51,26 @@ fn stored(rows: usize, cols: usize, transposed: bool) -> [usize; 2] {
     }
 }
 
-/// Runs `variant` (or the autotuned choice) and compares with the reference; the bound is
-/// k·eps·Σ|a·b|, twice the worst case of f32 dot products.
+/// Runs `variant` (or the autotuned choice) on operands stored as `dtype` and compares with
+/// the reference on the values stored; the bound is k·eps·Σ|a·b|, twice the worst case of f32
+/// dot products (f16 operands' products are exact in f32, and their sums f32).
 fn check(
     a_shape: &[usize],
     b_shape: &[usize],
     opts: MatmulOptions,
     variant: Option<MatmulVariant>,
     seed: u64,
+    dtype: DType,
 ) {
     let gpu = gpu();
     let (na, nb) = (a_shape.iter().product(), b_shape.iter().product());
-    let (ha, hb) = (random(na, seed), random(nb, seed + 1));
-    let a = Tensor::from_slice(&gpu, a_shape, &ha).unwrap();
-    let b = Tensor::from_slice(&gpu, b_shape, &hb).unwrap();
+    let stored_as = |v: Vec<f32>| match dtype {
+        DType::F32 => v,
+        DType::F16 => v.into_iter().map(|x| f16::from_f32(x).to_f32()).collect(),
+    };
+    let (ha, hb) = (stored_as(random(na, seed)), stored_as(random(nb, seed + 1)));
+    let a = Tensor::from_slice_as(&gpu, a_shape, &ha, dtype).unwrap();
+    let b = Tensor::from_slice_as(&gpu, b_shape, &hb, dtype).unwrap();
     let dims = MatmulDims::infer(a_shape, b_shape, opts).unwrap();
     let out = match variant {
         Some(v) => a.matmul_with(&b, opts, v).unwrap(),
@@ -71,7 +78,7 @@ fn check(
     };
     let (want, scale) = reference::matmul(&ha, &hb, &dims);
     let name = variant.map_or("autotuned".to_string(), |v| v.name());
-    let what = format!("{name} {a_shape:?}·{b_shape:?} {opts:?}");
+    let what = format!("{name} {dtype:?} {a_shape:?}·{b_shape:?} {opts:?}");
     assert_eq!(out.numel(), dims.batch * dims.m * dims.n, "{what}: size");
     assert_eq!(
         &out.shape()[out.shape().len() - 2..],
@@ -83,8 +90,7 @@ fn check(
     });
 }
 
-#[test]
-fn every_variant_every_transpose_awkward_sizes() {
+fn every_variant_every_transpose(dtype: DType) {
     for variant in MatmulVariant::available(&gpu())
         .into_iter()
         .map(Some)
@@ -96,11 +102,36 @@ fn every_variant_every_transpose_awkward_sizes() {
                 let b = stored(k, n, opts.trans_b);
                 let dims = MatmulDims::infer(&a, &b, opts).unwrap();
                 if variant.is_none_or(|v| v.supports(&dims)) {
-                    check(&a, &b, opts, variant, s as u64);
+                    check(&a, &b, opts, variant, s as u64, dtype);
                 }
             }
         }
     }
+}
+
+#[test]
+fn every_variant_every_transpose_awkward_sizes() {
+    every_variant_every_transpose(DType::F32);
+}
+
+#[test]
+fn f16_operands_every_variant_every_transpose_awkward_sizes() {
+    let gpu = gpu();
+    assert!(
+        gpu.features().contains(wgpu::Features::SHADER_F16),
+        "adapter `{}` lacks SHADER_F16, which the f16 operand kernels need",
+        gpu.info().name
+    );
+    every_variant_every_transpose(DType::F16);
+}
+
+#[test]
+fn operands_of_different_dtypes_are_refused() {
+    let gpu = gpu();
+    let a = Tensor::from_slice(&gpu, &[2, 2], &[1.0; 4]).unwrap();
+    let b = Tensor::from_slice_as(&gpu, &[2, 2], &[1.0; 4], DType::F16).unwrap();
+    let err = a.matmul(&b).unwrap_err();
+    assert!(matches!(err, Error::DType { op: "matmul", .. }), "{err}");
 }
 
 #[test]
@@ -175,9 +206,11 @@ fn batched_and_broadcast_operands() {
             let (m, n, k) = (8, 12, 16);
             let a = stored(m, k, opts.trans_a);
             let b = stored(k, n, opts.trans_b);
-            check(&[3, a[0], a[1]], &[3, b[0], b[1]], opts, variant, 1);
-            check(&[a[0], a[1]], &[2, 3, b[0], b[1]], opts, variant, 2);
-            check(&[5, a[0], a[1]], &[b[0], b[1]], opts, variant, 3);
+            for dtype in [DType::F32, DType::F16] {
+                check(&[3, a[0], a[1]], &[3, b[0], b[1]], opts, variant, 1, dtype);
+                check(&[a[0], a[1]], &[2, 3, b[0], b[1]], opts, variant, 2, dtype);
+                check(&[5, a[0], a[1]], &[b[0], b[1]], opts, variant, 3, dtype);
+            }
         }
     }
     let gpu = gpu();
@@ -200,6 +233,7 @@ fn grids_wider_than_one_dimension_allows() {
         plain,
         Some(MatmulVariant::Naive),
         20,
+        DType::F32,
     );
     check(
         &[64 * max + 3, 1],
@@ -207,6 +241,7 @@ fn grids_wider_than_one_dimension_allows() {
         plain,
         Some(MatmulVariant::Tiled),
         21,
+        DType::F32,
     );
     check(
         &[32 * max + 5, 4],
@@ -214,6 +249,7 @@ fn grids_wider_than_one_dimension_allows() {
         plain,
         Some(MatmulVariant::Reg { rows: 4, cols4: 1 }),
         22,
+        DType::F32,
     );
     let info = gpu.info();
     let smallest_subgroup_tile = MatmulVariant::available(&gpu)
@@ -230,6 +266,7 @@ fn grids_wider_than_one_dimension_allows() {
             plain,
             Some(variant),
             25,
+            DType::F32,
         );
     }
     // Columns, and batches.
@@ -239,9 +276,17 @@ fn grids_wider_than_one_dimension_allows() {
         plain,
         Some(MatmulVariant::Naive),
         23,
+        DType::F32,
     );
     for variant in one_of_each_family() {
-        check(&[max + 2, 1, 4], &[max + 2, 4, 4], plain, variant, 24);
+        check(
+            &[max + 2, 1, 4],
+            &[max + 2, 4, 4],
+            plain,
+            variant,
+            24,
+            DType::F32,
+        );
     }
 }
 

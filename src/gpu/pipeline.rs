@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::shader::{Shader, specialise};
+use super::shader::{Shader, specialise, with_f16_operands};
 use super::{Gpu, GpuError, feature_name};
 
 /// A compiled compute pipeline and the layout of its bind group 0.
@@ -15,8 +15,8 @@ pub struct Kernel {
     pub label: String,
 }
 
-/// A shader with its specialised `const`s.
-type ModuleKey = (&'static str, Vec<(String, u32)>);
+/// A shader with its specialised `const`s and whether its operands are f16.
+type ModuleKey = (&'static str, Vec<(String, u32)>, bool);
 
 #[derive(Hash, PartialEq, Eq)]
 struct Key {
@@ -58,6 +58,19 @@ impl Gpu {
         entry: &str,
         constants: &[(&str, f64)],
     ) -> Result<Arc<Kernel>, GpuError> {
+        self.operand_kernel(shader, consts, false, entry, constants)
+    }
+
+    /// As [`Gpu::specialised_kernel`], with the shader's operand type alias rewritten to f16
+    /// where `f16_operands` (see [`with_f16_operands`]); that needs SHADER_F16.
+    pub fn operand_kernel(
+        &self,
+        shader: &'static Shader,
+        consts: &[(&str, u32)],
+        f16_operands: bool,
+        entry: &str,
+        constants: &[(&str, f64)],
+    ) -> Result<Arc<Kernel>, GpuError> {
         let mut overrides: Vec<(String, u64)> = constants
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_bits()))
@@ -67,14 +80,18 @@ impl Gpu {
             consts.iter().map(|(k, v)| (k.to_string(), *v)).collect();
         specialised.sort();
         let key = Key {
-            module: (shader.name, specialised),
+            module: (shader.name, specialised, f16_operands),
             entry: entry.to_string(),
             constants: overrides,
         };
         if let Some(kernel) = self.pipelines.kernels.lock().unwrap().get(&key) {
             return Ok(kernel.clone());
         }
-        let missing = shader.features - self.features;
+        let mut needs = shader.features;
+        if f16_operands {
+            needs |= wgpu::Features::SHADER_F16;
+        }
+        let missing = needs - self.features;
         if !missing.is_empty() {
             return Err(GpuError::MissingFeature {
                 what: format!("shader {}", shader.name),
@@ -86,6 +103,7 @@ impl Gpu {
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .chain(constants.iter().map(|(k, v)| format!("{k}={v}")))
+            .chain(f16_operands.then(|| "f16".to_string()))
             .collect();
         let label = if spec.is_empty() {
             format!("{}::{entry}", shader.name)
@@ -133,11 +151,16 @@ impl Gpu {
             return Ok(module.clone());
         }
         let consts: Vec<(&str, u32)> = key.1.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        let source = specialise(shader.source, &consts).map_err(|message| GpuError::Shader {
-            shader: shader.name.to_string(),
-            adapter: self.info.name.clone(),
-            message,
-        })?;
+        let source = specialise(shader.source, &consts)
+            .and_then(|s| match key.2 {
+                true => with_f16_operands(&s),
+                false => Ok(s),
+            })
+            .map_err(|message| GpuError::Shader {
+                shader: shader.name.to_string(),
+                adapter: self.info.name.clone(),
+                message,
+            })?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let desc = wgpu::ShaderModuleDescriptor {
             label: Some(shader.name),

@@ -107,9 +107,54 @@ pub fn specialise(source: &str, consts: &[(&str, u32)]) -> Result<String, String
     Ok(out)
 }
 
+/// `source` with its operands in f16: `enable f16;` first, and its one operand alias
+/// (`alias Operand = f32;` or `alias Operand4 = vec4<f32>;`, at the start of a line) rewritten
+/// to f16. Kernels read operands through the alias and convert each read to f32, so one source
+/// serves both precisions.
+pub fn with_f16_operands(source: &str) -> Result<String, String> {
+    const ALIASES: [(&str, &str); 2] = [
+        ("alias Operand = f32;", "alias Operand = f16;"),
+        ("alias Operand4 = vec4<f32>;", "alias Operand4 = vec4<f16>;"),
+    ];
+    let mut hits = 0;
+    let lines: Vec<&str> = source
+        .lines()
+        .map(|line| match ALIASES.iter().find(|(f32, _)| line == *f32) {
+            Some((_, f16)) => {
+                hits += 1;
+                *f16
+            }
+            None => line,
+        })
+        .collect();
+    match hits {
+        1 => Ok(format!("enable f16;\n{}\n", lines.join("\n"))),
+        0 => Err(
+            "no `alias Operand = f32;` or `alias Operand4 = vec4<f32>;` line to make f16".into(),
+        ),
+        _ => Err("more than one operand alias".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::specialise;
+    use super::{specialise, with_f16_operands};
+
+    #[test]
+    fn f16_operands_rewrite_the_one_alias() {
+        let src = "// alias Operand = f32;\nalias Operand = f32;\nfn f() {}\n";
+        assert_eq!(
+            with_f16_operands(src).unwrap(),
+            "enable f16;\n// alias Operand = f32;\nalias Operand = f16;\nfn f() {}\n"
+        );
+        assert!(with_f16_operands("fn f() {}\n").is_err());
+        let twice = "alias Operand = f32;\nalias Operand4 = vec4<f32>;\n";
+        assert!(
+            with_f16_operands(twice)
+                .unwrap_err()
+                .contains("more than one")
+        );
+    }
 
     #[test]
     fn specialise_rewrites_named_constants_only() {

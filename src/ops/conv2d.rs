@@ -3,6 +3,10 @@
 //! direct loops (one invocation per output element), and GEMM, which lays the input out as
 //! columns (`im2col`, skipped for a pointwise 1 x 1 convolution) and multiplies them with
 //! lim's autotuned matmul; the input gradient goes back through `col2im`.
+//!
+//! Mixed precision: the GEMM routes take their operands (columns, weights, output gradients)
+//! in f16 where asked (`operands = DType::F16`), as PyTorch's autocast runs convolutions;
+//! products and sums stay f32, and so do the results. The direct route is f32 only.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -289,9 +293,27 @@ fn require_f32(t: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// Refuses f16 operands on the direct route, which computes in f32 only.
+fn require_route(variant: ConvVariant, operands: DType) -> Result<()> {
+    if variant == ConvVariant::Direct && operands != DType::F32 {
+        return Err(Error::InvalidArgument {
+            op: "conv2d",
+            why: format!("the direct variant takes f32 operands only, not {operands:?}"),
+        });
+    }
+    Ok(())
+}
+
+/// A GEMM operand in the precision asked for.
+fn operand(t: Tensor, dtype: DType) -> Result<Tensor> {
+    match t.dtype() == dtype {
+        true => Ok(t),
+        false => t.cast(dtype),
+    }
+}
+
 /// Runs entry `entry` of conv2d.wgsl with one invocation per element of a new tensor of
 /// `shape`.
-/// One invocation per element of a new `shape` tensor.
 fn launch(
     entry: &str,
     params: Params,
@@ -475,11 +497,16 @@ impl Tensor {
     /// The convolution of `self [N, C, H, W]` with `weight [O, C, KH, KW]`, without bias,
     /// with the variant the autotuner picks.
     pub fn conv2d(&self, weight: &Tensor, spec: Conv2dSpec) -> Result<Tensor> {
+        self.conv2d_in(weight, spec, DType::F32)
+    }
+
+    /// [`Tensor::conv2d`] with the GEMM's operands in `operands`.
+    pub fn conv2d_in(&self, weight: &Tensor, spec: Conv2dSpec, operands: DType) -> Result<Tensor> {
         let d = Conv2dDims::infer(self.shape(), weight.shape(), spec)?;
-        let variant = tuned(&d, ConvPass::Forward, self, |v| {
-            self.conv2d_with(weight, spec, v)
+        let variant = tuned(&d, ConvPass::Forward, self, operands, |v| {
+            self.conv2d_with(weight, spec, v, operands)
         })?;
-        self.conv2d_with(weight, spec, variant)
+        self.conv2d_with(weight, spec, variant, operands)
     }
 
     pub fn conv2d_with(
@@ -487,12 +514,14 @@ impl Tensor {
         weight: &Tensor,
         spec: Conv2dSpec,
         variant: ConvVariant,
+        operands: DType,
     ) -> Result<Tensor> {
         require_f32(self)?;
         require_f32(weight)?;
+        require_route(variant, operands)?;
         let d = Conv2dDims::infer(self.shape(), weight.shape(), spec)?;
         let parts = by_batch_chunks(&d, variant, self, |start, len| {
-            batch_part(self, start, len)?.conv2d_whole(weight, spec, variant)
+            batch_part(self, start, len)?.conv2d_whole(weight, spec, variant, operands)
         })?;
         join_batch(parts)
     }
@@ -556,6 +585,7 @@ impl Tensor {
         weight: &Tensor,
         spec: Conv2dSpec,
         variant: ConvVariant,
+        operands: DType,
     ) -> Result<Tensor> {
         let d = Conv2dDims::infer(self.shape(), weight.shape(), spec)?;
         match variant {
@@ -563,12 +593,13 @@ impl Tensor {
                 launch("forward", d.params(), self, Some(weight), &d.out_shape())
             }
             ConvVariant::Gemm => {
-                let w = gemm_weight(weight, &d)?;
-                w.matmul(&columns(self, &d)?)?.reshape(&d.out_shape())
+                let w = operand(gemm_weight(weight, &d)?, operands)?;
+                let cols = operand(columns(self, &d)?, operands)?;
+                w.matmul(&cols)?.reshape(&d.out_shape())
             }
             ConvVariant::GemmBatch => {
-                let w = gemm_weight(weight, &d)?;
-                let y = w.matmul(&columns_tap_major(self, &d)?)?;
+                let w = operand(gemm_weight(weight, &d)?, operands)?;
+                let y = w.matmul(&operand(columns_tap_major(self, &d)?, operands)?)?;
                 launch(
                     "swap_batch_channels",
                     d.tap_major_params(),
@@ -588,11 +619,22 @@ impl Tensor {
         x_shape: &[usize],
         spec: Conv2dSpec,
     ) -> Result<Tensor> {
+        self.conv2d_backward_input_in(weight, x_shape, spec, DType::F32)
+    }
+
+    /// [`Tensor::conv2d_backward_input`] with the GEMM's operands in `operands`.
+    pub fn conv2d_backward_input_in(
+        &self,
+        weight: &Tensor,
+        x_shape: &[usize],
+        spec: Conv2dSpec,
+        operands: DType,
+    ) -> Result<Tensor> {
         let d = self.backward_dims(x_shape, weight.shape(), spec)?;
-        let variant = tuned(&d, ConvPass::BackwardInput, self, |v| {
-            self.conv2d_backward_input_with(weight, x_shape, spec, v)
+        let variant = tuned(&d, ConvPass::BackwardInput, self, operands, |v| {
+            self.conv2d_backward_input_with(weight, x_shape, spec, v, operands)
         })?;
-        self.conv2d_backward_input_with(weight, x_shape, spec, variant)
+        self.conv2d_backward_input_with(weight, x_shape, spec, variant, operands)
     }
 
     pub fn conv2d_backward_input_with(
@@ -601,7 +643,9 @@ impl Tensor {
         x_shape: &[usize],
         spec: Conv2dSpec,
         variant: ConvVariant,
+        operands: DType,
     ) -> Result<Tensor> {
+        require_route(variant, operands)?;
         let d = self.backward_dims(x_shape, weight.shape(), spec)?;
         let parts = by_batch_chunks(&d, variant, self, |start, len| {
             let mut part_shape = x_shape.to_vec();
@@ -611,6 +655,7 @@ impl Tensor {
                 &part_shape,
                 spec,
                 variant,
+                operands,
             )
         })?;
         join_batch(parts)
@@ -622,6 +667,7 @@ impl Tensor {
         x_shape: &[usize],
         spec: Conv2dSpec,
         variant: ConvVariant,
+        operands: DType,
     ) -> Result<Tensor> {
         let d = self.backward_dims(x_shape, weight.shape(), spec)?;
         match variant {
@@ -629,8 +675,8 @@ impl Tensor {
                 launch("backward_input", d.params(), self, Some(weight), x_shape)
             }
             ConvVariant::Gemm => {
-                let w = gemm_weight(weight, &d)?;
-                let g = self.reshape(&[d.n, d.o, d.plane()])?;
+                let w = operand(gemm_weight(weight, &d)?, operands)?;
+                let g = operand(self.reshape(&[d.n, d.o, d.plane()])?, operands)?;
                 let dcols = w.matmul_t(&g, TN)?;
                 if d.pointwise() {
                     return dcols.reshape(x_shape);
@@ -638,8 +684,8 @@ impl Tensor {
                 uncolumns(&dcols, d.params(), &d, x_shape)
             }
             ConvVariant::GemmBatch => {
-                let w = gemm_weight(weight, &d)?;
-                let g = batch_to_channels(self, &d)?;
+                let w = operand(gemm_weight(weight, &d)?, operands)?;
+                let g = operand(batch_to_channels(self, &d)?, operands)?;
                 let dcols = w.matmul_t(&g, TN)?;
                 uncolumns(&dcols, d.tap_major_params(), &d, x_shape)
             }
@@ -654,11 +700,22 @@ impl Tensor {
         w_shape: &[usize],
         spec: Conv2dSpec,
     ) -> Result<Tensor> {
+        self.conv2d_backward_weight_in(x, w_shape, spec, DType::F32)
+    }
+
+    /// [`Tensor::conv2d_backward_weight`] with the GEMM's operands in `operands`.
+    pub fn conv2d_backward_weight_in(
+        &self,
+        x: &Tensor,
+        w_shape: &[usize],
+        spec: Conv2dSpec,
+        operands: DType,
+    ) -> Result<Tensor> {
         let d = self.backward_dims(x.shape(), w_shape, spec)?;
-        let variant = tuned(&d, ConvPass::BackwardWeight, self, |v| {
-            self.conv2d_backward_weight_with(x, w_shape, spec, v)
+        let variant = tuned(&d, ConvPass::BackwardWeight, self, operands, |v| {
+            self.conv2d_backward_weight_with(x, w_shape, spec, v, operands)
         })?;
-        self.conv2d_backward_weight_with(x, w_shape, spec, variant)
+        self.conv2d_backward_weight_with(x, w_shape, spec, variant, operands)
     }
 
     pub fn conv2d_backward_weight_with(
@@ -667,7 +724,9 @@ impl Tensor {
         w_shape: &[usize],
         spec: Conv2dSpec,
         variant: ConvVariant,
+        operands: DType,
     ) -> Result<Tensor> {
+        require_route(variant, operands)?;
         let d = self.backward_dims(x.shape(), w_shape, spec)?;
         let parts = by_batch_chunks(&d, variant, self, |start, len| {
             batch_part(self, start, len)?.conv2d_backward_weight_whole(
@@ -675,6 +734,7 @@ impl Tensor {
                 w_shape,
                 spec,
                 variant,
+                operands,
             )
         })?;
         // The weight gradient sums over the images, so over the chunks.
@@ -691,6 +751,7 @@ impl Tensor {
         w_shape: &[usize],
         spec: Conv2dSpec,
         variant: ConvVariant,
+        operands: DType,
     ) -> Result<Tensor> {
         let d = self.backward_dims(x.shape(), w_shape, spec)?;
         match variant {
@@ -698,8 +759,8 @@ impl Tensor {
             // Both GEMM variants sum over images and pixels in one product:
             // [O, N OH OW] x [taps, N OH OW]^T.
             ConvVariant::Gemm | ConvVariant::GemmBatch => {
-                let g = batch_to_channels(self, &d)?;
-                let dw = g.matmul_t(&columns_tap_major(x, &d)?, NT)?;
+                let g = operand(batch_to_channels(self, &d)?, operands)?;
+                let dw = g.matmul_t(&operand(columns_tap_major(x, &d)?, operands)?, NT)?;
                 copy_columns(&dw, &d, d.gemm_taps(), d.taps())?.reshape(w_shape)
             }
         }
@@ -778,17 +839,21 @@ fn tuned(
     d: &Conv2dDims,
     pass: ConvPass,
     on: &Tensor,
+    operands: DType,
     run: impl Fn(ConvVariant) -> Result<Tensor>,
 ) -> Result<ConvVariant> {
     let candidates: Vec<String> = ConvVariant::ALL
         .iter()
+        .filter(|v| require_route(**v, operands).is_ok())
         .map(|v| v.name().to_string())
         .collect();
-    let choice = on
-        .gpu()
-        .autotune(&d.tune_key(&format!("{pass:?}")), &candidates, |name| {
-            run(ConvVariant::from_name(name)).map(drop)
-        })?;
+    let key = match operands {
+        DType::F32 => d.tune_key(&format!("{pass:?}")),
+        DType::F16 => d.tune_key(&format!("{pass:?}/f16")),
+    };
+    let choice = on.gpu().autotune(&key, &candidates, |name| {
+        run(ConvVariant::from_name(name)).map(drop)
+    })?;
     Ok(ConvVariant::from_name(&choice))
 }
 

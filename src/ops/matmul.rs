@@ -1,6 +1,8 @@
 //! Matrix multiplication with optional transposes and a batch dimension:
 //! `shaders/matmul_naive.wgsl`, `matmul_tiled.wgsl`, `matmul_reg.wgsl` and
 //! `matmul_subgroup.wgsl`, one of which the autotuner picks per adapter and shape class.
+//! Operands are both f32, or both f16 (mixed precision: each kernel converts what it reads to
+//! f32, so the products are exact and the sums f32); the product is f32.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -271,21 +273,19 @@ impl Tensor {
         self.matmul_with(other, opts, variant)
     }
 
-    /// `op(self) · op(other)` with a given variant.
+    /// `op(self) · op(other)` with a given variant; f32 whether the operands are f32 or f16.
     pub fn matmul_with(
         &self,
         other: &Tensor,
         opts: MatmulOptions,
         variant: MatmulVariant,
     ) -> Result<Tensor> {
-        for t in [self, other] {
-            if t.dtype() != DType::F32 {
-                return Err(Error::DType {
-                    op: "matmul",
-                    expected: DType::F32,
-                    got: t.dtype(),
-                });
-            }
+        if other.dtype() != self.dtype() {
+            return Err(Error::DType {
+                op: "matmul",
+                expected: self.dtype(),
+                got: other.dtype(),
+            });
         }
         let dims = MatmulDims::infer(self.shape(), other.shape(), opts)?;
         if !variant.runs_on(self.gpu()) {
@@ -325,7 +325,11 @@ fn choose_variant(a: &Tensor, b: &Tensor, dims: &MatmulDims) -> Result<MatmulVar
         .map(MatmulVariant::name)
         .collect();
     let gpu = a.gpu();
-    let choice = gpu.autotune(&dims.tune_key(), &candidates, |name| {
+    let key = match a.dtype() {
+        DType::F32 => dims.tune_key(),
+        DType::F16 => format!("{}/f16", dims.tune_key()),
+    };
+    let choice = gpu.autotune(&key, &candidates, |name| {
         let variant = MatmulVariant::from_name(name).expect("candidate names are variant names");
         let scratch = Tensor::uninit(gpu, &[dims.batch, dims.m, dims.n], DType::F32)?;
         record(a, b, &scratch, dims, variant)
@@ -349,7 +353,8 @@ fn record(
         ("TRANS_B", d.opts.trans_b as u8 as f64),
     ];
     let consts = variant.specialisation(sg);
-    let kernel = gpu.specialised_kernel(variant.shader(), &consts, "main", &transposes)?;
+    let f16 = a.dtype() == DType::F16;
+    let kernel = gpu.operand_kernel(variant.shader(), &consts, f16, "main", &transposes)?;
     let bindings = [
         (1, a.binding("matmul A")?),
         (2, b.binding("matmul B")?),

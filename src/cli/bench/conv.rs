@@ -2,7 +2,7 @@
 //! both gradients, and the autotuner's choice for each.
 
 use lim::ops::conv2d::{Conv2dDims, ConvPass, ConvVariant, RESNET18_B16_64PX};
-use lim::{Gpu, Tensor};
+use lim::{DType, Gpu, Tensor};
 use serde_json::json;
 
 use super::super::{CliResult, GpuArgs};
@@ -59,12 +59,12 @@ pub fn run(gpu_args: &GpuArgs, args: &ConvArgs) -> CliResult {
         for pass in passes {
             let run = |v: ConvVariant| -> lim::Result<Tensor> {
                 match pass {
-                    ConvPass::Forward => x.conv2d_with(&w, layer.spec, v),
+                    ConvPass::Forward => x.conv2d_with(&w, layer.spec, v, DType::F32),
                     ConvPass::BackwardInput => {
-                        g.conv2d_backward_input_with(&w, &layer.x, layer.spec, v)
+                        g.conv2d_backward_input_with(&w, &layer.x, layer.spec, v, DType::F32)
                     }
                     ConvPass::BackwardWeight => {
-                        g.conv2d_backward_weight_with(&x, &layer.w, layer.spec, v)
+                        g.conv2d_backward_weight_with(&x, &layer.w, layer.spec, v, DType::F32)
                     }
                 }
             };
