@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 /// Maps the gradient of an op's output to the gradients of its inputs, in input order
 /// (`None` for an input that needs none).
@@ -47,6 +47,25 @@ impl std::fmt::Debug for Var {
 
 thread_local! {
     static RECORDING: Cell<bool> = const { Cell::new(true) };
+    static AUTOCAST: Cell<DType> = const { Cell::new(DType::F32) };
+}
+
+/// Runs `f` with convolutions taking `dtype` operands, in their forward and in the gradients
+/// recorded meanwhile (as `torch.autocast(dtype=...)`; other ops stay f32). f16 needs the
+/// adapter's SHADER_F16.
+pub fn autocast<T>(dtype: DType, f: impl FnOnce() -> T) -> T {
+    struct Restore(DType);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            AUTOCAST.with(|a| a.set(self.0));
+        }
+    }
+    let _restore = Restore(AUTOCAST.with(|a| a.replace(dtype)));
+    f()
+}
+
+fn autocast_dtype() -> DType {
+    AUTOCAST.with(|a| a.get())
 }
 
 /// Runs `f` without recording: ops inside it make constants (as `torch.no_grad()`).

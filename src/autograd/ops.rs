@@ -130,8 +130,10 @@ impl Var {
 
     /// The 2-D convolution of `self [N, C, H, W]` with `weight [O, C, KH, KW]`, plus a
     /// per-channel `bias [O]` if given (`torch.nn.functional.conv2d`, groups = 1).
+    /// Under [`super::autocast`] its products (and its gradients') take f16 operands.
     pub fn conv2d(&self, weight: &Var, bias: Option<&Var>, spec: Conv2dSpec) -> Result<Var> {
-        let value = self.value().conv2d(weight.value(), spec)?;
+        let operands = super::autocast_dtype();
+        let value = self.value().conv2d_in(weight.value(), spec, operands)?;
         let (x, w) = (self.value().clone(), weight.value().clone());
         // A network's input needs no gradient, and the stem's is the costliest to compute.
         let input_grad = self.requires_grad();
@@ -140,10 +142,10 @@ impl Var {
             &[self, weight],
             Box::new(move |g| {
                 let dx = match input_grad {
-                    true => Some(g.conv2d_backward_input(&w, x.shape(), spec)?),
+                    true => Some(g.conv2d_backward_input_in(&w, x.shape(), spec, operands)?),
                     false => None,
                 };
-                let dw = g.conv2d_backward_weight(&x, w.shape(), spec)?;
+                let dw = g.conv2d_backward_weight_in(&x, w.shape(), spec, operands)?;
                 Ok(vec![dx, Some(dw)])
             }),
         );

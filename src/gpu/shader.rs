@@ -65,6 +65,7 @@ pub const SGD: Shader = shader!("sgd");
 pub const CAST: Shader = shader!("cast", wgpu::Features::SHADER_F16);
 pub const SINKHORN: Shader = shader!("sinkhorn");
 pub const AUGMENT: Shader = shader!("augment");
+pub const AMP: Shader = shader!("amp");
 
 /// Every shader lim ships; tests check this (and the libraries it names) against the files
 /// in `shaders/`.
@@ -86,6 +87,7 @@ pub const ALL: &[&Shader] = &[
     &CAST,
     &SINKHORN,
     &AUGMENT,
+    &AMP,
 ];
 
 /// `source` with the `const NAME: u32 = ...;` declaration of each named constant set to the

@@ -1,6 +1,7 @@
 //! Tensor ops, one file per kernel family: the GPU forward that dispatches `shaders/<family>`,
 //! and a plain-Rust CPU reference in f64 that the tests compare it with.
 
+pub mod amp;
 pub mod batchnorm;
 pub mod broadcast;
 pub mod conv2d;

@@ -2,10 +2,12 @@
 
 mod adam;
 mod lars;
+mod scaler;
 mod sgd;
 
 pub use adam::Adam;
 pub use lars::Lars;
+pub use scaler::LossScale;
 pub use sgd::Sgd;
 
 use crate::autograd::Var;
