@@ -405,47 +405,134 @@ fn the_torch_export_is_the_file_pytorch_checked() {
 /// supervised step of the same backbone on the same crops.
 #[test]
 fn the_swav_step_bench_reports_phases_and_the_supervised_ratio() {
-    let out = common::lim(&[
+    for precision in ["f32", "f16"] {
+        let out = common::lim(&[
+            "--tuning",
+            "off",
+            "bench",
+            "swav-step",
+            "--preset",
+            "tiny",
+            "--batch",
+            "4",
+            "--steps",
+            "1",
+            "--precision",
+            precision,
+            "--json",
+        ]);
+        let text = ok(&out);
+        let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(line["what"], "swav_step");
+        assert_eq!(line["precision"], precision);
+        assert!(
+            line["adapter"].as_str().is_some_and(|a| !a.is_empty()),
+            "{line}"
+        );
+        for key in [
+            "step_ms",
+            "supervised_step_ms",
+            "swav_over_supervised",
+            "images_per_s",
+        ] {
+            assert!(
+                line[key].as_f64().is_some_and(|v| v > 0.0),
+                "{key} in {line}"
+            );
+        }
+        let phases = line["phases"].as_object().unwrap();
+        for phase in [
+            "augmentation ms",
+            "backbone forward ms",
+            "backward ms",
+            "optimiser ms",
+        ] {
+            assert!(
+                phases[phase].as_f64().is_some_and(|v| v > 0.0),
+                "{phase} in {line}"
+            );
+        }
+    }
+}
+
+/// Mixed precision: the run records it, logs the loss scale, keeps the scale in its
+/// checkpoints, and a run resumed from one (here from step 4, as a kill after it would leave
+/// the folder) ends bit for bit where the unbroken run does.
+#[test]
+fn a_mixed_precision_run_logs_its_loss_scale_and_resumes_bit_for_bit() {
+    let dir = temp_dir("mixed");
+    let data = slices(&dir);
+    let run = |name: &str| -> PathBuf {
+        let out = dir.join(name);
+        ok(&lim_with(
+            TOY,
+            &[
+                "--precision",
+                "f16",
+                "--max-steps",
+                "6",
+                "--checkpoint-every",
+                "2",
+                "--out",
+                out.to_str().unwrap(),
+                data.to_str().unwrap(),
+            ],
+        ));
+        out
+    };
+    let whole = run("whole");
+    let config = std::fs::read_to_string(whole.join("config.json")).unwrap();
+    assert!(config.contains("\"precision\": \"f16\""), "{config}");
+    // The scale starts at 2^16 and halves at each skipped step (it would double after 2,000
+    // finite ones).
+    let log = std::fs::read_to_string(whole.join("log.jsonl")).unwrap();
+    let (mut scale, mut good) = (65536.0, 0);
+    for line in log.lines() {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+        let skipped = entry["skipped"].as_bool().unwrap_or(false);
+        (scale, good) = match skipped {
+            true => (scale / 2.0, 0),
+            false => (scale, good + 1),
+        };
+        assert_eq!(entry["loss_scale"], scale, "{line}");
+    }
+    assert_eq!(log.lines().count(), 6);
+    let last = whole.join("checkpoints/last.safetensors");
+    let metadata = |path: &Path| {
+        let bytes = std::fs::read(path).unwrap();
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        header.metadata().clone().unwrap()
+    };
+    let meta = metadata(&last);
+    assert_eq!(meta["precision"], "f16");
+    assert_eq!(meta["loss_scale"], scale.to_string());
+    assert_eq!(meta["loss_scale_good_steps"], good.to_string());
+
+    let broken = run("broken");
+    let checkpoints = broken.join("checkpoints");
+    std::fs::remove_file(checkpoints.join("step-0000006.safetensors")).unwrap();
+    std::fs::copy(
+        checkpoints.join("step-0000004.safetensors"),
+        checkpoints.join("last.safetensors"),
+    )
+    .unwrap();
+    let text = ok(&common::lim(&[
         "--tuning",
         "off",
-        "bench",
-        "swav-step",
-        "--preset",
-        "tiny",
-        "--batch",
-        "4",
-        "--steps",
-        "1",
-        "--json",
-    ]);
-    let text = ok(&out);
-    let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-    assert_eq!(line["what"], "swav_step");
-    assert!(
-        line["adapter"].as_str().is_some_and(|a| !a.is_empty()),
-        "{line}"
-    );
-    for key in [
-        "step_ms",
-        "supervised_step_ms",
-        "swav_over_supervised",
-        "images_per_s",
-    ] {
-        assert!(
-            line[key].as_f64().is_some_and(|v| v > 0.0),
-            "{key} in {line}"
-        );
+        "pretrain",
+        "--resume",
+        broken.to_str().unwrap(),
+    ]));
+    assert!(text.contains("steps 5..6"), "{text}");
+    // The resumed run went on with the scale it had reached, not a new one.
+    let resumed = checkpoints.join("last.safetensors");
+    for key in ["loss_scale", "loss_scale_good_steps"] {
+        assert_eq!(metadata(&resumed)[key], meta[key], "{key}");
     }
-    let phases = line["phases"].as_object().unwrap();
-    for phase in [
-        "augmentation ms",
-        "backbone forward ms",
-        "backward ms",
-        "optimiser ms",
-    ] {
-        assert!(
-            phases[phase].as_f64().is_some_and(|v| v > 0.0),
-            "{phase} in {line}"
-        );
+    let a = tensors(&last);
+    let b = tensors(&resumed);
+    for (name, value) in &a {
+        assert!(b[name] == *value, "{name} differs after resuming");
     }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lim::data::find_slices;
 use lim::io::IoError;
 use lim::ssl::ScheduleKind;
-use lim::ssl::pretrain::{self, Observer, PretrainConfig, RunStart, StepLog, Unit};
+use lim::ssl::pretrain::{self, Observer, Precision, PretrainConfig, RunStart, StepLog, Unit};
 
 use super::{CliResult, GpuArgs};
 
@@ -90,6 +90,10 @@ pub struct Args {
     /// Write RUN/crops.png: the first batch's crops, as the network sees them
     #[arg(long)]
     show_crops: bool,
+    /// f32, or f16: mixed precision where the adapter has SHADER_F16 (the backbone's
+    /// convolutions take f16 operands, weights stay f32, a dynamic loss scale)
+    #[arg(long)]
+    precision: Option<Precision>,
 }
 
 fn crop_groups(config: &mut PretrainConfig, specs: &[String]) -> Result<(), String> {
@@ -145,7 +149,7 @@ fn configure(args: &Args) -> Result<PretrainConfig, String> {
         workers,
         prefetch
     );
-    set!(checkpoint_every, log_every);
+    set!(checkpoint_every, log_every, precision);
     if let Some(steps) = args.max_steps {
         c.max_steps = Some(steps);
     } else if args.epochs.is_some() {
@@ -183,7 +187,7 @@ impl Observer for Shown {
                 run.adapter
             );
             println!(
-                "{} slices, {} steps per epoch; steps {}..{} of {}; lr {} ({} schedule), seed {}",
+                "{} slices, {} steps per epoch; steps {}..{} of {}; lr {} ({} schedule), seed {}, {:?}",
                 run.slices,
                 run.steps_per_epoch,
                 run.first_step + 1,
@@ -191,7 +195,8 @@ impl Observer for Shown {
                 run.total_steps,
                 c.lr,
                 run.schedule,
-                c.seed
+                c.seed,
+                c.precision
             );
         });
         self.bar.set_length(run.total_steps as u64);
@@ -201,8 +206,12 @@ impl Observer for Shown {
 
     fn step(&mut self, log: &StepLog) {
         self.bar.set_position(log.step as u64);
+        let scale = match log.loss_scale {
+            Some(s) => format!("  loss scale {s}"),
+            None => String::new(),
+        };
         self.bar.set_message(format!(
-            "loss {:.4}  {:.1} img/s  data wait {:.0} ms  entropy {:.2}/{:.2}",
+            "loss {:.4}  {:.1} img/s  data wait {:.0} ms  entropy {:.2}/{:.2}{scale}",
             log.loss, log.images_per_s, log.data_wait_ms, log.entropy, log.entropy_max
         ));
     }

@@ -28,7 +28,7 @@ use crate::gpu::{Gpu, GpuOptions, Tuning};
 use crate::io::IoError;
 use crate::nn::{self, Arch, Random, ResNetConfig, StateDict};
 use crate::ops::rows::RowOp;
-use crate::optim::Sgd;
+use crate::optim::{LossScale, Sgd};
 use crate::plot::{self, Series};
 use crate::tensor::Tensor;
 
@@ -47,6 +47,30 @@ impl std::str::FromStr for Unit {
             "epochs" => Ok(Unit::Epochs),
             "steps" => Ok(Unit::Steps),
             other => Err(format!("`{other}` is not a unit: use epochs or steps")),
+        }
+    }
+}
+
+/// What the backbone computes in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in f32: the default and the reference.
+    #[default]
+    F32,
+    /// Mixed precision where the adapter has SHADER_F16: the backbone's convolutions take f16
+    /// operands (f32 sums), weights stay f32, and a dynamic loss scale skips steps whose
+    /// gradients overflow, as PyTorch's autocast and GradScaler.
+    F16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Precision, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            other => Err(format!("`{other}` is not a precision: use f32 or f16")),
         }
     }
 }
@@ -90,6 +114,8 @@ pub struct PretrainConfig {
     /// Whether kernel variants are timed (the choices then live in the run folder); a new
     /// run takes this from the GPU options (`--tuning off` turns it off).
     pub autotune: bool,
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl PretrainConfig {
@@ -126,6 +152,7 @@ impl PretrainConfig {
             checkpoint_every: 0,
             log_every: 10,
             autotune: true,
+            precision: Precision::F32,
         }
     }
 
@@ -263,6 +290,12 @@ pub struct StepLog {
     /// its value with every prototype used equally, 0 a collapse onto one.
     pub entropy: f64,
     pub entropy_max: f64,
+    /// Mixed precision: the loss scale after the step, and whether the step was skipped
+    /// because its gradients overflowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
 }
 
 /// What a run is about to do.
@@ -426,6 +459,8 @@ struct Pending {
     /// The batch's mean prediction `[K]`.
     prediction: Tensor,
     data_wait: Duration,
+    loss_scale: Option<f32>,
+    skipped: bool,
 }
 
 struct Run<'a> {
@@ -465,14 +500,21 @@ fn execute(
         std::fs::create_dir_all(dir.autotune()).map_err(|e| IoError::io(&dir.autotune(), e))?;
         std::fs::copy(&user, file).map_err(|e| IoError::io(file, e))?;
     }
+    if config.precision == Precision::F16 && !gpu.features().contains(wgpu::Features::SHADER_F16) {
+        return Err(RunError::Config(format!(
+            "--precision f16 needs the SHADER_F16 feature, which adapter {} lacks: use f32",
+            gpu.describe()
+        )));
+    }
     let swav = config.swav_config()?;
-    let (model, first_step, queue, buffers) = match &checkpoint {
+    let (model, first_step, queue, buffers, scale) = match &checkpoint {
         Some(path) => restore(&gpu, swav, path)?,
         None => (
             Swav::new(swav, &mut Random::new(&gpu, config.seed))?,
             0,
             None,
             Vec::new(),
+            None,
         ),
     };
     let mut optimizer = Sgd::lars(nn::parameters(&model), config.lr as f32)
@@ -492,6 +534,10 @@ fn execute(
             crops_for_assign: vec![0, 1],
         },
         optimizer,
+        mixed: match config.precision {
+            Precision::F32 => None,
+            Precision::F16 => Some(scale.unwrap_or_default()),
+        },
     };
     let per_epoch = slices.len() / config.batch;
     if per_epoch == 0 {
@@ -608,6 +654,8 @@ fn execute(
             loss: out.loss.value().clone(),
             prediction,
             data_wait: batch.wait,
+            loss_scale: run.trainer.mixed.as_ref().map(|m| m.scale),
+            skipped: out.skipped,
         });
         let done = step + 1;
         let checkpoint_due = done % every == 0 || done == total;
@@ -682,6 +730,8 @@ impl Run<'_> {
                 data_wait_ms: p.data_wait.as_secs_f64() * 1e3,
                 entropy,
                 entropy_max: (self.config.prototypes as f64).ln(),
+                loss_scale: p.loss_scale,
+                skipped: p.skipped,
             };
             let json = serde_json::to_string(&line).expect("a log line serialises");
             writeln!(log, "{json}").map_err(|e| IoError::io(&self.dir.log(), e))?;
@@ -726,12 +776,20 @@ impl Run<'_> {
             ("mean".into(), self.config.crops.mean.to_string()),
             ("std".into(), self.config.crops.std.to_string()),
             ("schedule".into(), self.config.schedule.name().into()),
+            (
+                "precision".into(),
+                format!("{:?}", self.config.precision).to_lowercase(),
+            ),
             ("adapter".into(), self.gpu.describe()),
             (
                 "rng".into(),
                 "augmentation drawn from (seed, step), data order from (seed, epoch)".into(),
             ),
         ]);
+        if let Some(m) = &self.trainer.mixed {
+            meta.insert(LOSS_SCALE.into(), m.scale.to_string());
+            meta.insert(LOSS_SCALE_GOOD_STEPS.into(), m.good_steps.to_string());
+        }
         if let Some(q) = &self.queue {
             for (i, e) in q.embeddings.iter().enumerate() {
                 extra.push((format!("{QUEUE}{i}"), e.clone()));
@@ -757,10 +815,20 @@ pub const FORMAT: &str = "lim-swav-1";
 /// Name prefixes of the optimiser's momentum buffers and the queue in a checkpoint.
 pub const OPTIMIZER: &str = "optimizer.momentum_buffer.";
 pub const QUEUE: &str = "queue.";
+/// Metadata keys of mixed precision's loss scale and its run of finite steps.
+const LOSS_SCALE: &str = "loss_scale";
+const LOSS_SCALE_GOOD_STEPS: &str = "loss_scale_good_steps";
 
-type Restored = (Swav, usize, Option<Queue>, Vec<Option<Tensor>>);
+type Restored = (
+    Swav,
+    usize,
+    Option<Queue>,
+    Vec<Option<Tensor>>,
+    Option<LossScale>,
+);
 
-/// The network, the steps done, the queue and the momentum buffers of a checkpoint.
+/// The network, the steps done, the queue, the momentum buffers and the loss scale (of a
+/// mixed-precision run) of a checkpoint.
 fn restore(gpu: &Arc<Gpu>, config: SwavConfig, path: &Path) -> Result<Restored, RunError> {
     let mut state = StateDict::load(gpu, path)?;
     let meta = state.metadata().clone();
@@ -795,8 +863,18 @@ fn restore(gpu: &Arc<Gpu>, config: SwavConfig, path: &Path) -> Result<Restored, 
             filled: number("queue_filled")?,
         }),
     };
+    let scale = match meta.contains_key(LOSS_SCALE) {
+        true => Some(LossScale {
+            scale: meta[LOSS_SCALE]
+                .parse()
+                .map_err(|_| IoError::invalid(path, format!("`{LOSS_SCALE}` is not a number")))?,
+            good_steps: number(LOSS_SCALE_GOOD_STEPS)? as u32,
+            ..LossScale::default()
+        }),
+        false => None,
+    };
     state.finish()?;
-    Ok((model, step, queue, buffers))
+    Ok((model, step, queue, buffers, scale))
 }
 
 /// Keeps the log's lines up to `step` (a killed run may have logged past its last

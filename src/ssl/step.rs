@@ -2,10 +2,10 @@
 //! facebookresearch/swav's optional queue.
 
 use super::{Swav, SwavLoss};
-use crate::autograd::Var;
+use crate::autograd::{Var, autocast};
 use crate::error::Result;
 use crate::ops::matmul::MatmulOptions;
-use crate::optim::{Optimizer, Sgd};
+use crate::optim::{LossScale, Optimizer, Sgd};
 use crate::tensor::{DType, Tensor};
 
 /// FB's queue: the embeddings of the assigned crops of recent batches, newest first, whose
@@ -44,6 +44,8 @@ pub struct StepOutcome {
     pub scores: Tensor,
     /// The codes of each assigned crop, `[B, prototypes]`.
     pub codes: Vec<Tensor>,
+    /// Whether mixed precision skipped the update (its gradients held inf or NaN).
+    pub skipped: bool,
 }
 
 /// The model, the loss and the optimiser of a SwAV run.
@@ -51,6 +53,9 @@ pub struct SwavTrainer {
     pub model: Swav,
     pub loss: SwavLoss,
     pub optimizer: Sgd,
+    /// Mixed precision: the backbone's convolutions take f16 operands and the loss is scaled
+    /// by this (PyTorch's autocast and GradScaler); `None` computes everything in f32.
+    pub mixed: Option<LossScale>,
 }
 
 impl SwavTrainer {
@@ -58,7 +63,8 @@ impl SwavTrainer {
     /// size, crop-major, from [`super::MultiCrop::apply`]): prototypes renormalised, forward
     /// in training mode, the swapped-prediction loss, backward, the prototypes' gradient
     /// dropped while `freeze_prototypes` (so the optimiser leaves them, decay included), and
-    /// an optimiser step at `lr`. Nothing is read back.
+    /// an optimiser step at `lr`. Nothing is read back, except under mixed precision whether
+    /// the gradients were finite (a step with inf or NaN ones is skipped, as GradScaler's).
     pub fn step(
         &mut self,
         groups: &[Tensor],
@@ -70,7 +76,11 @@ impl SwavTrainer {
         self.model.normalize_prototypes()?;
         self.optimizer.zero_grad();
         let inputs: Vec<Var> = groups.iter().cloned().map(Var::constant).collect();
-        let out = self.model.forward(&inputs, true)?;
+        let operands = match self.mixed {
+            Some(_) => DType::F16,
+            None => DType::F32,
+        };
+        let out = autocast(operands, || self.model.forward(&inputs, true))?;
         let assign = &self.loss.crops_for_assign;
         let queued: Vec<Option<Tensor>> = match &queue {
             Some(q) if q.filled >= q.length() => q
@@ -98,16 +108,30 @@ impl SwavTrainer {
             }
             q.filled = (q.filled + batch).min(length);
         }
-        swapped.loss.backward()?;
+        let finite = match &mut self.mixed {
+            None => {
+                swapped.loss.backward()?;
+                true
+            }
+            Some(scaler) => {
+                swapped.loss.scale(scaler.scale)?.backward()?;
+                let finite = scaler.unscale(self.optimizer.params())?;
+                scaler.update(finite);
+                finite
+            }
+        };
         if freeze_prototypes {
             self.model.prototypes.zero_grad();
         }
-        self.optimizer.lr = lr;
-        self.optimizer.step()?;
+        if finite {
+            self.optimizer.lr = lr;
+            self.optimizer.step()?;
+        }
         Ok(StepOutcome {
             loss: swapped.loss,
             scores: out.scores.value().clone(),
             codes: swapped.codes,
+            skipped: !finite,
         })
     }
 }

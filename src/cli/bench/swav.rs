@@ -4,13 +4,13 @@
 
 use std::time::Instant;
 
-use lim::Gpu;
-use lim::autograd::Var;
+use lim::autograd::{Var, autocast};
 use lim::data::GreyImage;
 use lim::nn::{self, Arch, Linear, Random, ResNetConfig};
-use lim::optim::{Optimizer, Sgd};
-use lim::ssl::pretrain::PretrainConfig;
+use lim::optim::{LossScale, Optimizer, Sgd};
+use lim::ssl::pretrain::{Precision, PretrainConfig};
 use lim::ssl::{Swav, SwavConfig, SwavLoss, SwavTrainer, sinkhorn};
+use lim::{DType, Gpu};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::json;
@@ -32,6 +32,10 @@ pub struct SwavArgs {
     /// Print one JSON object instead of text
     #[arg(long)]
     json: bool,
+    /// f32, or f16 (mixed precision: the backbone's convolutions on f16 operands, the loss
+    /// scaled), for both the SwAV and the supervised step
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
 }
 
 /// Median of the runs of one phase, in ms.
@@ -46,6 +50,13 @@ pub fn run(gpu_args: &GpuArgs, args: &SwavArgs) -> CliResult {
         config.batch = b;
     }
     let gpu = Gpu::new(&gpu_args.options()?)?;
+    if args.precision == Precision::F16 && !gpu.features().contains(wgpu::Features::SHADER_F16) {
+        return Err(format!(
+            "--precision f16 needs the SHADER_F16 feature, which adapter {} lacks",
+            gpu.describe()
+        )
+        .into());
+    }
     let arch: Arch = config.arch.parse()?;
     let backbone = ResNetConfig {
         arch,
@@ -66,6 +77,11 @@ pub fn run(gpu_args: &GpuArgs, args: &SwavArgs) -> CliResult {
             .weight_decay(config.weight_decay),
         model,
         loss: SwavLoss::default(),
+        mixed: (args.precision == Precision::F16).then(LossScale::default),
+    };
+    let operands = match args.precision {
+        Precision::F32 => DType::F32,
+        Precision::F16 => DType::F16,
     };
     let b = config.batch;
     // CT-like 512 x 512 slices: a disc of tissue with structure inside.
@@ -125,10 +141,12 @@ pub fn run(gpu_args: &GpuArgs, args: &SwavArgs) -> CliResult {
         let start = Instant::now();
         let loss = supervised.train_step(&mut || {
             let inputs: Vec<Var> = groups.iter().cloned().map(Var::constant).collect();
-            let features: Vec<Var> = inputs
-                .iter()
-                .map(|x| trainer.model.backbone.features(x, true))
-                .collect::<lim::Result<_>>()?;
+            let features: Vec<Var> = autocast(operands, || {
+                inputs
+                    .iter()
+                    .map(|x| trainer.model.backbone.features(x, true))
+                    .collect::<lim::Result<_>>()
+            })?;
             let features = Var::concat_batch(&features.iter().collect::<Vec<_>>())?;
             classifier
                 .forward(&features)?
@@ -145,10 +163,12 @@ pub fn run(gpu_args: &GpuArgs, args: &SwavArgs) -> CliResult {
         let inputs: Vec<Var> = crops.iter().cloned().map(Var::constant).collect();
         let mut features = Vec::new();
         let forward = timed(&mut || {
-            features = inputs
-                .iter()
-                .map(|x| trainer.model.backbone.features(x, true))
-                .collect::<lim::Result<_>>()?;
+            features = autocast(operands, || {
+                inputs
+                    .iter()
+                    .map(|x| trainer.model.backbone.features(x, true))
+                    .collect::<lim::Result<_>>()
+            })?;
             Ok(())
         })?;
         let mut scores = None;
@@ -163,14 +183,23 @@ pub fn run(gpu_args: &GpuArgs, args: &SwavArgs) -> CliResult {
         let scores = scores.expect("set by the head phase");
         let one_crop = scores.value().slice_batch(0, b)?;
         let sinkhorn_ms = timed(&mut || sinkhorn(&one_crop, 0.05, 3).map(drop))?;
-        let mut loss = None;
+        let mut loss: Option<Var> = None;
         let loss_ms = timed(&mut || {
             loss = Some(trainer.loss.forward(&scores, b, &[None, None])?.loss);
             Ok(())
         })?;
         trainer.optimizer.zero_grad();
-        let backward = timed(&mut || loss.as_ref().expect("set").backward())?;
-        let optimizer = timed(&mut || trainer.optimizer.step())?;
+        let loss = loss.expect("set by the loss phase");
+        let backward = timed(&mut || match &trainer.mixed {
+            Some(m) => loss.scale(m.scale)?.backward(),
+            None => loss.backward(),
+        })?;
+        let optimizer = timed(&mut || {
+            if let Some(m) = &trainer.mixed {
+                m.unscale(trainer.optimizer.params())?;
+            }
+            trainer.optimizer.step()
+        })?;
         if keep {
             for (p, v) in phases.iter_mut().zip([
                 augment,
@@ -214,6 +243,7 @@ pub fn run(gpu_args: &GpuArgs, args: &SwavArgs) -> CliResult {
             "batch": b,
             "crops": config.crops.groups.iter().map(|g| format!("{}x{}", g.count, g.size)).collect::<Vec<_>>(),
             "prototypes": config.prototypes,
+            "precision": format!("{:?}", args.precision).to_lowercase(),
             "step_ms": swav,
             "augmentation_ms": augment,
             "images_per_s": images_per_s,
@@ -229,12 +259,13 @@ pub fn run(gpu_args: &GpuArgs, args: &SwavArgs) -> CliResult {
         print_json(line, gpu.info());
     } else {
         println!(
-            "SwAV step, {} preset ({} width {}, batch {}, {} crops per slice), on {}",
+            "SwAV step, {} preset ({} width {}, batch {}, {} crops per slice, {:?}), on {}",
             config.preset,
             config.arch,
             config.width,
             b,
             crops_per_slice,
+            args.precision,
             gpu.describe()
         );
         println!(
