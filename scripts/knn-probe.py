@@ -71,7 +71,9 @@ def make_views(slices, out, seed):
         view.save(target)
 
 
-if sys.argv[1] == "views":
+if __name__ != "__main__":
+    pass
+elif sys.argv[1] == "views":
     make_views(sys.argv[2], sys.argv[3], int(sys.argv[4]))
 else:
     a, b = load(sys.argv[1]), load(sys.argv[2])
