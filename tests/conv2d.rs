@@ -55,9 +55,19 @@ fn f64s(x: &[f32]) -> Vec<f64> {
     x.iter().map(|&v| v as f64).collect()
 }
 
-#[test]
-fn every_variant_and_pass_matches_the_reference() {
+/// Every pass of every variant in `variants`, and the autotuned forward, with operands in
+/// `operands`, against the reference on the operands as stored (rounded to f16 for f16:
+/// products of f16 values are exact in f32, so the f32 bounds hold for both).
+fn check_every_pass(operands: DType, variants: &[ConvVariant]) {
     let gpu = gpu();
+    let stored = |v: Vec<f32>| -> Vec<f64> {
+        v.into_iter()
+            .map(|x| match operands {
+                DType::F32 => x as f64,
+                DType::F16 => half::f16::from_f32(x).to_f64(),
+            })
+            .collect()
+    };
     for (k, c) in cases().iter().enumerate() {
         let d = Conv2dDims::infer(&c.x, &c.w, c.spec).unwrap();
         let (hx, hw) = (
@@ -68,22 +78,30 @@ fn every_variant_and_pass_matches_the_reference() {
         let x = Tensor::from_slice(&gpu, &c.x, &hx).unwrap();
         let w = Tensor::from_slice(&gpu, &c.w, &hw).unwrap();
         let g = Tensor::from_slice(&gpu, &d.out_shape(), &hg).unwrap();
-        let want_y = reference::forward(&f64s(&hx), &f64s(&hw), &d);
-        let want_dx = reference::backward_input(&f64s(&hg), &f64s(&hw), &d);
-        let want_dw = reference::backward_weight(&f64s(&hg), &f64s(&hx), &d);
+        let (sx, sw, sg) = (stored(hx), stored(hw), stored(hg));
+        let want_y = reference::forward(&sx, &sw, &d);
+        let want_dx = reference::backward_input(&sg, &sw, &d);
+        let want_dw = reference::backward_weight(&sg, &sx, &d);
         // Sums of that many products of values in [-1, 1].
         let terms =
             [d.c * d.kh * d.kw, d.o * d.kh * d.kw, d.n * d.oh * d.ow].map(|t| 1e-6 * t as f64);
-        for v in ConvVariant::ALL {
-            let what =
-                |pass: &str| format!("{pass} {} {:?} w {:?} {:?}", v.name(), c.x, c.w, c.spec);
-            let y = x.conv2d_with(&w, c.spec, v, DType::F32).unwrap();
-            assert_eq!(y.shape(), d.out_shape());
+        for &v in variants {
+            let what = |pass: &str| {
+                format!(
+                    "{pass} {} {operands:?} {:?} w {:?} {:?}",
+                    v.name(),
+                    c.x,
+                    c.w,
+                    c.spec
+                )
+            };
+            let y = x.conv2d_with(&w, c.spec, v, operands).unwrap();
+            assert_eq!((y.shape(), y.dtype()), (&d.out_shape()[..], DType::F32));
             assert_close(&what("forward"), &y.to_vec().unwrap(), &want_y, |_| {
                 terms[0]
             });
             let dx = g
-                .conv2d_backward_input_with(&w, &c.x, c.spec, v, DType::F32)
+                .conv2d_backward_input_with(&w, &c.x, c.spec, v, operands)
                 .unwrap();
             assert_eq!(dx.shape(), c.x);
             assert_close(
@@ -93,7 +111,7 @@ fn every_variant_and_pass_matches_the_reference() {
                 |_| terms[1],
             );
             let dw = g
-                .conv2d_backward_weight_with(&x, &c.w, c.spec, v, DType::F32)
+                .conv2d_backward_weight_with(&x, &c.w, c.spec, v, operands)
                 .unwrap();
             assert_eq!(dw.shape(), c.w);
             assert_close(
@@ -105,80 +123,36 @@ fn every_variant_and_pass_matches_the_reference() {
         }
         // The autotuned entry points agree too.
         assert_close(
-            &format!("tuned {:?}", c.x),
-            &x.conv2d(&w, c.spec).unwrap().to_vec().unwrap(),
+            &format!("tuned {operands:?} {:?}", c.x),
+            &match operands {
+                DType::F32 => x.conv2d(&w, c.spec),
+                DType::F16 => x.conv2d_in(&w, c.spec, operands),
+            }
+            .unwrap()
+            .to_vec()
+            .unwrap(),
             &want_y,
             |_| terms[0],
         );
     }
 }
 
-/// Mixed precision: the GEMM routes with f16 operands equal the reference on the operands
-/// rounded to f16, within the f32 bounds (products of f16 values are exact in f32); the
-/// direct route refuses them.
+#[test]
+fn every_variant_and_pass_matches_the_reference() {
+    check_every_pass(DType::F32, &ConvVariant::ALL);
+}
+
+/// Mixed precision: the GEMM routes take f16 operands; the direct route refuses them.
 #[test]
 fn f16_operands_match_the_reference_on_rounded_inputs() {
+    check_every_pass(DType::F16, &[ConvVariant::Gemm, ConvVariant::GemmBatch]);
     let gpu = gpu();
-    let rounded = |v: Vec<f32>| -> Vec<f32> {
-        v.into_iter()
-            .map(|x| half::f16::from_f32(x).to_f32())
-            .collect()
-    };
-    for (k, c) in cases().iter().enumerate() {
-        let d = Conv2dDims::infer(&c.x, &c.w, c.spec).unwrap();
-        let (hx, hw) = (
-            random(c.x.iter().product(), k as u64),
-            random(c.w.iter().product(), 40 + k as u64),
-        );
-        let hg = random(d.out_shape().iter().product(), 80 + k as u64);
-        let (rx, rw, rg) = (
-            rounded(hx.clone()),
-            rounded(hw.clone()),
-            rounded(hg.clone()),
-        );
-        let x = Tensor::from_slice(&gpu, &c.x, &hx).unwrap();
-        let w = Tensor::from_slice(&gpu, &c.w, &hw).unwrap();
-        let g = Tensor::from_slice(&gpu, &d.out_shape(), &hg).unwrap();
-        let want_y = reference::forward(&f64s(&rx), &f64s(&rw), &d);
-        let want_dx = reference::backward_input(&f64s(&rg), &f64s(&rw), &d);
-        let want_dw = reference::backward_weight(&f64s(&rg), &f64s(&rx), &d);
-        let terms =
-            [d.c * d.kh * d.kw, d.o * d.kh * d.kw, d.n * d.oh * d.ow].map(|t| 1e-6 * t as f64);
-        let f16 = DType::F16;
-        for v in [ConvVariant::Gemm, ConvVariant::GemmBatch] {
-            let what = |pass: &str| format!("f16 {pass} {} {:?} w {:?}", v.name(), c.x, c.w);
-            let y = x.conv2d_with(&w, c.spec, v, f16).unwrap();
-            assert_eq!(y.dtype(), DType::F32);
-            assert_close(&what("forward"), &y.to_vec().unwrap(), &want_y, |_| {
-                terms[0]
-            });
-            let dx = g.conv2d_backward_input_with(&w, &c.x, c.spec, v, f16);
-            assert_close(
-                &what("input gradient"),
-                &dx.unwrap().to_vec().unwrap(),
-                &want_dx,
-                |_| terms[1],
-            );
-            let dw = g.conv2d_backward_weight_with(&x, &c.w, c.spec, v, f16);
-            assert_close(
-                &what("weight gradient"),
-                &dw.unwrap().to_vec().unwrap(),
-                &want_dw,
-                |_| terms[2],
-            );
-        }
-        let tuned = x.conv2d_in(&w, c.spec, f16).unwrap();
-        assert_close(
-            &format!("tuned f16 {:?}", c.x),
-            &tuned.to_vec().unwrap(),
-            &want_y,
-            |_| terms[0],
-        );
-        let err = x
-            .conv2d_with(&w, c.spec, ConvVariant::Direct, f16)
-            .unwrap_err();
-        assert!(err.to_string().contains("f32 operands only"), "{err}");
-    }
+    let x = Tensor::from_slice(&gpu, &[1, 1, 3, 3], &[0.5; 9]).unwrap();
+    let w = Tensor::from_slice(&gpu, &[1, 1, 3, 3], &[0.5; 9]).unwrap();
+    let err = x
+        .conv2d_with(&w, Conv2dSpec::default(), ConvVariant::Direct, DType::F16)
+        .unwrap_err();
+    assert!(err.to_string().contains("f32 operands only"), "{err}");
 }
 
 /// The GEMM route's im2col and col2im in both layouts and both orders, against the
