@@ -108,21 +108,23 @@ impl SwavTrainer {
             }
             q.filled = (q.filled + batch).min(length);
         }
+        match &self.mixed {
+            None => swapped.loss.backward()?,
+            Some(scaler) => swapped.loss.scale(scaler.scale)?.backward()?,
+        }
+        if freeze_prototypes {
+            self.model.prototypes.zero_grad();
+        }
+        // As the paper's code under Lightning's AMP: frozen prototypes' gradients are gone
+        // before the scaler looks for inf and NaN.
         let finite = match &mut self.mixed {
-            None => {
-                swapped.loss.backward()?;
-                true
-            }
+            None => true,
             Some(scaler) => {
-                swapped.loss.scale(scaler.scale)?.backward()?;
                 let finite = scaler.unscale(self.optimizer.params())?;
                 scaler.update(finite);
                 finite
             }
         };
-        if freeze_prototypes {
-            self.model.prototypes.zero_grad();
-        }
         if finite {
             self.optimizer.lr = lr;
             self.optimizer.step()?;
