@@ -40,6 +40,9 @@
 //   bindings: 0 uniform Params, 1 x (read), 3 out (read_write)
 // workgroup: 256 (im2col and col2im: 8 x 8 tiles or 64 rows); element = (wid.y *
 // num_workgroups.x + wid.x) * 256 + lid.x
+//
+// out is f32, or f16 where lim rewrites the `alias Operand` line: in mixed precision,
+// im2col, swap_batch_channels and copy_columns write the GEMM's operands straight in f16.
 
 struct Params {
     n: u32,
@@ -67,7 +70,9 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+alias Operand = f32;
+
+@group(0) @binding(3) var<storage, read_write> out: array<Operand>;
 
 fn element(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * 256u + lid.x;
@@ -121,7 +126,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
             }
         }
     }
-    out[e] = acc;
+    out[e] = Operand(acc);
 }
 
 @compute @workgroup_size(256)
@@ -152,7 +157,7 @@ fn backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
             }
         }
     }
-    out[e] = acc;
+    out[e] = Operand(acc);
 }
 
 @compute @workgroup_size(256)
@@ -182,7 +187,7 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
             }
         }
     }
-    out[e] = acc;
+    out[e] = Operand(acc);
 }
 
 // The column and row of a plane that invocation `lid` of tile `wid.x` covers: tiles of 8 x 8,
@@ -215,7 +220,7 @@ fn im2col_tiles(@builtin(workgroup_id) wid: vec3<u32>,
             v = a[((n * p.c + c) * p.h + u32(y)) * p.w + u32(z)];
         }
     }
-    out[e] = v;
+    out[e] = Operand(v);
 }
 
 @compute @workgroup_size(8, 8)
@@ -242,7 +247,7 @@ fn col2im_tiles(@builtin(workgroup_id) wid: vec3<u32>,
             }
         }
     }
-    out[((n * p.c + c) * p.h + y) * p.w + z] = acc;
+    out[((n * p.c + c) * p.h + y) * p.w + z] = Operand(acc);
 }
 
 // The first element of tap t's row `row` of image n in the columns.
@@ -277,7 +282,7 @@ fn im2col_rows(@builtin(workgroup_id) wid: vec3<u32>,
         if inside && z >= 0 {
             v = a[x_row + u32(z)];
         }
-        out[first + q] = v;
+        out[first + q] = Operand(v);
     }
 }
 
@@ -306,7 +311,7 @@ fn col2im_rows(@builtin(workgroup_id) wid: vec3<u32>,
                 }
             }
         }
-        out[out_row + z] = acc;
+        out[out_row + z] = Operand(acc);
     }
 }
 
@@ -329,7 +334,7 @@ fn swap_batch_channels(@builtin(workgroup_id) wid: vec3<u32>,
     let pixel = e % plane;
     let i = (e / plane) % outer;
     let j = e / (plane * outer);
-    out[e] = a[(i * inner + j) * plane + pixel];
+    out[e] = Operand(a[(i * inner + j) * plane + pixel]);
 }
 
 @compute @workgroup_size(256)
@@ -345,5 +350,5 @@ fn copy_columns(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     if col < p.cols_in {
         v = a[row * p.cols_in + col];
     }
-    out[e] = v;
+    out[e] = Operand(v);
 }

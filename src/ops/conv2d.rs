@@ -5,13 +5,14 @@
 //! lim's autotuned matmul; the input gradient goes back through `col2im`.
 //!
 //! Mixed precision: the GEMM routes take their operands (columns, weights, output gradients)
-//! in f16 where asked (`operands = DType::F16`), as PyTorch's autocast runs convolutions;
-//! products and sums stay f32, and so do the results. The direct route is f32 only.
+//! in f16 where asked (`operands = DType::F16`), as PyTorch's autocast runs convolutions:
+//! im2col and the other kernels that lay operands out write them in f16; products and sums
+//! stay f32, and so do the results. The direct route is f32 only.
 
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
-use crate::gpu::shader;
+use crate::gpu::{Gpu, Kernel, shader};
 use crate::ops::matmul::MatmulOptions;
 use crate::ops::size_bucket;
 use crate::tensor::{DType, Tensor};
@@ -312,18 +313,23 @@ fn operand(t: Tensor, dtype: DType) -> Result<Tensor> {
     }
 }
 
+/// The conv2d.wgsl kernel `entry` writing `out` elements of `dtype`.
+fn conv_kernel(gpu: &Gpu, entry: &str, out: DType) -> Result<std::sync::Arc<Kernel>> {
+    Ok(gpu.operand_kernel(&shader::CONV2D, &[], out == DType::F16, entry, &[])?)
+}
+
 /// Runs entry `entry` of conv2d.wgsl with one invocation per element of a new tensor of
-/// `shape`.
+/// `shape` and `dtype`.
 fn launch(
     entry: &str,
     params: Params,
     a: &Tensor,
     b: Option<&Tensor>,
-    shape: &[usize],
+    (shape, dtype): (&[usize], DType),
 ) -> Result<Tensor> {
     let gpu = a.gpu();
-    let out = Tensor::uninit(gpu, shape, DType::F32)?;
-    let kernel = gpu.kernel(&shader::CONV2D, entry, &[])?;
+    let out = Tensor::uninit(gpu, shape, dtype)?;
+    let kernel = conv_kernel(gpu, entry, dtype)?;
     let mut bindings = vec![(1, a.binding("conv2d input")?)];
     if let Some(b) = b {
         bindings.push((2, b.binding("conv2d input")?));
@@ -359,7 +365,7 @@ impl ColumnLayout {
     }
 
     /// Both, the one the adapter's kind favours first (the default when tuning is off).
-    fn candidates(gpu: &crate::gpu::Gpu) -> Vec<String> {
+    fn candidates(gpu: &Gpu) -> Vec<String> {
         let order = match gpu.info().device_type {
             wgpu::DeviceType::Cpu => [ColumnLayout::Rows, ColumnLayout::Tiles],
             _ => [ColumnLayout::Tiles, ColumnLayout::Rows],
@@ -369,21 +375,21 @@ impl ColumnLayout {
 }
 
 /// Records `stem` (`im2col` or `col2im`) over a `width` x `height` plane, `lines` taps or
-/// channels and the batch's images into a new tensor of `shape`, in `layout`, or where that
-/// is `None` in the layout the autotuner picks for the shape.
+/// channels and the batch's images into a new tensor of `shape` and `dtype`, in `layout`, or
+/// where that is `None` in the layout the autotuner picks for the shape.
 fn launch_planes(
     stem: &str,
     params: Params,
     a: &Tensor,
     (width, height, lines): (usize, usize, usize),
-    shape: &[usize],
+    (shape, dtype): (&[usize], DType),
     layout: Option<ColumnLayout>,
 ) -> Result<Tensor> {
     let gpu = a.gpu();
     let images = params.dims[0];
     let run = |layout: ColumnLayout| -> Result<Tensor> {
-        let out = Tensor::uninit(gpu, shape, DType::F32)?;
-        let kernel = gpu.kernel(&shader::CONV2D, &format!("{stem}_{}", layout.name()), &[])?;
+        let out = Tensor::uninit(gpu, shape, dtype)?;
+        let kernel = conv_kernel(gpu, &format!("{stem}_{}", layout.name()), dtype)?;
         let grid = match layout {
             ColumnLayout::Tiles => [
                 (width.div_ceil(8) * height.div_ceil(8)) as u32,
@@ -411,8 +417,9 @@ fn launch_planes(
         _ => ColumnLayout::Rows,
     };
     let key = format!(
-        "conv2d/{stem}{}/n{}/lines{}/hw{}x{}/{}",
+        "conv2d/{stem}{}{}/n{}/lines{}/hw{}x{}/{}",
         params.tap_major,
+        if dtype == DType::F16 { "/f16" } else { "" },
         size_bucket(images as usize),
         size_bucket(lines),
         size_bucket(height),
@@ -430,50 +437,60 @@ fn launch_planes(
     run(from_name(&choice))
 }
 
-/// `x` as columns `[N, taps, OH OW]` (see `gemm_taps`): itself where the convolution is
-/// pointwise.
-fn columns(x: &Tensor, d: &Conv2dDims) -> Result<Tensor> {
+/// `x` as columns `[N, taps, OH OW]` (see `gemm_taps`) in `dtype`: itself where the
+/// convolution is pointwise.
+fn columns(x: &Tensor, d: &Conv2dDims, dtype: DType) -> Result<Tensor> {
     if d.pointwise() {
-        return x.reshape(&[d.n, d.c, d.h * d.w]);
+        return operand(x.reshape(&[d.n, d.c, d.h * d.w])?, dtype);
     }
     let plane = (d.ow, d.oh, d.gemm_taps());
     let shape = [d.n, d.gemm_taps(), d.plane()];
-    launch_planes("im2col", d.params(), x, plane, &shape, None)
+    launch_planes("im2col", d.params(), x, plane, (&shape, dtype), None)
 }
 
-/// `x` as columns `[taps, N OH OW]`: every image's in one K, for the weight gradient.
-fn columns_tap_major(x: &Tensor, d: &Conv2dDims) -> Result<Tensor> {
+/// `x` as columns `[taps, N OH OW]` in `dtype`: every image's in one K, for the weight
+/// gradient.
+fn columns_tap_major(x: &Tensor, d: &Conv2dDims, dtype: DType) -> Result<Tensor> {
     let plane = (d.ow, d.oh, d.gemm_taps());
     let shape = [d.gemm_taps(), d.n * d.plane()];
-    launch_planes("im2col", d.tap_major_params(), x, plane, &shape, None)
+    launch_planes(
+        "im2col",
+        d.tap_major_params(),
+        x,
+        plane,
+        (&shape, dtype),
+        None,
+    )
 }
 
 /// The input gradient `[N, C, H, W]` from column gradients laid out as `params` say.
 fn uncolumns(dcols: &Tensor, params: Params, d: &Conv2dDims, x_shape: &[usize]) -> Result<Tensor> {
-    launch_planes("col2im", params, dcols, (d.w, d.h, d.c), x_shape, None)
+    let plane = (d.w, d.h, d.c);
+    launch_planes("col2im", params, dcols, plane, (x_shape, DType::F32), None)
 }
 
-/// The weight as the GEMM route's A, `[O, taps]`, padded with zero columns to `gemm_taps`.
-fn gemm_weight(weight: &Tensor, d: &Conv2dDims) -> Result<Tensor> {
+/// The weight as the GEMM route's A, `[O, taps]` in `dtype`, padded with zero columns to
+/// `gemm_taps`.
+fn gemm_weight(weight: &Tensor, d: &Conv2dDims, dtype: DType) -> Result<Tensor> {
     let w = weight.reshape(&[d.o, d.taps()])?;
-    copy_columns(&w, d, d.taps(), d.gemm_taps())
+    copy_columns(&w, d, (d.taps(), d.gemm_taps()), dtype)
 }
 
-/// The output gradient `[N, O, OH OW]` as `[O, N OH OW]`.
-fn batch_to_channels(g: &Tensor, d: &Conv2dDims) -> Result<Tensor> {
-    launch(
-        "swap_batch_channels",
-        d.params(),
-        g,
-        None,
-        &[d.o, d.n * d.plane()],
-    )
+/// The output gradient `[N, O, OH OW]` as `[O, N OH OW]` in `dtype`.
+fn batch_to_channels(g: &Tensor, d: &Conv2dDims, dtype: DType) -> Result<Tensor> {
+    let shape = [d.o, d.n * d.plane()];
+    launch("swap_batch_channels", d.params(), g, None, (&shape, dtype))
 }
 
-/// A `[rows, cols_in]` matrix as `[rows, cols_out]`, cut or padded with zeros.
-fn copy_columns(m: &Tensor, d: &Conv2dDims, cols_in: usize, cols_out: usize) -> Result<Tensor> {
+/// A `[rows, cols_in]` matrix as `[rows, cols_out]` in `dtype`, cut or padded with zeros.
+fn copy_columns(
+    m: &Tensor,
+    d: &Conv2dDims,
+    (cols_in, cols_out): (usize, usize),
+    dtype: DType,
+) -> Result<Tensor> {
     if cols_in == cols_out {
-        return Ok(m.clone());
+        return operand(m.clone(), dtype);
     }
     let params = Params {
         cols_in: cols_in as u32,
@@ -481,7 +498,7 @@ fn copy_columns(m: &Tensor, d: &Conv2dDims, cols_in: usize, cols_out: usize) -> 
         ..d.params()
     };
     let rows = m.numel() / cols_in;
-    launch("copy_columns", params, m, None, &[rows, cols_out])
+    launch("copy_columns", params, m, None, (&[rows, cols_out], dtype))
 }
 
 const NT: MatmulOptions = MatmulOptions {
@@ -543,7 +560,14 @@ impl Tensor {
             true => (d.tap_major_params(), vec![d.gemm_taps(), d.n * d.plane()]),
         };
         let plane = (d.ow, d.oh, d.gemm_taps());
-        launch_planes("im2col", params, self, plane, &shape, Some(layout))
+        launch_planes(
+            "im2col",
+            params,
+            self,
+            plane,
+            (&shape, DType::F32),
+            Some(layout),
+        )
     }
 
     /// The input gradient `[N, C, H, W]` from the gradient `self` of [`Tensor::im2col_with`]'s
@@ -575,7 +599,7 @@ impl Tensor {
             params,
             self,
             (d.w, d.h, d.c),
-            x_shape,
+            (x_shape, DType::F32),
             Some(layout),
         )
     }
@@ -589,23 +613,27 @@ impl Tensor {
     ) -> Result<Tensor> {
         let d = Conv2dDims::infer(self.shape(), weight.shape(), spec)?;
         match variant {
-            ConvVariant::Direct => {
-                launch("forward", d.params(), self, Some(weight), &d.out_shape())
-            }
+            ConvVariant::Direct => launch(
+                "forward",
+                d.params(),
+                self,
+                Some(weight),
+                (&d.out_shape(), DType::F32),
+            ),
             ConvVariant::Gemm => {
-                let w = operand(gemm_weight(weight, &d)?, operands)?;
-                let cols = operand(columns(self, &d)?, operands)?;
+                let w = gemm_weight(weight, &d, operands)?;
+                let cols = columns(self, &d, operands)?;
                 w.matmul(&cols)?.reshape(&d.out_shape())
             }
             ConvVariant::GemmBatch => {
-                let w = operand(gemm_weight(weight, &d)?, operands)?;
-                let y = w.matmul(&operand(columns_tap_major(self, &d)?, operands)?)?;
+                let w = gemm_weight(weight, &d, operands)?;
+                let y = w.matmul(&columns_tap_major(self, &d, operands)?)?;
                 launch(
                     "swap_batch_channels",
                     d.tap_major_params(),
                     &y,
                     None,
-                    &d.out_shape(),
+                    (&d.out_shape(), DType::F32),
                 )
             }
         }
@@ -671,11 +699,15 @@ impl Tensor {
     ) -> Result<Tensor> {
         let d = self.backward_dims(x_shape, weight.shape(), spec)?;
         match variant {
-            ConvVariant::Direct => {
-                launch("backward_input", d.params(), self, Some(weight), x_shape)
-            }
+            ConvVariant::Direct => launch(
+                "backward_input",
+                d.params(),
+                self,
+                Some(weight),
+                (x_shape, DType::F32),
+            ),
             ConvVariant::Gemm => {
-                let w = operand(gemm_weight(weight, &d)?, operands)?;
+                let w = gemm_weight(weight, &d, operands)?;
                 let g = operand(self.reshape(&[d.n, d.o, d.plane()])?, operands)?;
                 let dcols = w.matmul_t(&g, TN)?;
                 if d.pointwise() {
@@ -684,8 +716,8 @@ impl Tensor {
                 uncolumns(&dcols, d.params(), &d, x_shape)
             }
             ConvVariant::GemmBatch => {
-                let w = operand(gemm_weight(weight, &d)?, operands)?;
-                let g = operand(batch_to_channels(self, &d)?, operands)?;
+                let w = gemm_weight(weight, &d, operands)?;
+                let g = batch_to_channels(self, &d, operands)?;
                 let dcols = w.matmul_t(&g, TN)?;
                 uncolumns(&dcols, d.tap_major_params(), &d, x_shape)
             }
@@ -755,13 +787,19 @@ impl Tensor {
     ) -> Result<Tensor> {
         let d = self.backward_dims(x.shape(), w_shape, spec)?;
         match variant {
-            ConvVariant::Direct => launch("backward_weight", d.params(), x, Some(self), w_shape),
+            ConvVariant::Direct => launch(
+                "backward_weight",
+                d.params(),
+                x,
+                Some(self),
+                (w_shape, DType::F32),
+            ),
             // Both GEMM variants sum over images and pixels in one product:
             // [O, N OH OW] x [taps, N OH OW]^T.
             ConvVariant::Gemm | ConvVariant::GemmBatch => {
-                let g = operand(batch_to_channels(self, &d)?, operands)?;
-                let dw = g.matmul_t(&operand(columns_tap_major(x, &d)?, operands)?, NT)?;
-                copy_columns(&dw, &d, d.gemm_taps(), d.taps())?.reshape(w_shape)
+                let g = batch_to_channels(self, &d, operands)?;
+                let dw = g.matmul_t(&columns_tap_major(x, &d, operands)?, NT)?;
+                copy_columns(&dw, &d, (d.gemm_taps(), d.taps()), DType::F32)?.reshape(w_shape)
             }
         }
     }
