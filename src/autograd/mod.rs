@@ -13,6 +13,7 @@ use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::LocalKey;
 
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
@@ -50,18 +51,27 @@ thread_local! {
     static AUTOCAST: Cell<DType> = const { Cell::new(DType::F32) };
 }
 
+/// Runs `f` with the thread's `setting` at `value`, restored afterwards (even on a panic).
+fn with_setting<C: Copy + 'static, T>(
+    setting: &'static LocalKey<Cell<C>>,
+    value: C,
+    f: impl FnOnce() -> T,
+) -> T {
+    struct Restore<C: Copy + 'static>(&'static LocalKey<Cell<C>>, C);
+    impl<C: Copy + 'static> Drop for Restore<C> {
+        fn drop(&mut self) {
+            self.0.with(|c| c.set(self.1));
+        }
+    }
+    let _restore = Restore(setting, setting.with(|c| c.replace(value)));
+    f()
+}
+
 /// Runs `f` with convolutions taking `dtype` operands, in their forward and in the gradients
 /// recorded meanwhile (as `torch.autocast(dtype=...)`; other ops stay f32). f16 needs the
 /// adapter's SHADER_F16.
 pub fn autocast<T>(dtype: DType, f: impl FnOnce() -> T) -> T {
-    struct Restore(DType);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            AUTOCAST.with(|a| a.set(self.0));
-        }
-    }
-    let _restore = Restore(AUTOCAST.with(|a| a.replace(dtype)));
-    f()
+    with_setting(&AUTOCAST, dtype, f)
 }
 
 fn autocast_dtype() -> DType {
@@ -70,14 +80,7 @@ fn autocast_dtype() -> DType {
 
 /// Runs `f` without recording: ops inside it make constants (as `torch.no_grad()`).
 pub fn no_grad<T>(f: impl FnOnce() -> T) -> T {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            RECORDING.with(|r| r.set(self.0));
-        }
-    }
-    let _restore = Restore(RECORDING.with(|r| r.replace(false)));
-    f()
+    with_setting(&RECORDING, false, f)
 }
 
 fn next_id() -> usize {
