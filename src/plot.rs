@@ -202,7 +202,7 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
 /// Writes `image` to `path` as PNG, under a temporary name renamed into place (a reader never
 /// sees half a file).
 pub fn save_png(image: &RgbImage, path: &Path) -> Result<(), IoError> {
-    let tmp = path.with_extension(format!("png.tmp{}", std::process::id()));
+    let tmp = crate::io::temporary(path);
     image
         .save_with_format(&tmp, image::ImageFormat::Png)
         .map_err(|e| IoError::invalid(path, format!("cannot write the image: {e}")))?;

@@ -160,7 +160,7 @@ impl Autotuner {
         let Ok(json) = serde_json::to_vec_pretty(&file) else {
             return;
         };
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let tmp = crate::io::temporary(path);
         let written = path
             .parent()
             .is_some_and(|dir| std::fs::create_dir_all(dir).is_ok())

@@ -58,6 +58,28 @@ impl IoError {
     }
 }
 
+/// The name `path` is written under before it is renamed into place, so that a reader never
+/// sees half a file: `<name>.tmp<pid>` beside it.
+pub(crate) fn temporary(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp{}", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// Writes `bytes` to `path` under its [`temporary`] name and renames it into place.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
+    let tmp = temporary(path);
+    std::fs::write(&tmp, bytes).map_err(|e| IoError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| IoError::io(path, e))
+}
+
+/// Copies `from` to `to` under `to`'s [`temporary`] name and renames it into place.
+pub(crate) fn copy_atomic(from: &Path, to: &Path) -> Result<(), IoError> {
+    let tmp = temporary(to);
+    std::fs::copy(from, &tmp).map_err(|e| IoError::io(&tmp, e))?;
+    std::fs::rename(&tmp, to).map_err(|e| IoError::io(to, e))
+}
+
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, IoError> {
     std::fs::read(path).map_err(|e| IoError::io(path, e))
 }

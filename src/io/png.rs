@@ -17,7 +17,7 @@ pub enum Pixels {
 
 /// Writes `pixels` (`width` x `height`) to `path` atomically.
 pub fn write(path: &Path, width: usize, height: usize, pixels: &Pixels) -> Result<(), IoError> {
-    let tmp = path.with_extension(format!("png.tmp{}", std::process::id()));
+    let tmp = crate::io::temporary(path);
     let result = (|| {
         let file = std::fs::File::create(&tmp).map_err(|e| IoError::io(&tmp, e))?;
         let encoder = PngEncoder::new_with_quality(

@@ -144,7 +144,7 @@ pub fn save_state_dict(path: &Path, key: &str, tensors: &[Named]) -> Result<(), 
         .and_then(|s| s.to_str())
         .filter(|s| !s.is_empty() && s.is_ascii())
         .unwrap_or("archive");
-    let tmp = path.with_extension(format!("pt.tmp{}", std::process::id()));
+    let tmp = crate::io::temporary(path);
     let fail = |e: &dyn std::fmt::Display| IoError::invalid(path, format!("cannot write: {e}"));
     let file = std::fs::File::create(&tmp).map_err(|e| IoError::io(&tmp, e))?;
     let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));

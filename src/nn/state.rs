@@ -241,7 +241,7 @@ pub fn save_with(
             .map_err(|e| invalid(&path.display().to_string(), format!("{name}: {e}")))?;
         views.push((name.clone(), view));
     }
-    let tmp = path.with_extension(format!("safetensors.tmp{}", std::process::id()));
+    let tmp = crate::io::temporary(path);
     let metadata = (!metadata.is_empty()).then(|| metadata.clone());
     safetensors::serialize_to_file(views, metadata, &tmp)
         .map_err(|e| invalid(&path.display().to_string(), format!("cannot write: {e}")))?;

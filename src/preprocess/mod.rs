@@ -687,7 +687,5 @@ pub(crate) fn write_jsonl<T: Serialize>(path: &Path, items: &[T]) -> Result<(), 
         text.push_str(&serde_json::to_string(item).expect("records serialise"));
         text.push('\n');
     }
-    let tmp = path.with_extension(format!("jsonl.tmp{}", std::process::id()));
-    std::fs::write(&tmp, text).map_err(|e| IoError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| IoError::io(path, e))
+    crate::io::write_atomic(path, text.as_bytes())
 }

@@ -593,9 +593,7 @@ fn place(from: &Path, to: &Path, link: bool) -> Result<(), IoError> {
             )
         });
     }
-    let tmp = to.with_extension(format!("png.tmp{}", std::process::id()));
-    std::fs::copy(from, &tmp).map_err(|e| IoError::io(&tmp, e))?;
-    std::fs::rename(&tmp, to).map_err(|e| IoError::io(to, e))
+    crate::io::copy_atomic(from, to)
 }
 
 /// Preprocesses `inputs` in memory and reduces each volume's slices as they are made, writing

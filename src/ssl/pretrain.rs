@@ -25,7 +25,7 @@ use super::{
 use crate::autograd::no_grad;
 use crate::data::{Loader, LoaderOptions};
 use crate::gpu::{Gpu, GpuOptions, Tuning};
-use crate::io::IoError;
+use crate::io::{IoError, copy_atomic, write_atomic};
 use crate::nn::{self, Arch, Random, ResNetConfig, StateDict};
 use crate::ops::rows::RowOp;
 use crate::optim::{LossScale, Sgd};
@@ -357,13 +357,6 @@ pub struct RunSummary {
     pub first_loss: Option<f32>,
     pub last_loss: Option<f32>,
     pub checkpoint: PathBuf,
-}
-
-/// Writes `bytes` to `path` under a temporary name and renames it into place.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| IoError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| IoError::io(path, e))
 }
 
 /// Starts a run in the empty (or new) folder `root` on `slices`.
@@ -801,10 +794,7 @@ impl Run<'_> {
             .checkpoints()
             .join(format!("step-{step:07}.safetensors"));
         nn::save_with(model, &extra, &meta, &path)?;
-        let last = self.dir.last();
-        let tmp = last.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::copy(&path, &tmp).map_err(|e| IoError::io(&tmp, e))?;
-        std::fs::rename(&tmp, &last).map_err(|e| IoError::io(&last, e))?;
+        copy_atomic(&path, &self.dir.last())?;
         self.last_checkpoint = Some(path.clone());
         Ok(path)
     }
