@@ -19,9 +19,7 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::{
-    CropGroup, MultiCrop, Queue, Schedule, ScheduleKind, Swav, SwavConfig, SwavLoss, SwavTrainer,
-};
+use super::{MultiCrop, Queue, Schedule, ScheduleKind, Swav, SwavConfig, SwavLoss, SwavTrainer};
 use crate::autograd::no_grad;
 use crate::data::{Loader, LoaderOptions};
 use crate::gpu::{Gpu, GpuOptions, Tuning};
@@ -162,19 +160,11 @@ impl PretrainConfig {
     /// learning rate (LARS moves each layer by lr x 0.001 of its norm per step, so a short run
     /// needs FB's 4.8 rather than the paper's 0.15), prototypes frozen for 20 steps.
     pub fn tiny() -> PretrainConfig {
+        // The paper's crops, counts and scales at 64 and 32 px.
         let mut crops = MultiCrop::paper();
-        crops.groups = vec![
-            CropGroup {
-                size: 64,
-                count: 2,
-                scale: (0.9, 1.0),
-            },
-            CropGroup {
-                size: 32,
-                count: 6,
-                scale: (0.1, 0.33),
-            },
-        ];
+        for (group, size) in crops.groups.iter_mut().zip([64, 32]) {
+            group.size = size;
+        }
         PretrainConfig {
             preset: "tiny".into(),
             arch: "resnet18".into(),
