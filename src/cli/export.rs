@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use lim::io::torch::{Named, Values, save_state_dict};
+use lim::io::torch::{Named, Storage, save_state_dict};
 use lim::ssl::pretrain::{OPTIMIZER, QUEUE};
 use safetensors::{Dtype, SafeTensors};
 
@@ -47,48 +47,30 @@ pub fn run(args: &Args) -> CliResult {
         .map(String::from)
         .collect();
     names.sort();
-    let mut floats: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
-    let mut ints: Vec<(String, Vec<usize>, Vec<i64>)> = Vec::new();
+    let mut views = Vec::new();
     for n in &names {
         let view = st.tensor(n).map_err(|e| format!("{name}: {n}: {e}"))?;
-        let key = format!("model.{n}");
-        let shape = view.shape().to_vec();
-        match view.dtype() {
-            Dtype::F32 => {
-                let v = view
-                    .data()
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()));
-                floats.push((key, shape, v.collect()));
-            }
-            Dtype::I64 => {
-                let v = view
-                    .data()
-                    .chunks_exact(8)
-                    .map(|b| i64::from_le_bytes(b.try_into().unwrap()));
-                ints.push((key, shape, v.collect()));
-            }
+        let storage = match view.dtype() {
+            Dtype::F32 => Storage::F32,
+            Dtype::I64 => Storage::I64,
             other => {
                 return Err(
                     format!("{name}: {n} holds {other:?}; float32 and int64 are exported").into(),
                 );
             }
-        }
+        };
+        views.push((format!("model.{n}"), storage, view));
     }
-    let mut tensors: Vec<Named> = floats
+    // The keys in order, as the names they are made from.
+    let tensors: Vec<Named> = views
         .iter()
-        .map(|(k, s, v)| Named {
-            name: k,
-            shape: s,
-            values: Values::F32(v),
+        .map(|(key, storage, view)| Named {
+            name: key,
+            shape: view.shape(),
+            storage: *storage,
+            data: view.data(),
         })
-        .chain(ints.iter().map(|(k, s, v)| Named {
-            name: k,
-            shape: s,
-            values: Values::I64(v),
-        }))
         .collect();
-    tensors.sort_by(|a, b| a.name.cmp(b.name));
     save_state_dict(&args.out, "state_dict", &tensors)?;
     println!(
         "{} tensors -> {} (torch.load(path, weights_only=True)[\"state_dict\"], keys \"model.<name>\")",

@@ -9,17 +9,30 @@ use std::path::Path;
 
 use super::IoError;
 
-/// A tensor's elements, row-major.
-pub enum Values<'a> {
-    F32(&'a [f32]),
-    I64(&'a [i64]),
+/// A tensor's element type.
+#[derive(Clone, Copy)]
+pub enum Storage {
+    F32,
+    I64,
 }
 
-/// One named tensor.
+impl Storage {
+    /// PyTorch's storage class, and the bytes of an element.
+    fn class_and_size(self) -> (&'static str, usize) {
+        match self {
+            Storage::F32 => ("FloatStorage", 4),
+            Storage::I64 => ("LongStorage", 8),
+        }
+    }
+}
+
+/// One named tensor: its elements row-major, little-endian, as safetensors holds them and as
+/// PyTorch's records do.
 pub struct Named<'a> {
     pub name: &'a str,
     pub shape: &'a [usize],
-    pub values: Values<'a>,
+    pub storage: Storage,
+    pub data: &'a [u8],
 }
 
 /// Python pickle (protocol 2) opcodes lim writes.
@@ -92,10 +105,8 @@ impl Pickle {
     /// `torch._utils._rebuild_tensor_v2(storage, 0, shape, stride, False, OrderedDict())`,
     /// the storage being persistent record `key`.
     fn tensor(&mut self, key: usize, t: &Named) {
-        let (storage, numel) = match t.values {
-            Values::F32(v) => ("FloatStorage", v.len()),
-            Values::I64(v) => ("LongStorage", v.len()),
-        };
+        let (storage, size) = t.storage.class_and_size();
+        let numel = t.data.len() / size;
         self.global("torch._utils", "_rebuild_tensor_v2");
         self.op(op::MARK);
         self.op(op::MARK);
@@ -160,11 +171,7 @@ pub fn save_state_dict(path: &Path, key: &str, tensors: &[Named]) -> Result<(), 
     record("data.pkl", &pickle.0)?;
     record("byteorder", b"little")?;
     for (i, t) in tensors.iter().enumerate() {
-        let bytes: Vec<u8> = match t.values {
-            Values::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Values::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        };
-        record(&format!("data/{i}"), &bytes)?;
+        record(&format!("data/{i}"), t.data)?;
     }
     record("version", b"3\n")?;
     zip.finish()
