@@ -14,7 +14,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Kernel, shader};
 use crate::ops::matmul::MatmulOptions;
-use crate::ops::size_bucket;
+use crate::ops::{favoured_first, size_bucket, tune};
 use crate::tensor::{DType, Tensor};
 
 /// Stride, zero padding and dilation, each `[height, width]`.
@@ -254,13 +254,6 @@ impl ConvVariant {
             ConvVariant::GemmBatch => "gemm_batch",
         }
     }
-
-    fn from_name(name: &str) -> ConvVariant {
-        Self::ALL
-            .into_iter()
-            .find(|v| v.name() == name)
-            .expect("a candidate name")
-    }
 }
 
 /// The three passes of a convolution.
@@ -363,15 +356,6 @@ impl ColumnLayout {
             ColumnLayout::Rows => "rows",
         }
     }
-
-    /// Both, the one the adapter's kind favours first (the default when tuning is off).
-    fn candidates(gpu: &Gpu) -> Vec<String> {
-        let order = match gpu.info().device_type {
-            wgpu::DeviceType::Cpu => [ColumnLayout::Rows, ColumnLayout::Tiles],
-            _ => [ColumnLayout::Tiles, ColumnLayout::Rows],
-        };
-        order.iter().map(|l| l.name().to_string()).collect()
-    }
 }
 
 /// Records `stem` (`im2col` or `col2im`) over a `width` x `height` plane, `lines` taps or
@@ -412,10 +396,6 @@ fn launch_planes(
     if let Some(layout) = layout {
         return run(layout);
     }
-    let from_name = |name: &str| match name {
-        "tiles" => ColumnLayout::Tiles,
-        _ => ColumnLayout::Rows,
-    };
     let key = format!(
         "conv2d/{stem}{}{}/n{}/lines{}/hw{}x{}/{}",
         params.tap_major,
@@ -431,10 +411,11 @@ fn launch_planes(
             .collect::<Vec<_>>()
             .join("x"),
     );
-    let choice = gpu.autotune(&key, &ColumnLayout::candidates(gpu), |name| {
-        run(from_name(name)).map(drop)
+    let layouts = favoured_first(gpu, ColumnLayout::Tiles, ColumnLayout::Rows);
+    let choice = tune(gpu, &key, &layouts, ColumnLayout::name, |l| {
+        run(l).map(drop)
     })?;
-    run(from_name(&choice))
+    run(choice)
 }
 
 /// `x` as columns `[N, taps, OH OW]` (see `gemm_taps`) in `dtype`: itself where the
@@ -880,19 +861,17 @@ fn tuned(
     operands: DType,
     run: impl Fn(ConvVariant) -> Result<Tensor>,
 ) -> Result<ConvVariant> {
-    let candidates: Vec<String> = ConvVariant::ALL
-        .iter()
-        .filter(|v| require_route(**v, operands).is_ok())
-        .map(|v| v.name().to_string())
+    let variants: Vec<ConvVariant> = ConvVariant::ALL
+        .into_iter()
+        .filter(|&v| require_route(v, operands).is_ok())
         .collect();
     let key = match operands {
         DType::F32 => d.tune_key(&format!("{pass:?}")),
         DType::F16 => d.tune_key(&format!("{pass:?}/f16")),
     };
-    let choice = on.gpu().autotune(&key, &candidates, |name| {
-        run(ConvVariant::from_name(name)).map(drop)
-    })?;
-    Ok(ConvVariant::from_name(&choice))
+    tune(on.gpu(), &key, &variants, ConvVariant::name, |v| {
+        run(v).map(drop)
+    })
 }
 
 /// CPU references in f64.

@@ -8,7 +8,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, PooledBuffer, STORAGE, shader};
-use crate::ops::{size_bucket, windows};
+use crate::ops::{favoured_first, size_bucket, tune, windows};
 use crate::tensor::{DType, Tensor};
 
 /// A `k` x `k` window moved by `stride`, over an input padded by `padding` on each side.
@@ -45,13 +45,6 @@ impl PoolBackward {
         match self {
             PoolBackward::Elements => "elements",
             PoolBackward::Rows => "rows",
-        }
-    }
-
-    fn from_name(name: &str) -> PoolBackward {
-        match name {
-            "rows" => PoolBackward::Rows,
-            _ => PoolBackward::Elements,
         }
     }
 }
@@ -213,11 +206,7 @@ impl Tensor {
     /// The gradient of max pooling: each output's gradient goes to where its maximum was.
     pub fn max_pool2d_backward(&self, argmax: &Argmax) -> Result<Tensor> {
         let p = params(&argmax.input_shape, argmax.spec)?;
-        let variants = match self.gpu().info().device_type {
-            wgpu::DeviceType::Cpu => [PoolBackward::Rows, PoolBackward::Elements],
-            _ => [PoolBackward::Elements, PoolBackward::Rows],
-        };
-        let names: Vec<String> = variants.iter().map(|v| v.name().to_string()).collect();
+        let variants = favoured_first(self.gpu(), PoolBackward::Elements, PoolBackward::Rows);
         let key = format!(
             "max_pool2d_backward/planes{}/hw{}x{}/k{}/s{}",
             size_bucket(p.planes as usize),
@@ -226,11 +215,10 @@ impl Tensor {
             p.k,
             p.stride
         );
-        let choice = self.gpu().autotune(&key, &names, |name| {
-            self.max_pool2d_backward_with(argmax, PoolBackward::from_name(name))
-                .map(drop)
+        let choice = tune(self.gpu(), &key, &variants, PoolBackward::name, |v| {
+            self.max_pool2d_backward_with(argmax, v).map(drop)
         })?;
-        self.max_pool2d_backward_with(argmax, PoolBackward::from_name(&choice))
+        self.max_pool2d_backward_with(argmax, choice)
     }
 
     /// [`Tensor::max_pool2d_backward`] with the given kernel.
