@@ -28,7 +28,7 @@ use crate::nn::{self, Arch, Random, ResNetConfig, StateDict};
 use crate::ops::rows::RowOp;
 use crate::optim::{LossScale, Sgd};
 use crate::plot::{self, Series};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 /// What a count of prototype-freezing is counted in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +60,27 @@ pub enum Precision {
     /// operands (f32 sums), weights stay f32, and a dynamic loss scale skips steps whose
     /// gradients overflow, as PyTorch's autocast and GradScaler.
     F16,
+}
+
+impl Precision {
+    /// The operands the backbone's convolutions take.
+    pub fn operands(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::F16 => DType::F16,
+        }
+    }
+
+    /// Refuses f16 where `gpu` lacks SHADER_F16.
+    pub fn check(self, gpu: &Gpu) -> Result<(), RunError> {
+        if self == Precision::F16 && !gpu.features().contains(wgpu::Features::SHADER_F16) {
+            return Err(RunError::Config(format!(
+                "--precision f16 needs the SHADER_F16 feature, which adapter {} lacks: use f32",
+                gpu.describe()
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl std::str::FromStr for Precision {
@@ -195,7 +216,8 @@ impl PretrainConfig {
         }
     }
 
-    fn swav_config(&self) -> Result<SwavConfig, RunError> {
+    /// The model the run trains.
+    pub fn swav_config(&self) -> Result<SwavConfig, RunError> {
         let arch: Arch = self.arch.parse().map_err(RunError::Config)?;
         Ok(SwavConfig {
             backbone: ResNetConfig {
@@ -483,12 +505,7 @@ fn execute(
         std::fs::create_dir_all(dir.autotune()).map_err(|e| IoError::io(&dir.autotune(), e))?;
         std::fs::copy(&user, file).map_err(|e| IoError::io(file, e))?;
     }
-    if config.precision == Precision::F16 && !gpu.features().contains(wgpu::Features::SHADER_F16) {
-        return Err(RunError::Config(format!(
-            "--precision f16 needs the SHADER_F16 feature, which adapter {} lacks: use f32",
-            gpu.describe()
-        )));
-    }
+    config.precision.check(&gpu)?;
     let swav = config.swav_config()?;
     let (model, first_step, queue, buffers, scale) = match &checkpoint {
         Some(path) => restore(&gpu, swav, path)?,

@@ -4,13 +4,13 @@
 
 use std::time::Instant;
 
+use lim::Gpu;
 use lim::autograd::{Var, autocast};
 use lim::data::GreyImage;
-use lim::nn::{self, Arch, Linear, Random, ResNetConfig};
+use lim::nn::{self, Linear, Random};
 use lim::optim::{LossScale, Optimizer, Sgd};
 use lim::ssl::pretrain::{Precision, PretrainConfig};
-use lim::ssl::{Swav, SwavConfig, SwavLoss, SwavTrainer, sinkhorn};
-use lim::{DType, Gpu};
+use lim::ssl::{Swav, SwavLoss, SwavTrainer, sinkhorn};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::json;
@@ -50,27 +50,8 @@ pub fn run(gpu_args: &GpuArgs, args: &SwavArgs) -> CliResult {
         config.batch = b;
     }
     let gpu = Gpu::new(&gpu_args.options()?)?;
-    if args.precision == Precision::F16 && !gpu.features().contains(wgpu::Features::SHADER_F16) {
-        return Err(format!(
-            "--precision f16 needs the SHADER_F16 feature, which adapter {} lacks",
-            gpu.describe()
-        )
-        .into());
-    }
-    let arch: Arch = config.arch.parse()?;
-    let backbone = ResNetConfig {
-        arch,
-        in_channels: config.crops.channels,
-        width: config.width,
-        num_classes: None,
-    };
-    let swav = SwavConfig {
-        backbone,
-        hidden: config.hidden,
-        dim: config.dim,
-        prototypes: config.prototypes,
-    };
-    let model = Swav::new(swav, &mut Random::new(&gpu, 0))?;
+    args.precision.check(&gpu)?;
+    let model = Swav::new(config.swav_config()?, &mut Random::new(&gpu, 0))?;
     let mut trainer = SwavTrainer {
         optimizer: Sgd::lars(nn::parameters(&model), 0.1)
             .momentum(0.9, false)
@@ -79,10 +60,7 @@ pub fn run(gpu_args: &GpuArgs, args: &SwavArgs) -> CliResult {
         loss: SwavLoss::default(),
         mixed: (args.precision == Precision::F16).then(LossScale::default),
     };
-    let operands = match args.precision {
-        Precision::F32 => DType::F32,
-        Precision::F16 => DType::F16,
-    };
+    let operands = args.precision.operands();
     let b = config.batch;
     // CT-like 512 x 512 slices: a disc of tissue with structure inside.
     let slices: Vec<GreyImage> = (0..b)
