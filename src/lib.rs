@@ -18,6 +18,7 @@
 pub mod autograd;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod gpu;
 pub mod hash;
 pub mod io;

@@ -1,7 +1,6 @@
 //! `lim embed`: the globally average-pooled ResNet features (the input of torchvision's
 //! `fc`) of images, as a float32 `.npy` array `[n, features]` in input order.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use lim::autograd::{Var, no_grad};
@@ -78,22 +77,6 @@ fn pixels(
         }
     }
     Ok((w, h, planes))
-}
-
-/// A float32 `.npy` file (format 1.0, C order).
-fn write_npy(path: &Path, rows: usize, cols: usize, values: &[f32]) -> std::io::Result<()> {
-    let mut header =
-        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
-    // Magic (6) + version (2) + length (2) + header + newline, padded to 64 bytes.
-    let total = (10 + header.len() + 1).next_multiple_of(64);
-    header.push_str(&" ".repeat(total - 10 - header.len() - 1));
-    header.push('\n');
-    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
-    file.write_all(b"\x93NUMPY\x01\x00")?;
-    file.write_all(&(header.len() as u16).to_le_bytes())?;
-    file.write_all(header.as_bytes())?;
-    file.write_all(bytemuck::cast_slice(values))?;
-    file.flush()
 }
 
 /// What a `lim pretrain` checkpoint says about its backbone, if `state` is one.
@@ -253,8 +236,7 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
         return Err("no image could be read".into());
     }
     let values: Vec<f32> = rows.iter().flat_map(|r| r.1.iter().copied()).collect();
-    write_npy(&args.out, rows.len(), model.feature_len(), &values)
-        .map_err(|e| format!("{}: {e}", args.out.display()))?;
+    lim::io::npy::write_f32(&args.out, rows.len(), model.feature_len(), &values)?;
     let list = args.out.with_extension("npy.txt");
     let text: String = rows
         .iter()

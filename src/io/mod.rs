@@ -2,6 +2,7 @@
 
 pub mod dicom;
 pub mod nifti;
+pub mod npy;
 pub mod nrrd;
 pub mod png;
 pub mod torch;

@@ -1,0 +1,4 @@
+//! Downstream evaluation, the paper's stage 4: labelled data sets, classification metrics as
+//! scikit-learn computes them, and the protocols that train a classifier on an encoder.
+
+pub mod metrics;
