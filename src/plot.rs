@@ -15,8 +15,21 @@ pub struct Series<'a> {
     pub colour: [u8; 3],
 }
 
-pub const BLUE: [u8; 3] = [31, 119, 180];
-pub const ORANGE: [u8; 3] = [255, 127, 14];
+pub const BLUE: [u8; 3] = PALETTE[0];
+pub const ORANGE: [u8; 3] = PALETTE[1];
+/// Colours for many series, matplotlib's `tab10`, in its order.
+pub const PALETTE: [[u8; 3]; 10] = [
+    [31, 119, 180],
+    [255, 127, 14],
+    [44, 160, 44],
+    [214, 39, 40],
+    [148, 103, 189],
+    [140, 86, 75],
+    [227, 119, 194],
+    [127, 127, 127],
+    [188, 189, 34],
+    [23, 190, 207],
+];
 
 const WIDTH: u32 = 800;
 const HEIGHT: u32 = 480;

@@ -358,6 +358,36 @@ fn the_checkpoint_embeds_and_exports() {
         data.to_str().unwrap(),
     ]);
     assert!(!wrong.status.success());
+    // `lim evaluate` takes the backbone with its channels, normalisation and crop size.
+    let evaluation = dir.join("evaluation");
+    ok(&common::lim(&[
+        "--tuning",
+        "off",
+        "evaluate",
+        "--weights",
+        last.to_str().unwrap(),
+        "--limit",
+        "12",
+        "--epochs",
+        "1",
+        "--out",
+        evaluation.to_str().unwrap(),
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/data/pneumoniamnist-subset.npz"
+        ),
+    ]));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(evaluation.join("report.json")).unwrap()).unwrap();
+    assert_eq!(
+        report["settings"]["size"], 32,
+        "the checkpoint's large crops"
+    );
+    assert_eq!(
+        report["settings"]["mean"][0].as_f64().unwrap() as f32,
+        0.1806
+    );
+    assert_eq!(report["arch"], "resnet18");
     let pt = dir.join("swav.pt");
     let text = ok(&common::lim(&[
         "export",

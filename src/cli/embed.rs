@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use lim::autograd::{Var, no_grad};
-use lim::nn::{Arch, Random, ResNet, ResNetConfig, StateDict};
+use lim::eval::encoder::{Encoder, EncoderOptions};
 use lim::{Gpu, Tensor};
 use rayon::prelude::*;
 
@@ -79,109 +79,32 @@ fn pixels(
     Ok((w, h, planes))
 }
 
-/// What a `lim pretrain` checkpoint says about its backbone, if `state` is one.
-struct Pretrained {
-    arch: String,
-    width: f32,
-    in_channels: usize,
-    mean: f32,
-    std: f32,
-}
-
-fn pretrained(state: &StateDict) -> Result<Option<Pretrained>, String> {
-    let meta = state.metadata();
-    if meta.get("format").map(String::as_str) != Some(lim::ssl::pretrain::FORMAT) {
-        return Ok(None);
-    }
-    let field = |key: &str| {
-        meta.get(key)
-            .ok_or_else(|| format!("{}: no `{key}` in the checkpoint's metadata", state.file()))
-    };
-    let number = |key: &str| -> Result<f32, String> {
-        field(key)?
-            .parse()
-            .map_err(|e| format!("{}: `{key}`: {e}", state.file()))
-    };
-    Ok(Some(Pretrained {
-        arch: field("arch")?.clone(),
-        width: number("width")?,
-        in_channels: number("in_channels")? as usize,
-        mean: number("mean")?,
-        std: number("std")?,
-    }))
-}
-
 pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
     let gpu = Gpu::new(&gpu_args.options()?)?;
-    let state = args
-        .weights
-        .as_ref()
-        .map(|path| StateDict::load(&gpu, path))
-        .transpose()?;
-    let swav = state.as_ref().map(pretrained).transpose()?.flatten();
-    let arch_name = args
-        .arch
-        .clone()
-        .or_else(|| swav.as_ref().map(|s| s.arch.clone()))
-        .unwrap_or_else(|| "resnet18".into());
-    if let (Some(s), Some(given)) = (&swav, &args.arch)
-        && s.arch != *given
-    {
-        return Err(format!("--arch {given}, but the checkpoint holds a {}", s.arch).into());
+    let encoder = Encoder::load(
+        &gpu,
+        &EncoderOptions {
+            arch: args.arch.clone(),
+            weights: args.weights.clone(),
+            in_channels: args.in_channels,
+            width: args.width,
+            mean: args.mean.clone(),
+            std: args.std.clone(),
+            seed: 0,
+        },
+    )?;
+    if encoder.weights.is_none() {
+        eprintln!(
+            "note: no --weights: features of a randomly initialised {}",
+            encoder.arch
+        );
     }
-    let arch: Arch = arch_name.parse()?;
-    let channels = args
-        .in_channels
-        .or(swav.as_ref().map(|s| s.in_channels))
-        .unwrap_or(3);
-    let per_channel = |given: &[f32], trained: Option<f32>, imagenet: [f32; 3]| match given {
-        [] => trained.map_or(imagenet.to_vec(), |v| vec![v; 3]),
-        [one] => vec![*one; 3],
-        v => v.to_vec(),
-    };
-    let mean = per_channel(
-        &args.mean,
-        swav.as_ref().map(|s| s.mean),
-        [0.485, 0.456, 0.406],
+    let (model, channels, mean, std) = (
+        &encoder.model,
+        encoder.channels,
+        &encoder.mean,
+        &encoder.std,
     );
-    let std = per_channel(
-        &args.std,
-        swav.as_ref().map(|s| s.std),
-        [0.229, 0.224, 0.225],
-    );
-    if ![1, 3].contains(&channels) || mean.len() < channels || std.len() < channels {
-        return Err(format!(
-            "--in-channels is 1 or 3, with as many --mean and --std values (got {channels}, {mean:?}, {std:?})"
-        )
-        .into());
-    }
-    let config = ResNetConfig {
-        arch,
-        in_channels: channels,
-        width: args.width.or(swav.as_ref().map(|s| s.width)).unwrap_or(1.0),
-        num_classes: None,
-    };
-    let model = match state {
-        Some(mut state) => {
-            // Everything but the backbone: a classifier, a SwAV head, the optimiser's state.
-            for other in [
-                "fc.",
-                "projection_head.",
-                "prototypes.",
-                "optimizer.",
-                "queue.",
-            ] {
-                state.skip(other);
-            }
-            let model = ResNet::new(config, &mut state)?;
-            state.finish()?;
-            model
-        }
-        None => {
-            eprintln!("note: no --weights: features of a randomly initialised {arch_name}");
-            ResNet::new(config, &mut Random::new(&gpu, 0))?
-        }
-    };
     let files = list_images(&args.images)?;
     let bar = counting_bar(files.len() as u64, "images");
     let mut rows: Vec<(PathBuf, Vec<f32>)> = Vec::new();
@@ -189,7 +112,7 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
     for chunk in files.chunks(args.batch.max(1)) {
         let loaded: Vec<_> = chunk
             .par_iter()
-            .map(|p| pixels(p, channels, &mean, &std))
+            .map(|p| pixels(p, channels, mean, std))
             .collect();
         // One forward pass per image size in the chunk, in input order within each.
         let mut done: Vec<Option<Vec<f32>>> = vec![None; chunk.len()];

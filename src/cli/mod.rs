@@ -2,6 +2,7 @@
 
 mod bench;
 mod embed;
+mod evaluate;
 mod export;
 mod hash;
 mod info;
@@ -144,6 +145,8 @@ enum Command {
     Reduce(reduce::Args),
     /// ResNet features (torchvision's pooled fc input) of images, as a .npy array
     Embed(embed::Args),
+    /// Train and test a classifier on an encoder's features: downstream AUC, accuracy, F1
+    Evaluate(evaluate::Args),
     /// SwAV pre-training of a ResNet on slices (the paper's stage 3), resumable
     Pretrain(pretrain::Args),
     /// A checkpoint in PyTorch's format, as the paper's downstream code loads it
@@ -164,6 +167,7 @@ pub fn main() -> ExitCode {
         Command::Hash(args) => hash::run(&cli.gpu, args),
         Command::Reduce(args) => reduce::run(&cli.gpu, args),
         Command::Embed(args) => embed::run(&cli.gpu, args),
+        Command::Evaluate(args) => evaluate::run(&cli.gpu, args),
         Command::Pretrain(args) => pretrain::run(&cli.gpu, args),
         Command::Export(args) => export::run(args),
     };

@@ -775,6 +775,17 @@ impl Run<'_> {
             ("in_channels".into(), self.config.crops.channels.to_string()),
             ("mean".into(), self.config.crops.mean.to_string()),
             ("std".into(), self.config.crops.std.to_string()),
+            (
+                "crop_size".into(),
+                self.config
+                    .crops
+                    .groups
+                    .iter()
+                    .map(|g| g.size)
+                    .max()
+                    .unwrap_or(0)
+                    .to_string(),
+            ),
             ("schedule".into(), self.config.schedule.name().into()),
             (
                 "precision".into(),
