@@ -435,3 +435,96 @@ fn evaluate_reports_unreadable_images_and_carries_on() {
     assert_eq!(report["samples"]["test"], 5);
     assert_eq!(report["unreadable"].as_array().unwrap().len(), 1);
 }
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/torch");
+
+/// A checkpoint `torch.save` wrote as the paper's Lightning pre-training did reads as the
+/// state dict PyTorch holds, bit for bit, and evaluates.
+#[test]
+fn a_pytorch_lightning_checkpoint_reads_and_evaluates() {
+    use lim::io::torch::{Values, load_state_dict};
+    let ckpt = Path::new(FIXTURES).join("swav_lightning.ckpt");
+    let read = load_state_dict(&ckpt).unwrap();
+    let expected =
+        std::fs::read(Path::new(FIXTURES).join("swav_lightning_expected.safetensors")).unwrap();
+    let expected = safetensors::SafeTensors::deserialize(&expected).unwrap();
+    assert_eq!(read.len(), expected.len());
+    for (name, shape, values) in &read {
+        let want = expected
+            .tensor(name)
+            .unwrap_or_else(|_| panic!("{name} is not expected"));
+        assert_eq!(shape.as_slice(), want.shape(), "{name}");
+        match values {
+            Values::F32(v) => {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                assert!(bytes == want.data(), "{name}: values differ");
+            }
+            Values::I64(v) => assert_eq!(
+                v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>(),
+                want.data(),
+                "{name}"
+            ),
+        }
+    }
+
+    let dir = temp_dir("torch");
+    let out = dir.join("out");
+    let args = [
+        "--tuning",
+        "off",
+        "evaluate",
+        "--weights",
+        ckpt.to_str().unwrap(),
+        "--arch",
+        "resnet18",
+        "--width",
+        "0.0625",
+        "--size",
+        "32",
+        "--limit",
+        "20",
+        "--epochs",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        PNEUMONIA,
+    ];
+    let output = common::lim(&args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["weights"], ckpt.to_str().unwrap());
+    // The wrong width is refused by name.
+    let wrong: Vec<&str> = args
+        .iter()
+        .map(|a| if *a == "0.0625" { "0.125" } else { a })
+        .collect();
+    let output = common::lim(&wrong);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("swav_lightning.ckpt")
+            && stderr.contains("conv1.weight has shape [4, 3, 7, 7]"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_zip_that_is_not_a_checkpoint_is_refused() {
+    let dir = temp_dir("not-torch");
+    let path = dir.join("other.pt");
+    write_npz(&path, &[("x", &[1], &[0])]);
+    let e = lim::io::torch::load_state_dict(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("other.pt") && e.contains("no data.pkl"), "{e}");
+    std::fs::write(&path, b"PK\x03\x04 truncated").unwrap();
+    let e = lim::io::torch::load_state_dict(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a PyTorch zip checkpoint"), "{e}");
+}

@@ -20,8 +20,9 @@ pub struct Args {
     /// resnet18)
     #[arg(long)]
     arch: Option<String>,
-    /// A safetensors state dict under torchvision's names (its `fc.*` is not used), or a
-    /// `lim pretrain` checkpoint (its backbone is used, with its width, channels and
+    /// A state dict under torchvision's names (its `fc.*` is not used) in safetensors or a
+    /// PyTorch checkpoint (`.pt`, `.ckpt`: its `state_dict`, prefixes such as `model.` taken
+    /// off), or a `lim pretrain` checkpoint (its backbone is used, with its width, channels and
     /// normalisation); without it the network has torchvision's random initialisation
     /// (seed 0)
     #[arg(long)]

@@ -22,8 +22,9 @@ pub struct Args {
     /// linear: the encoder frozen, a linear classifier trained on its pooled features
     #[arg(long, default_value = "linear", value_parser = ["linear"])]
     protocol: String,
-    /// The encoder's weights: a `lim pretrain` checkpoint or a torchvision state dict
-    /// (safetensors)
+    /// The encoder's weights: a `lim pretrain` checkpoint, a torchvision state dict
+    /// (safetensors), or a PyTorch checkpoint (`.pt`, `.pth`, a Lightning `.ckpt`: its
+    /// `state_dict`, `model.` and similar prefixes taken off, as the paper's notebooks do)
     #[arg(long, required_unless_present = "init", conflicts_with = "init")]
     weights: Option<PathBuf>,
     /// `random`: torchvision's random initialisation (seeded by --seed), the scratch

@@ -1,6 +1,7 @@
 //! The encoder a downstream task starts from: a ResNet backbone with the weights of a
 //! `lim pretrain` checkpoint (which names its own architecture, width, channels, normalisation
-//! and crop size), of a torchvision state dict in safetensors, or torchvision's random
+//! and crop size), of a torchvision state dict in safetensors or a PyTorch checkpoint (read
+//! by [`crate::io::torch::load_state_dict`]), or torchvision's random
 //! initialisation (the scratch baseline). Shared by `lim embed` and `lim evaluate`.
 
 use std::path::PathBuf;

@@ -4,6 +4,7 @@ pub mod dicom;
 pub mod nifti;
 pub mod npy;
 pub mod nrrd;
+pub mod pickle;
 pub mod png;
 pub mod torch;
 pub mod volume;

@@ -180,3 +180,151 @@ pub fn save_state_dict(path: &Path, key: &str, tensors: &[Named]) -> Result<(), 
         .map_err(|e| IoError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| IoError::io(path, e))
 }
+
+/// A tensor read from a PyTorch checkpoint: floating-point types as f32, integers as i64.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Values {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+}
+
+/// Key prefixes that wrap a backbone's torchvision names in the checkpoints the paper's
+/// notebooks load (less-is-more.md §4.1, §5.3): SwAV and SparK under Lightning (`model.`),
+/// MoCo (`encoder_q.`), BYOL (`online_network.encoder.`), DataParallel (`module.`).
+const WRAPPERS: [&str; 4] = ["model.", "encoder_q.", "online_network.encoder.", "module."];
+
+/// The state dict of a `torch.save` zip (`.pt`, `.pth`, a Lightning `.ckpt`), by the
+/// paper's rules: the checkpoint's `module` (SparK) or `state_dict` (Lightning) entry, else
+/// the checkpoint itself, with a wrapping prefix taken off every name. Storages saved on a
+/// GPU read the same (their device is ignored); non-tensor entries are left out.
+pub fn load_state_dict(path: &Path) -> Result<Vec<(String, Vec<usize>, Values)>, IoError> {
+    use std::io::Read;
+    let fail = |why: String| IoError::invalid(path, why);
+    let file = std::fs::File::open(path).map_err(|e| IoError::io(path, e))?;
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
+        .map_err(|e| fail(format!("not a PyTorch zip checkpoint: {e}")))?;
+    let mut names = Vec::new();
+    for i in 0..zip.len() {
+        let entry = zip
+            .by_index(i)
+            .map_err(|e| fail(format!("member {i}: {e}")))?;
+        names.push(
+            entry
+                .name()
+                .map_err(|e| fail(format!("member {i}: {e}")))?
+                .to_string(),
+        );
+    }
+    let mut read = |name: &str| -> Result<Option<Vec<u8>>, IoError> {
+        let Ok(mut entry) = zip.by_name(name) else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        entry
+            .read_to_end(&mut bytes)
+            .map_err(|e| fail(format!("{name}: {e}")))?;
+        Ok(Some(bytes))
+    };
+    let pickle_name = names
+        .into_iter()
+        .find(|n| n.ends_with("data.pkl") && n.matches('/').count() <= 1)
+        .ok_or_else(|| {
+            fail("no data.pkl: not a checkpoint torch.save wrote (PyTorch 1.6 or later)".into())
+        })?;
+    let prefix = pickle_name.trim_end_matches("data.pkl").to_string();
+    let pickle = read(&pickle_name)?.expect("listed");
+    let big = read(&format!("{prefix}byteorder"))?.is_some_and(|b| b.starts_with(b"big"));
+    let top = super::pickle::parse(&pickle).map_err(|e| fail(format!("data.pkl: {e}")))?;
+    let state = top
+        .get("module")
+        .or_else(|| top.get("state_dict"))
+        .unwrap_or(&top);
+    let super::pickle::Value::Dict(items) = state else {
+        return Err(fail("the checkpoint holds no state dict".into()));
+    };
+    let mut storages: std::collections::HashMap<String, Vec<u8>> = Default::default();
+    let mut out = Vec::new();
+    for (key, value) in items {
+        let (super::pickle::Value::Str(name), super::pickle::Value::Tensor(t)) = (key, value)
+        else {
+            continue;
+        };
+        if !storages.contains_key(&t.key) {
+            let record = format!("{prefix}data/{}", t.key);
+            let bytes =
+                read(&record)?.ok_or_else(|| fail(format!("{name}: no record {record}")))?;
+            storages.insert(t.key.clone(), bytes);
+        }
+        let values =
+            gather(&storages[&t.key], t, big).map_err(|why| fail(format!("{name}: {why}")))?;
+        let name = WRAPPERS
+            .iter()
+            .find_map(|w| name.strip_prefix(w))
+            .unwrap_or(name);
+        out.push((name.to_string(), t.shape.clone(), values));
+    }
+    Ok(out)
+}
+
+/// The elements of tensor `t` in C order, read through its offset and strides.
+fn gather(storage: &[u8], t: &super::pickle::TensorRef, big: bool) -> Result<Values, String> {
+    let size = match t.storage.as_str() {
+        "FloatStorage" | "IntStorage" => 4,
+        "DoubleStorage" | "LongStorage" => 8,
+        "HalfStorage" | "BFloat16Storage" | "ShortStorage" => 2,
+        "ByteStorage" | "CharStorage" | "BoolStorage" => 1,
+        other => return Err(format!("{other} tensors are not supported")),
+    };
+    let numel: usize = t.shape.iter().product();
+    if t.stride.len() != t.shape.len() {
+        return Err("its strides do not match its shape".into());
+    }
+    let mut index = vec![0usize; t.shape.len()];
+    let mut words = Vec::with_capacity(numel);
+    for _ in 0..numel {
+        let at = t.offset
+            + index
+                .iter()
+                .zip(&t.stride)
+                .map(|(i, s)| i * s)
+                .sum::<usize>();
+        let bytes = storage
+            .get(at * size..(at + 1) * size)
+            .ok_or("it reaches past the end of its storage")?;
+        let mut word = [0u8; 8];
+        word[..size].copy_from_slice(bytes);
+        if big {
+            word[..size].reverse();
+        }
+        words.push(u64::from_le_bytes(word));
+        for d in (0..index.len()).rev() {
+            index[d] += 1;
+            if index[d] < t.shape[d] {
+                break;
+            }
+            index[d] = 0;
+        }
+    }
+    let signed = |w: u64| {
+        let shift = 64 - 8 * size as u32;
+        ((w << shift) as i64) >> shift
+    };
+    Ok(match t.storage.as_str() {
+        "FloatStorage" => Values::F32(words.iter().map(|&w| f32::from_bits(w as u32)).collect()),
+        "DoubleStorage" => Values::F32(words.iter().map(|&w| f64::from_bits(w) as f32).collect()),
+        "HalfStorage" => Values::F32(
+            words
+                .iter()
+                .map(|&w| half::f16::from_bits(w as u16).to_f32())
+                .collect(),
+        ),
+        "BFloat16Storage" => Values::F32(
+            words
+                .iter()
+                .map(|&w| half::bf16::from_bits(w as u16).to_f32())
+                .collect(),
+        ),
+        "ByteStorage" | "BoolStorage" => Values::I64(words.iter().map(|&w| w as i64).collect()),
+        _ => Values::I64(words.into_iter().map(signed).collect()),
+    })
+}

@@ -14,6 +14,7 @@ use crate::autograd::Var;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::io::IoError;
+use crate::io::torch::Values;
 use crate::tensor::Tensor;
 
 /// One named tensor of a module.
@@ -82,10 +83,39 @@ fn invalid(path: &str, why: String) -> Error {
 }
 
 impl StateDict {
-    /// Reads `path`: f32 (or f64, f16, bf16, converted) tensors and int64 counters.
+    /// Reads `path`, a safetensors file or a PyTorch checkpoint (`torch.save`'s zip, read by
+    /// [`crate::io::torch::load_state_dict`]'s rules): f32 (or f64, f16, bf16, converted)
+    /// tensors and int64 counters.
     pub fn load(gpu: &Arc<Gpu>, path: &Path) -> Result<StateDict> {
         let file = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|e| Error::Io(IoError::io(path, e)))?;
+        if bytes.starts_with(b"PK\x03\x04") {
+            let mut tensors = BTreeMap::new();
+            let mut counts = HashMap::new();
+            for (name, shape, values) in crate::io::torch::load_state_dict(path)? {
+                match values {
+                    Values::F32(v) => {
+                        tensors.insert(name, (shape, v));
+                    }
+                    Values::I64(v) if v.len() == 1 => {
+                        counts.insert(name, v[0]);
+                    }
+                    Values::I64(_) => {
+                        return Err(invalid(
+                            &file,
+                            format!("{name}: integer tensors are not supported"),
+                        ));
+                    }
+                }
+            }
+            return Ok(StateDict {
+                gpu: gpu.clone(),
+                file,
+                tensors,
+                counts,
+                metadata: HashMap::new(),
+            });
+        }
         let st = SafeTensors::deserialize(&bytes)
             .map_err(|e| invalid(&file, format!("not a safetensors file: {e}")))?;
         let (_, header) = SafeTensors::read_metadata(&bytes)
