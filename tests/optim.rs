@@ -40,6 +40,24 @@ fn assert_steps_equal_torchs(
     }
 }
 
+/// A parameter without a gradient is not stepped, and its bias correction starts at its own
+/// first step (PyTorch keeps `state["step"]` per parameter): after three steps of another
+/// parameter, its first update is a fresh Adam's, `lr * g / |g|`.
+#[test]
+fn adam_counts_steps_per_parameter() {
+    let gpu = gpu();
+    let a = Var::param(Tensor::from_slice(&gpu, &[2], &[1.0, 2.0]).unwrap());
+    let b = Var::param(Tensor::from_slice(&gpu, &[1], &[3.0]).unwrap());
+    let mut adam = Adam::new(vec![a.clone(), b.clone()], 0.1);
+    for _ in 0..3 {
+        adam.train_step(&mut || a.mul(&a)?.sum_all()).unwrap();
+    }
+    assert_eq!(b.value().to_vec().unwrap(), vec![3.0], "no gradient, no step");
+    adam.train_step(&mut || b.mul(&b)?.sum_all()).unwrap();
+    let b = b.value().to_vec().unwrap()[0];
+    assert!((b - 2.9).abs() < 1e-6, "{b}: a global step count gives 2.942");
+}
+
 #[test]
 fn sgd_steps_equal_pytorchs() {
     assert_steps_equal_torchs("plain", 3, |p| Box::new(Sgd::new(p, 0.1)));

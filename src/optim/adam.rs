@@ -30,7 +30,9 @@ pub struct Adam {
     pub weight_decay: f32,
     /// AdamW: weight decay applied to the weights, not added to the gradient.
     pub decoupled: bool,
-    step: u32,
+    /// Steps taken per parameter: as PyTorch's `state["step"]`, a parameter that had no
+    /// gradient (frozen) is not stepped, and its bias correction starts when it first has one.
+    steps: Vec<u32>,
     /// First and second moments per parameter, zero at first.
     moments: Vec<Option<(Tensor, Tensor)>>,
 }
@@ -40,6 +42,7 @@ impl Adam {
     /// weight decay.
     pub fn new(params: Vec<Var>, lr: f32) -> Adam {
         let moments = vec![None; params.len()];
+        let steps = vec![0; params.len()];
         Adam {
             params,
             lr,
@@ -47,7 +50,7 @@ impl Adam {
             eps: 1e-8,
             weight_decay: 0.0,
             decoupled: false,
-            step: 0,
+            steps,
             moments,
         }
     }
@@ -74,13 +77,13 @@ impl Optimizer for Adam {
 
     /// One update of every parameter that has a gradient.
     fn step(&mut self) -> Result<()> {
-        self.step += 1;
-        let t = self.step as i32;
         let (b1, b2) = (self.betas.0 as f64, self.betas.1 as f64);
-        for (p, moments) in self.params.iter().zip(&mut self.moments) {
+        for ((p, moments), step) in self.params.iter().zip(&mut self.moments).zip(&mut self.steps) {
             let Some(grad) = p.grad() else {
                 continue;
             };
+            *step += 1;
+            let t = *step as i32;
             let value = p.value();
             let gpu = value.gpu();
             let (m, v) = match moments {
