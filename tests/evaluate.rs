@@ -528,3 +528,185 @@ fn a_zip_that_is_not_a_checkpoint_is_refused() {
         .to_string();
     assert!(e.contains("not a PyTorch zip checkpoint"), "{e}");
 }
+
+/// The paper's schedule as its Lightning callback ran it: convolutions frozen for 10 epochs
+/// at 1e-4, everything at 1e-4 in epoch 10, then 2e-5.
+#[test]
+fn the_paper_schedule_freezes_then_lowers_the_rate() {
+    use lim::eval::finetune::FinetuneOptions;
+    let paper = FinetuneOptions {
+        epochs: 70,
+        batch: 64,
+        lr: 1e-4,
+        weight_decay: 5e-4,
+        seed: 0,
+        freeze_epochs: 10,
+        later_lr: Some(2e-5),
+    };
+    assert_eq!(paper.epoch(0), (1e-4, false));
+    assert_eq!(paper.epoch(9), (1e-4, false));
+    assert_eq!(paper.epoch(10), (1e-4, true));
+    assert_eq!(paper.epoch(11), (2e-5, true));
+    assert_eq!(paper.epoch(69), (2e-5, true));
+    let plain = FinetuneOptions {
+        freeze_epochs: 0,
+        later_lr: None,
+        ..paper
+    };
+    assert_eq!(plain.epoch(0), (1e-4, true));
+    assert_eq!(plain.epoch(50), (1e-4, true));
+}
+
+/// While frozen, the convolutions keep their weights and BatchNorm and the classifier train;
+/// once open, everything trains. The tested weights are the best epoch's.
+#[test]
+fn finetuning_freezes_convolutions_then_trains_everything() {
+    use lim::eval::dataset::Transform;
+    use lim::eval::encoder::{Encoder, EncoderOptions};
+    use lim::eval::finetune::{self, FinetuneOptions};
+    let gpu = common::gpu();
+    let mut data = Dataset::open(Path::new(PNEUMONIA), 0).unwrap();
+    data.limit(24, 0).unwrap();
+    let options = EncoderOptions {
+        arch: Some("resnet18".into()),
+        width: Some(0.0625),
+        seed: 5,
+        classes: Some(2),
+        ..Default::default()
+    };
+    let model = Encoder::load(&gpu, &options).unwrap().model;
+    let snapshot = |m: &lim::nn::ResNet| -> Vec<(String, Vec<f32>)> {
+        lim::nn::named_parameters(m)
+            .into_iter()
+            .map(|(n, p)| (n, p.value().to_vec().unwrap()))
+            .collect()
+    };
+    let start = snapshot(&model);
+    let t = Transform {
+        channels: 3,
+        size: 16,
+        mean: vec![0.5; 3],
+        std: vec![0.5; 3],
+    };
+    let dir = temp_dir("finetune");
+    let best = dir.join("best.safetensors");
+    let train = |epochs: usize, freeze_epochs: usize, log: &mut Vec<lim::eval::probe::EpochLog>| {
+        let o = FinetuneOptions {
+            epochs,
+            batch: 8,
+            lr: 1e-2,
+            weight_decay: 0.0,
+            seed: 1,
+            freeze_epochs,
+            later_lr: None,
+        };
+        finetune::train(
+            &gpu,
+            &model,
+            &data.splits[0],
+            &data.splits[1],
+            &t,
+            &o,
+            &best,
+            &mut |e| log.push(e.clone()),
+        )
+        .unwrap()
+    };
+    let mut log = Vec::new();
+    train(1, 1, &mut log);
+    let frozen = snapshot(&model);
+    for ((name, before), (_, after)) in start.iter().zip(&frozen) {
+        let is_conv =
+            name.ends_with("weight") && (name.contains("conv") || name.contains("downsample.0"));
+        assert_eq!(before == after, is_conv, "{name}: frozen convolutions only");
+    }
+    let done = train(2, 0, &mut log);
+    let open = snapshot(&model);
+    assert!(
+        frozen.iter().zip(&open).all(|(a, b)| a.1 != b.1),
+        "everything trains once open"
+    );
+    // The saved weights are the best epoch's of the second call: they give its accuracy.
+    let best_epoch = log[1..].iter().map(|e| e.val_accuracy).fold(0.0, f64::max);
+    assert_eq!(done.best_val_accuracy, best_epoch);
+    let reloaded = finetune::reload(&gpu, &model, &best).unwrap();
+    let (p, kept, failed) = finetune::predict(&gpu, &reloaded, &data.splits[1], &t, 5).unwrap();
+    assert!(failed.is_empty() && kept.len() == 24);
+    let correct = p
+        .chunks(2)
+        .zip(&kept)
+        .filter(|(row, i)| argmax(row) == data.splits[1][**i].label)
+        .count();
+    assert_eq!(correct as f64 / 24.0, done.best_val_accuracy);
+}
+
+#[test]
+fn evaluate_finetunes_with_the_paper_protocol() {
+    let dir = temp_dir("paper");
+    let out = dir.join("out");
+    let output = common::lim(&[
+        "--tuning",
+        "off",
+        "evaluate",
+        "--protocol",
+        "paper",
+        "--init",
+        "random",
+        "--arch",
+        "resnet18",
+        "--width",
+        "0.0625",
+        "--size",
+        "16",
+        "--limit",
+        "20",
+        "--epochs",
+        "2",
+        "--freeze-epochs",
+        "1",
+        "--batch",
+        "10",
+        "--out",
+        out.to_str().unwrap(),
+        PNEUMONIA,
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["protocol"], "paper");
+    let settings = &report["settings"];
+    assert_eq!(
+        (
+            settings["lr"].as_f64(),
+            settings["weight_decay"].as_f64(),
+            settings["later_lr"].as_f64()
+        ),
+        (Some(1e-4), Some(5e-4), Some(2e-5))
+    );
+    assert_eq!(
+        (
+            settings["freeze_epochs"].as_u64(),
+            settings["epochs"].as_u64(),
+            settings["size"].as_u64()
+        ),
+        (Some(1), Some(2), Some(16))
+    );
+    let repeat = &report["repeats"][0];
+    assert_eq!(
+        repeat["best_val_accuracy"], repeat["splits"]["val"]["accuracy"],
+        "the tested weights are the best epoch's"
+    );
+    assert!(out.join("best-0.safetensors").is_file());
+    assert_eq!(
+        std::fs::read_to_string(out.join("train.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        2
+    );
+    assert_eq!(report["samples"]["train"], 20);
+}

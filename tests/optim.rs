@@ -52,10 +52,17 @@ fn adam_counts_steps_per_parameter() {
     for _ in 0..3 {
         adam.train_step(&mut || a.mul(&a)?.sum_all()).unwrap();
     }
-    assert_eq!(b.value().to_vec().unwrap(), vec![3.0], "no gradient, no step");
+    assert_eq!(
+        b.value().to_vec().unwrap(),
+        vec![3.0],
+        "no gradient, no step"
+    );
     adam.train_step(&mut || b.mul(&b)?.sum_all()).unwrap();
     let b = b.value().to_vec().unwrap()[0];
-    assert!((b - 2.9).abs() < 1e-6, "{b}: a global step count gives 2.942");
+    assert!(
+        (b - 2.9).abs() < 1e-6,
+        "{b}: a global step count gives 2.942"
+    );
 }
 
 #[test]

@@ -92,6 +92,7 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
             mean: args.mean.clone(),
             std: args.std.clone(),
             seed: 0,
+            classes: None,
         },
     )?;
     if encoder.weights.is_none() {

@@ -7,9 +7,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::nn::{Arch, Random, ResNet, ResNetConfig, StateDict};
+use crate::nn::{Arch, Init, Random, ResNet, ResNetConfig, Source, StateDict};
 use crate::ssl::pretrain::FORMAT;
-use crate::{Error, Gpu, Result};
+use crate::{Error, Gpu, Result, Tensor};
 
 /// What the user asked for; `None` and empty fields take the checkpoint's values, else
 /// torchvision's (ResNet-18, 3 channels, width 1, ImageNet's normalisation).
@@ -22,8 +22,12 @@ pub struct EncoderOptions {
     /// Per channel, or one value for every channel (torchvision's `Normalize` broadcasts).
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
-    /// The random initialisation's seed where there are no weights.
+    /// The random initialisation's seed: of the whole network where there are no weights,
+    /// else of the new classifier.
     pub seed: u64,
+    /// A new classifier `fc` with this many outputs (torchvision's initialisation; a
+    /// checkpoint's own `fc` is never used), or none: the pooled features are the output.
+    pub classes: Option<usize>,
 }
 
 /// A backbone ready to embed images.
@@ -92,6 +96,25 @@ const NOT_BACKBONE: [&str; 5] = [
     "queue.",
 ];
 
+/// The backbone from a checkpoint, the classifier `fc` from the random initialisation.
+struct NewClassifier<'a> {
+    state: &'a mut StateDict,
+    random: Random,
+}
+
+impl Source for NewClassifier<'_> {
+    fn tensor(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
+        match name.starts_with("fc.") {
+            true => self.random.tensor(name, shape, init),
+            false => self.state.tensor(name, shape, init),
+        }
+    }
+
+    fn count(&mut self, name: &str) -> Result<u64> {
+        self.state.count(name)
+    }
+}
+
 impl Encoder {
     pub fn load(gpu: &Arc<Gpu>, o: &EncoderOptions) -> Result<Encoder> {
         let invalid = |why: String| Error::InvalidArgument { op: "encoder", why };
@@ -149,14 +172,18 @@ impl Encoder {
             arch: arch.parse::<Arch>().map_err(invalid)?,
             in_channels: channels,
             width: o.width.or(trained.as_ref().map(|t| t.width)).unwrap_or(1.0),
-            num_classes: None,
+            num_classes: o.classes,
         };
         let model = match state {
             Some(mut state) => {
                 for other in NOT_BACKBONE {
                     state.skip(other);
                 }
-                let model = ResNet::new(config, &mut state)?;
+                let mut source = NewClassifier {
+                    state: &mut state,
+                    random: Random::new(gpu, o.seed),
+                };
+                let model = ResNet::new(config, &mut source)?;
                 state.finish()?;
                 model
             }

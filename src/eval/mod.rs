@@ -3,6 +3,7 @@
 
 pub mod dataset;
 pub mod encoder;
+pub mod finetune;
 pub mod metrics;
 pub mod probe;
 pub mod report;

@@ -78,7 +78,12 @@ impl Optimizer for Adam {
     /// One update of every parameter that has a gradient.
     fn step(&mut self) -> Result<()> {
         let (b1, b2) = (self.betas.0 as f64, self.betas.1 as f64);
-        for ((p, moments), step) in self.params.iter().zip(&mut self.moments).zip(&mut self.steps) {
+        for ((p, moments), step) in self
+            .params
+            .iter()
+            .zip(&mut self.moments)
+            .zip(&mut self.steps)
+        {
             let Some(grad) = p.grad() else {
                 continue;
             };
