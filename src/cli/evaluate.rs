@@ -154,11 +154,28 @@ pub struct Args {
 }
 
 /// One protocol's training of one repeat: the best epoch, its validation accuracy, and
-/// each tested split's ids, labels and probabilities.
+/// each tested split's predictions.
 struct Trained {
     best_epoch: usize,
     best_val_accuracy: f64,
-    splits: Vec<(&'static str, Vec<String>, Vec<usize>, Vec<f64>)>,
+    splits: BTreeMap<String, SplitResult>,
+}
+
+/// A split's predictions with their metrics (the bootstrap seeded by `seed`).
+fn tested(
+    ids: Vec<String>,
+    labels: Vec<usize>,
+    probabilities: Vec<f64>,
+    k: usize,
+    seed: u64,
+) -> SplitResult {
+    let metrics = Metrics::compute(&labels, &probabilities, k, seed);
+    SplitResult {
+        ids,
+        labels,
+        probabilities,
+        metrics,
+    }
 }
 
 pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
@@ -296,7 +313,7 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
                     return Err("no epoch was validated: give --epochs 1 or more".into());
                 }
                 let model = finetune::reload(&gpu, &model, &best)?;
-                let mut splits = Vec::new();
+                let mut splits = BTreeMap::new();
                 for (name, split) in SPLITS.iter().zip(&data.splits).skip(1) {
                     let (p, kept, failed) =
                         finetune::predict(&gpu, &model, split, &transform, args.embed_batch)?;
@@ -306,7 +323,7 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
                     }
                     let ids = kept.iter().map(|&i| split[i].id.clone()).collect();
                     let labels = kept.iter().map(|&i| split[i].label).collect();
-                    splits.push((*name, ids, labels, p));
+                    splits.insert(name.to_string(), tested(ids, labels, p, k, seed));
                 }
                 if repeat == 0 {
                     samples.insert("train".into(), data.splits[0].len() - done.unreadable.len());
@@ -319,25 +336,12 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
                 }
             }
         };
-        let mut splits = BTreeMap::new();
-        for (name, ids, labels, probabilities) in trained.splits {
-            let metrics = Metrics::compute(&labels, &probabilities, k, seed);
-            splits.insert(
-                name.to_string(),
-                SplitResult {
-                    ids,
-                    labels,
-                    probabilities,
-                    metrics,
-                },
-            );
-        }
         repeats.push(RepeatResult {
             repeat,
             seed,
             best_epoch: trained.best_epoch,
             best_val_accuracy: trained.best_val_accuracy,
-            splits,
+            splits: trained.splits,
         });
     }
     bar.finish_and_clear();
@@ -406,14 +410,11 @@ fn train_probe(
     on_epoch: &mut dyn FnMut(&EpochLog),
 ) -> lim::Result<Trained> {
     let probe = Probe::train(gpu, &features[0], &features[1], k, options, on_epoch)?;
-    let mut splits = Vec::new();
+    let mut splits = BTreeMap::new();
     for (name, f) in SPLITS.iter().zip(features).skip(1) {
-        splits.push((
-            *name,
-            f.ids.clone(),
-            f.labels.clone(),
-            probe.probabilities(&f.values)?,
-        ));
+        let p = probe.probabilities(&f.values)?;
+        let result = tested(f.ids.clone(), f.labels.clone(), p, k, options.seed);
+        splits.insert(name.to_string(), result);
     }
     Ok(Trained {
         best_epoch: probe.best_epoch,

@@ -186,7 +186,7 @@ pub fn train(
 /// The network saved at `best`, built as `like`.
 pub fn reload(gpu: &Arc<Gpu>, like: &ResNet, best: &Path) -> Result<ResNet> {
     let mut state = StateDict::load(gpu, best)?;
-    let model = ResNet::new(like.config.clone(), &mut state)?;
+    let model = ResNet::new(like.config, &mut state)?;
     state.finish()?;
     Ok(model)
 }
