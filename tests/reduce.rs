@@ -427,3 +427,82 @@ fn the_reduce_command_summarises_and_refuses_to_write_into_its_input() {
     assert_eq!(files_in(slices()).len(), 387);
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// The paper's "DeepNet" strategy: the exemplar rule on the cosine similarity of a ResNet's
+/// pooled features, each dropped slice at least `threshold` alike its kept exemplar.
+#[test]
+fn the_embedding_strategy_keeps_by_feature_similarity() {
+    use std::sync::Arc;
+
+    use lim::eval::encoder::{Encoder, EncoderOptions, SliceEmbedder};
+    use lim::reduce::{Embedder, SharedEmbedder};
+    let gpu = common::gpu();
+    let options = EncoderOptions {
+        arch: Some("resnet18".into()),
+        width: Some(0.0625),
+        ..Default::default()
+    };
+    let embedder = Arc::new(SliceEmbedder {
+        gpu: gpu.clone(),
+        encoder: Encoder::load(&gpu, &options).unwrap(),
+        size: 32,
+        batch: 64,
+    });
+    let cpu = Hashing::Cpu(HashKind::DHASH);
+    let run = |threshold: f64| {
+        let out = fresh("embedding");
+        let strategy = Strategy::Embedding {
+            threshold,
+            embedder: SharedEmbedder(embedder.clone()),
+        };
+        let report = reduce::run(
+            slices(),
+            &out,
+            &Options {
+                strategy,
+                ..paper(6)
+            },
+            &cpu,
+            &NoProgress,
+        )
+        .unwrap();
+        std::fs::remove_dir_all(&out).unwrap();
+        report
+    };
+    assert_eq!(kept(&run(1.01).records).len(), 387, "nothing is that alike");
+    assert_eq!(
+        kept(&run(-1.01).records).len(),
+        7,
+        "everything is: one slice per volume"
+    );
+    let report = run(0.999);
+    let kept_slices = kept(&report.records);
+    assert!(
+        kept_slices.len() > 7 && kept_slices.len() < 387,
+        "{}",
+        kept_slices.len()
+    );
+    let dropped: Vec<&Record> = report.records.iter().filter(|r| !r.kept).collect();
+    for r in &dropped {
+        assert!(
+            r.similarity.unwrap() >= 0.999 && kept_slices.contains(r.exemplar.as_ref().unwrap()),
+            "{r:?}"
+        );
+    }
+    // The recorded similarity is the features' cosine, as the embedder computes them.
+    let r = dropped[dropped.len() / 2];
+    let open = |rel: &str| lim::hash::open_luma(&slices().join(rel)).unwrap();
+    let (a, b) = (open(r.exemplar.as_ref().unwrap()), open(&r.path));
+    let f = embedder.embed(&[&a, &b]).unwrap();
+    let dot: f64 = f[0]
+        .iter()
+        .zip(&f[1])
+        .map(|(x, y)| *x as f64 * *y as f64)
+        .sum();
+    let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let cosine = dot / (norm(&f[0]) * norm(&f[1]));
+    assert!(
+        (cosine - r.similarity.unwrap()).abs() < 1e-5,
+        "{cosine} vs {r:?}"
+    );
+}

@@ -2,10 +2,12 @@
 //! slices or straight from volumes.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use lim::eval::encoder::{Encoder, EncoderOptions, SliceEmbedder};
 use lim::hash::{Algorithm, HashKind};
 use lim::preprocess::{self, Mode};
-use lim::reduce::{self, Hashing, Scope, Strategy, VolumePattern};
+use lim::reduce::{self, Hashing, Scope, SharedEmbedder, Strategy, VolumePattern};
 
 use super::{CliResult, GpuArgs, HashDevice, VolumeBar};
 
@@ -15,11 +17,12 @@ pub struct Args {
     /// volumes (files or folders) and, last, the output folder
     #[arg(required = true, num_args = 2..)]
     paths: Vec<PathBuf>,
-    /// hash (the paper), every-n, random, ssim or mi
+    /// hash (the paper), every-n, random, ssim, mi or embedding
     #[arg(long, default_value = "hash")]
     method: String,
     /// hash: drop slices within this many bits of the exemplar (default 6, the paper's);
-    /// ssim / mi: drop slices at least this similar (default 0.9 / 0.5)
+    /// ssim / mi / embedding: drop slices at least this similar (default 0.9 / 0.5 / 0.95,
+    /// the features' cosine similarity; the paper's values are not published)
     #[arg(long)]
     threshold: Option<f64>,
     /// The hash: dhash (the paper's), phash or ahash
@@ -37,6 +40,17 @@ pub struct Args {
     /// random: the seed
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// embedding: the encoder's weights (a `lim pretrain` checkpoint, a torchvision state
+    /// dict, a PyTorch checkpoint); without them a randomly initialised network
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// embedding: resnet18, resnet34 or resnet50 (a `lim pretrain` checkpoint names its own)
+    #[arg(long)]
+    arch: Option<String>,
+    /// embedding: slices are resized to SIZE x SIZE by area averaging (the checkpoint's
+    /// crop size, else 224)
+    #[arg(long)]
+    size: Option<usize>,
     /// volume (the paper) or global
     #[arg(long, default_value = "volume")]
     scope: String,
@@ -62,7 +76,7 @@ pub struct Args {
     window: String,
 }
 
-fn strategy(args: &Args) -> Result<Strategy, Box<dyn std::error::Error>> {
+fn strategy(gpu_args: &GpuArgs, args: &Args) -> Result<Strategy, Box<dyn std::error::Error>> {
     Ok(match args.method.as_str() {
         "hash" => {
             let kind = HashKind::new(args.algo.parse::<Algorithm>()?, args.hash_size)?;
@@ -87,9 +101,34 @@ fn strategy(args: &Args) -> Result<Strategy, Box<dyn std::error::Error>> {
         "mi" => Strategy::Mi {
             threshold: args.threshold.unwrap_or(0.5),
         },
+        "embedding" => {
+            let gpu = lim::Gpu::new(&gpu_args.options()?)?;
+            let options = EncoderOptions {
+                arch: args.arch.clone(),
+                weights: args.weights.clone(),
+                ..Default::default()
+            };
+            let encoder = Encoder::load(&gpu, &options)?;
+            if encoder.weights.is_none() {
+                eprintln!(
+                    "note: no --weights: features of a randomly initialised {}",
+                    encoder.arch
+                );
+            }
+            let size = args.size.or(encoder.trained_size).unwrap_or(224);
+            Strategy::Embedding {
+                threshold: args.threshold.unwrap_or(0.95),
+                embedder: SharedEmbedder(Arc::new(SliceEmbedder {
+                    gpu,
+                    encoder,
+                    size,
+                    batch: 32,
+                })),
+            }
+        }
         other => {
             return Err(format!(
-                "`{other}` is not a method: use hash, every-n, random, ssim or mi"
+                "`{other}` is not a method: use hash, every-n, random, ssim, mi or embedding"
             )
             .into());
         }
@@ -117,7 +156,7 @@ fn print_summary(summary: &[(String, usize, usize)]) {
 }
 
 pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
-    let strategy = strategy(args)?;
+    let strategy = strategy(gpu_args, args)?;
     let kind = match &strategy {
         Strategy::Hash { kind, .. } => *kind,
         _ => HashKind::DHASH,

@@ -200,3 +200,54 @@ impl Encoder {
         })
     }
 }
+
+/// An encoder as [`crate::reduce::Embedder`]: grey slices at `size` x `size`, normalised as
+/// the encoder was trained, to pooled features (the paper's "DeepNet" reduction).
+pub struct SliceEmbedder {
+    pub gpu: Arc<Gpu>,
+    pub encoder: Encoder,
+    pub size: usize,
+    /// Images per forward pass.
+    pub batch: usize,
+}
+
+impl crate::reduce::Embedder for SliceEmbedder {
+    fn embed(&self, images: &[&crate::hash::Luma8]) -> std::result::Result<Vec<Vec<f32>>, String> {
+        use super::dataset::{Pixels, Sample, Transform};
+        let samples: Vec<Sample> = images
+            .iter()
+            .enumerate()
+            .map(|(i, image)| Sample {
+                id: i.to_string(),
+                label: 0,
+                pixels: Pixels::Array {
+                    data: Arc::new(image.pixels.clone()),
+                    index: 0,
+                    height: image.height,
+                    width: image.width,
+                    channels: 1,
+                },
+            })
+            .collect();
+        let transform = Transform {
+            channels: self.encoder.channels,
+            size: self.size,
+            mean: self.encoder.mean.clone(),
+            std: self.encoder.std.clone(),
+        };
+        let features = super::probe::embed(
+            &self.gpu,
+            &self.encoder,
+            &samples,
+            &transform,
+            self.batch,
+            &mut |_| {},
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(features
+            .values
+            .chunks(features.dim)
+            .map(<[f32]>::to_vec)
+            .collect())
+    }
+}

@@ -35,6 +35,43 @@ pub enum Strategy {
     Ssim { threshold: f64 },
     /// Normalised mutual information with the exemplar at least `threshold`.
     Mi { threshold: f64 },
+    /// Cosine similarity of encoder features with the exemplar's at least `threshold` (the
+    /// paper's "DeepNet" strategy).
+    Embedding {
+        threshold: f64,
+        embedder: SharedEmbedder,
+    },
+}
+
+/// Features of images from a network, for [`Strategy::Embedding`]; `lim::eval::encoder`
+/// has one on a ResNet.
+pub trait Embedder: Send + Sync {
+    /// One feature vector per image, in order.
+    fn embed(&self, images: &[&Luma8]) -> Result<Vec<Vec<f32>>, String>;
+}
+
+/// An [`Embedder`] shared by the strategies that use it; equal only to itself.
+#[derive(Clone)]
+pub struct SharedEmbedder(pub std::sync::Arc<dyn Embedder>);
+
+impl std::fmt::Debug for SharedEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedEmbedder")
+    }
+}
+
+impl PartialEq for SharedEmbedder {
+    fn eq(&self, other: &SharedEmbedder) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// The cosine similarity of two vectors (0 where one is zero).
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let n = norm(a) * norm(b);
+    if n == 0.0 { 0.0 } else { dot / n }
 }
 
 /// Which slices are compared with each other.
@@ -159,7 +196,7 @@ pub struct Record {
     /// Hamming distance to the exemplar (hashes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub distance: Option<u32>,
-    /// SSIM or NMI with the exemplar.
+    /// SSIM, NMI or the features' cosine similarity with the exemplar.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub similarity: Option<f64>,
 }
@@ -241,6 +278,7 @@ fn decide(
     strategy: &Strategy,
     images: &[&Luma8],
     hashes: Option<&[Hash]>,
+    features: Option<&[Vec<f32>]>,
     group: &str,
 ) -> Vec<Decision> {
     let n = images.len();
@@ -267,6 +305,16 @@ fn decide(
             };
             leader(n, |e, i| {
                 let s = measure(&thumbs[e], &thumbs[i]);
+                (s >= *threshold).then_some(Decision {
+                    similarity: Some(s),
+                    ..dropped_for(e)
+                })
+            })
+        }
+        Strategy::Embedding { threshold, .. } => {
+            let features = features.expect("embedded before deciding");
+            leader(n, |e, i| {
+                let s = cosine(&features[e], &features[i]);
                 (s >= *threshold).then_some(Decision {
                     similarity: Some(s),
                     ..dropped_for(e)
@@ -558,7 +606,22 @@ fn reduce_group(
         }
         _ => None,
     };
-    let decisions = decide(strategy, images, hashes.as_deref(), volume);
+    let features = match strategy {
+        Strategy::Embedding { embedder, .. } => Some(
+            embedder
+                .0
+                .embed(images)
+                .map_err(|e| IoError::invalid(Path::new(volume), e))?,
+        ),
+        _ => None,
+    };
+    let decisions = decide(
+        strategy,
+        images,
+        hashes.as_deref(),
+        features.as_deref(),
+        volume,
+    );
     Ok(decisions
         .iter()
         .enumerate()
