@@ -13,6 +13,8 @@ pub struct Series<'a> {
     pub name: &'a str,
     pub points: &'a [(f64, f64)],
     pub colour: [u8; 3],
+    /// A square at every point, for series of a few points.
+    pub markers: bool,
 }
 
 pub const BLUE: [u8; 3] = PALETTE[0];
@@ -206,6 +208,17 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
             if let Some(p) = previous {
                 line(&mut image, p, here, colour);
             }
+            if s.markers {
+                for d in -3..=3 {
+                    let d = d as f64;
+                    line(
+                        &mut image,
+                        (here.0 - 3.0, here.1 + d),
+                        (here.0 + 3.0, here.1 + d),
+                        colour,
+                    );
+                }
+            }
             previous = Some(here);
         }
     }
@@ -253,6 +266,7 @@ mod tests {
             "step",
             "loss",
             &[Series {
+                markers: false,
                 name: "loss",
                 points: &points,
                 colour: ORANGE,

@@ -3,6 +3,7 @@
 mod bench;
 mod embed;
 mod evaluate;
+mod experiment;
 mod export;
 mod hash;
 mod info;
@@ -147,6 +148,9 @@ enum Command {
     Embed(embed::Args),
     /// Train and test a classifier on an encoder's features: downstream AUC, accuracy, F1
     Evaluate(evaluate::Args),
+    /// The paper's comparison in one command: volumes -> reductions -> one SwAV encoder
+    /// each -> downstream AUC against pre-training time
+    Experiment(experiment::Args),
     /// SwAV pre-training of a ResNet on slices (the paper's stage 3), resumable
     Pretrain(pretrain::Args),
     /// A checkpoint in PyTorch's format, as the paper's downstream code loads it
@@ -168,6 +172,7 @@ pub fn main() -> ExitCode {
         Command::Reduce(args) => reduce::run(&cli.gpu, args),
         Command::Embed(args) => embed::run(&cli.gpu, args),
         Command::Evaluate(args) => evaluate::run(&cli.gpu, args),
+        Command::Experiment(args) => experiment::run(&cli.gpu, args),
         Command::Pretrain(args) => pretrain::run(&cli.gpu, args),
         Command::Export(args) => export::run(args),
     };

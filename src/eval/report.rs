@@ -277,12 +277,14 @@ impl Report {
                 name,
                 points,
                 colour: PALETTE[i % PALETTE.len()],
+                markers: false,
             })
             .collect();
         series.push(Series {
             name: "chance",
             points: &chance,
             colour: [160, 160, 160],
+            markers: false,
         });
         let title = format!("ROC, test split, {} protocol, {}", self.protocol, self.arch);
         plot::line_chart(&title, "false positive rate", "true positive rate", &series)

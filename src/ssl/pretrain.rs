@@ -746,6 +746,7 @@ impl Run<'_> {
             name: "loss",
             points: &self.losses,
             colour: plot::BLUE,
+            markers: false,
         }];
         plot::save_png(
             &plot::line_chart(&title, "step", "loss", &curve),
