@@ -2,8 +2,8 @@
 #            run every test.
 # make demo: the main job on the sample data: preprocess the sample CTs into PNG slices, drop
 #            the near-duplicates (the paper's Hash-6), pre-train a small ResNet with SwAV on
-#            the slices kept (the tiny preset, 200 steps), show the GPU lim picks, benchmark
-#            matmul on it.
+#            the slices kept (the tiny preset, 200 steps), evaluate it with a linear probe on
+#            the PneumoniaMNIST subset, show the GPU lim picks, benchmark matmul on it.
 
 SHELL := /bin/bash
 export XDG_RUNTIME_DIR ?= /tmp
@@ -51,5 +51,7 @@ demo: deps $(SAMPLES)
 	$(CARGO) run --release -- reduce data/demo/slices data/demo/reduced --sheets 2
 	rm -rf data/demo/pretrain
 	$(CARGO) run --release -- pretrain --preset tiny --show-crops --out data/demo/pretrain data/demo/reduced
+	$(CARGO) run --release -- evaluate --weights data/demo/pretrain/checkpoints/last.safetensors \
+		--limit 600 --out data/demo/evaluate data/pneumoniamnist-subset.npz
 	$(CARGO) run --release -- info
 	$(CARGO) run --release -- bench matmul --sizes 256,512,1024

@@ -25,6 +25,8 @@ fn an_experiment_runs_resumes_and_reports() {
         .to_vec();
     args.extend(volumes.iter().map(|v| v.display().to_string()));
     let rest = [
+        "--methods",
+        "all,hash-6,every-n,random,mi",
         "--downstream",
         PNEUMONIA,
         "--epochs",
@@ -53,16 +55,22 @@ fn an_experiment_runs_resumes_and_reports() {
         serde_json::from_slice(&std::fs::read(exp.join("report.json")).unwrap()).unwrap();
     let rows = report["rows"].as_array().unwrap();
     let methods: Vec<&str> = rows.iter().map(|r| r["method"].as_str().unwrap()).collect();
-    assert_eq!(methods, ["all", "hash-6", "every-n", "random", "scratch"]);
+    assert_eq!(
+        methods,
+        ["all", "hash-6", "every-n", "random", "mi", "scratch"]
+    );
     // Hash-6 drops most of these slices; every-n and random keep about as many as it does.
     let slices = |i: usize| rows[i]["slices"].as_u64().unwrap();
     let hash = slices(1);
     assert!(slices(0) == 74 && hash < 50, "{rows:?}");
+    // mi's threshold is bisected to the nearest count it can reach.
     assert!(
-        slices(2).abs_diff(hash) <= 6 && slices(3).abs_diff(hash) <= 2,
+        slices(2).abs_diff(hash) <= 6
+            && slices(3).abs_diff(hash) <= 2
+            && slices(4).abs_diff(hash) <= 3,
         "{rows:?}"
     );
-    for row in &rows[..4] {
+    for row in &rows[..5] {
         assert!(row["pretrain_seconds"].as_f64().unwrap() > 0.0, "{row}");
         assert!(
             (0.0..=1.0).contains(&row["auc"][0].as_f64().unwrap()),
@@ -70,7 +78,7 @@ fn an_experiment_runs_resumes_and_reports() {
         );
     }
     assert_eq!(rows[0]["speedup"], 1.0);
-    assert!(rows[4]["pretrain_seconds"].is_null());
+    assert!(rows[5]["pretrain_seconds"].is_null());
     let md = std::fs::read_to_string(exp.join("report.md")).unwrap();
     assert!(
         md.contains(&format!("| hash-6 | {hash} |")) && md.contains("auc_vs_time.png"),
@@ -78,7 +86,7 @@ fn an_experiment_runs_resumes_and_reports() {
     );
     assert!(image::open(exp.join("auc_vs_time.png")).is_ok());
     let commands = std::fs::read_to_string(exp.join("commands.txt")).unwrap();
-    assert_eq!(commands.lines().count(), 1 + 3 + 4 + 5, "{commands}");
+    assert_eq!(commands.lines().count(), 1 + 4 + 5 + 6, "{commands}");
 
     // Everything is complete: a rerun runs nothing and reports the same.
     run();

@@ -31,8 +31,9 @@ pub struct Args {
     /// The experiment's folder; a rerun continues what it holds
     #[arg(long)]
     out: PathBuf,
-    /// Reductions compared: all (none), hash-6 (the paper's), and every-n and random at
-    /// hash-6's number of kept slices
+    /// Reductions compared: all (none), hash-6 (the paper's), and at hash-6's number of kept
+    /// slices every-n, random, and on request ssim, mi and embedding (their thresholds found
+    /// by bisection; embedding on a randomly initialised network of the preset's kind)
     #[arg(
         long,
         value_delimiter = ',',
@@ -62,6 +63,9 @@ enum Method {
     Hash6,
     EveryN,
     Random,
+    Ssim,
+    Mi,
+    Embedding,
 }
 
 impl Method {
@@ -71,6 +75,9 @@ impl Method {
             Method::Hash6 => "hash-6",
             Method::EveryN => "every-n",
             Method::Random => "random",
+            Method::Ssim => "ssim",
+            Method::Mi => "mi",
+            Method::Embedding => "embedding",
         }
     }
 }
@@ -84,6 +91,8 @@ struct Preset {
     protocol: &'static [&'static str],
     /// `lim evaluate` arguments of the scratch baseline's network.
     scratch: &'static [&'static str],
+    /// `lim reduce --method embedding` arguments: the network and input size.
+    embedding: &'static [&'static str],
 }
 
 impl Preset {
@@ -95,6 +104,7 @@ impl Preset {
                 eval_limit: None,
                 protocol: &["--protocol", "paper"],
                 scratch: &["--arch", "resnet50"],
+                embedding: &["--arch", "resnet50", "--size", "224"],
             },
             _ => Preset {
                 epochs: 10,
@@ -104,6 +114,7 @@ impl Preset {
                 scratch: &[
                     "--arch", "resnet18", "--width", "0.25", "--mean", "0.1806", "--std", "0.1907",
                 ],
+                embedding: &["--arch", "resnet18", "--size", "64"],
             },
         }
     }
@@ -177,6 +188,37 @@ fn every_n(slices: &Path, target: f64) -> Result<usize, Failure> {
         .unwrap_or(1))
 }
 
+/// The threshold of a similarity reduction (`lim reduce` arguments `method`) whose kept
+/// slices come nearest `target`: 14 bisection steps over [-1, 1.01] (more slices are kept as
+/// the threshold of what counts as alike rises), each a reduction into `scratch`.
+fn matching_threshold(
+    gpu_args: &GpuArgs,
+    method: &[String],
+    slices: &Path,
+    scratch: &Path,
+    target: f64,
+) -> Result<f64, Failure> {
+    let mut words = method.to_vec();
+    words.extend([path(slices), path(scratch)]);
+    let args: reduce::Args = parse(&words)?;
+    let mut count = reduce::counter(gpu_args, &args)?;
+    let (mut lo, mut hi) = (-1.0f64, 1.01f64);
+    let mut best = (f64::INFINITY, hi);
+    for _ in 0..14 {
+        let mid = (lo + hi) / 2.0;
+        let kept = count(mid)? as f64;
+        if (kept - target).abs() < best.0 {
+            best = ((kept - target).abs(), mid);
+        }
+        match kept < target {
+            true => lo = mid,
+            false => hi = mid,
+        }
+    }
+    let _ = std::fs::remove_dir_all(scratch);
+    Ok(best.1)
+}
+
 /// Kept slices of a `lim reduce` output.
 fn kept(reduced: &Path) -> Result<usize, Failure> {
     let path = reduced.join("reduction.jsonl");
@@ -230,7 +272,15 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
     let mut inputs: Vec<(Method, PathBuf, usize)> = Vec::new();
     let needs_hash = args.methods.iter().any(|m| *m != Method::All);
     let mut hash_kept = None;
-    for method in [Method::Hash6, Method::EveryN, Method::Random] {
+    let order = [
+        Method::Hash6,
+        Method::EveryN,
+        Method::Random,
+        Method::Ssim,
+        Method::Mi,
+        Method::Embedding,
+    ];
+    for method in order {
         if !(args.methods.contains(&method) || method == Method::Hash6 && needs_hash) {
             continue;
         }
@@ -245,6 +295,16 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
                     "--n",
                     &every_n(&slices, target)?.to_string(),
                 ]),
+                Method::Ssim | Method::Mi | Method::Embedding => {
+                    let mut w = words(&["--method", method.name()]);
+                    if method == Method::Embedding {
+                        w.extend(words(preset.embedding));
+                    }
+                    let scratch = root.join("reduced/search");
+                    let threshold = matching_threshold(gpu_args, &w, &slices, &scratch, target)?;
+                    w.extend(words(&["--threshold", &threshold.to_string()]));
+                    w
+                }
                 _ => words(&[
                     "--method",
                     "random",
@@ -446,8 +506,8 @@ fn chart(rows: &[Row]) -> image::RgbImage {
         })
         .collect();
     plot::line_chart(
-        "test AUC against pre-training time (scratch at 0)",
-        "pre-training seconds",
+        "test AUC by encoder",
+        "pre-training seconds (scratch: none, at 0)",
         "test AUC",
         &series,
     )

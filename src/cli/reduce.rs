@@ -220,3 +220,42 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
     println!("decisions: {}", output.join("reduction.jsonl").display());
     Ok(())
 }
+
+type Failed = Box<dyn std::error::Error>;
+type Counted = Result<usize, Failed>;
+
+/// For `lim experiment`: a function from a threshold to the slices the reduction `args`
+/// describes (ssim, mi or embedding, from a folder) keeps at it, its output hard-linked into
+/// `args`' output folder. The strategy, and its network, are set up once.
+pub fn counter(gpu_args: &GpuArgs, args: &Args) -> Result<impl FnMut(f64) -> Counted, Failed> {
+    let strategy = strategy(gpu_args, args)?;
+    let (input, output) = (args.paths[0].clone(), args.paths[1].clone());
+    let pattern = args.volume_pattern.parse::<VolumePattern>()?;
+    Ok(move |threshold: f64| {
+        let strategy = match strategy.clone() {
+            Strategy::Ssim { .. } => Strategy::Ssim { threshold },
+            Strategy::Mi { .. } => Strategy::Mi { threshold },
+            Strategy::Embedding { embedder, .. } => Strategy::Embedding {
+                threshold,
+                embedder,
+            },
+            other => return Err(format!("{other:?} has no similarity threshold").into()),
+        };
+        let _ = std::fs::remove_dir_all(&output);
+        let opts = reduce::Options {
+            strategy,
+            scope: Scope::Volume,
+            pattern: pattern.clone(),
+            link: true,
+            sheets: 0,
+        };
+        let report = reduce::run(
+            &input,
+            &output,
+            &opts,
+            &Hashing::Cpu(HashKind::DHASH),
+            &lim::preprocess::NoProgress,
+        )?;
+        Ok(report.records.iter().filter(|r| r.kept).count())
+    })
+}
