@@ -104,6 +104,30 @@ fn npz_errors_name_the_file_and_the_problem() {
         e.contains("no-val.npz") && e.contains("no `val_images`"),
         "{e}"
     );
+    // RGB images, [N, H, W, 3], with labels [N].
+    let rgb = dir.join("rgb.npz");
+    let images = [9u8; 2 * 2 * 2 * 3];
+    let mut arrays: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for split in SPLITS {
+        arrays.push((format!("{split}_images"), vec![2, 2, 2, 3], images.to_vec()));
+        arrays.push((format!("{split}_labels"), vec![2], vec![1, 0]));
+    }
+    let refs: Vec<(&str, &[usize], &[u8])> = arrays
+        .iter()
+        .map(|(n, s, d)| (n.as_str(), s.as_slice(), d.as_slice()))
+        .collect();
+    write_npz(&rgb, &refs);
+    let data = Dataset::open(&rgb, 0).unwrap();
+    assert!(matches!(
+        data.split("test")[0].pixels,
+        lim::eval::dataset::Pixels::Array {
+            channels: 3,
+            height: 2,
+            width: 2,
+            ..
+        }
+    ));
+    assert_eq!(data.split("val")[0].label, 1);
     let path = dir.join("absent.npz");
     let split = |n: &'static str, labels: &'static [u8]| {
         [
@@ -287,19 +311,24 @@ fn evaluate_writes_its_report() {
         args.extend_from_slice(extra);
         common::lim(&args)
     };
-    let output = run(&[
-        "--limit",
-        "40",
-        "--epochs",
-        "3",
-        "--batch",
-        "16",
-        "--repeats",
-        "2",
-        "--out",
-        out.to_str().unwrap(),
-        PNEUMONIA,
-    ]);
+    // 40 images a split, 3 epochs, 2 repeats.
+    let small = |out: &Path| {
+        let out = out.to_str().unwrap();
+        run(&[
+            "--limit",
+            "40",
+            "--epochs",
+            "3",
+            "--batch",
+            "16",
+            "--repeats",
+            "2",
+            "--out",
+            out,
+            PNEUMONIA,
+        ])
+    };
+    let output = small(&out);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -363,23 +392,7 @@ fn evaluate_writes_its_report() {
 
     // The same seed gives the same report; a missing choice of weights is an error.
     let again = dir.join("again");
-    assert!(
-        run(&[
-            "--limit",
-            "40",
-            "--epochs",
-            "3",
-            "--batch",
-            "16",
-            "--repeats",
-            "2",
-            "--out",
-            again.to_str().unwrap(),
-            PNEUMONIA
-        ])
-        .status
-        .success()
-    );
+    assert!(small(&again).status.success());
     assert_eq!(
         std::fs::read(again.join("predictions.csv")).unwrap(),
         csv.as_bytes()
@@ -445,6 +458,16 @@ fn a_pytorch_lightning_checkpoint_reads_and_evaluates() {
     use lim::io::torch::{Values, load_state_dict};
     let ckpt = Path::new(FIXTURES).join("swav_lightning.ckpt");
     let read = load_state_dict(&ckpt).unwrap();
+    // A plain torch.save(state_dict) of the backbone reads as the same tensors.
+    let plain = load_state_dict(&Path::new(FIXTURES).join("resnet18_w16.pt")).unwrap();
+    assert_eq!(
+        plain.len(),
+        read.len() - 3,
+        "all but the head and prototypes"
+    );
+    for tensor in &plain {
+        assert!(read.contains(tensor), "{}", tensor.0);
+    }
     let expected =
         std::fs::read(Path::new(FIXTURES).join("swav_lightning_expected.safetensors")).unwrap();
     let expected = safetensors::SafeTensors::deserialize(&expected).unwrap();

@@ -57,11 +57,7 @@ fn pixels(
     mean: &[f32],
     std: &[f32],
 ) -> Result<(usize, usize, Vec<f32>), String> {
-    let image = image::ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .decode()
-        .map_err(|e| format!("{}: cannot read the image: {e}", path.display()))?;
+    let image = lim::data::decode_image(path).map_err(|e| e.to_string())?;
     let (w, h) = (image.width() as usize, image.height() as usize);
     let grey = !image.color().has_color();
     let rgb = image.to_rgb32f();

@@ -11,6 +11,20 @@ use std::path::Path;
 
 use crate::io::IoError;
 
+/// Decodes a PNG or JPEG file (by its content, whatever its name) that has pixels.
+pub fn decode_image(path: &Path) -> Result<image::DynamicImage, IoError> {
+    let image = image::ImageReader::open(path)
+        .map_err(|e| IoError::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| IoError::io(path, e))?
+        .decode()
+        .map_err(|e| IoError::invalid(path, format!("cannot decode the image: {e}")))?;
+    if image.width() == 0 || image.height() == 0 {
+        return Err(IoError::invalid(path, "the image is empty"));
+    }
+    Ok(image)
+}
+
 /// A grey image as 16-bit values, row-major: 8-bit images are scaled by 257, so that
 /// `value / 65535` is the pixel in [0, 1] either way.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,16 +38,8 @@ impl GreyImage {
     /// Decodes a PNG or JPEG file. Colour images become their luma (ITU-R 601-2, as
     /// Pillow's `convert("L")`); alpha is dropped.
     pub fn open(path: &Path) -> Result<GreyImage, IoError> {
-        let image = image::ImageReader::open(path)
-            .map_err(|e| IoError::io(path, e))?
-            .with_guessed_format()
-            .map_err(|e| IoError::io(path, e))?
-            .decode()
-            .map_err(|e| IoError::invalid(path, format!("cannot decode the image: {e}")))?;
+        let image = decode_image(path)?;
         let (width, height) = (image.width() as usize, image.height() as usize);
-        if width == 0 || height == 0 {
-            return Err(IoError::invalid(path, "the image is empty"));
-        }
         use image::DynamicImage::*;
         let pixels: Vec<u16> = match image {
             ImageLuma8(g) => g.into_raw().into_iter().map(|v| v as u16 * 257).collect(),

@@ -106,16 +106,8 @@ impl Sample {
 
 /// A file's pixels in [0, 1], interleaved, with its width, height and channels (1 or 3).
 fn read_file(path: &Path) -> Result<(usize, usize, usize, Vec<f32>), IoError> {
-    let image = image::ImageReader::open(path)
-        .map_err(|e| IoError::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| IoError::io(path, e))?
-        .decode()
-        .map_err(|e| IoError::invalid(path, format!("cannot decode the image: {e}")))?;
+    let image = crate::data::decode_image(path)?;
     let (w, h) = (image.width() as usize, image.height() as usize);
-    if w == 0 || h == 0 {
-        return Err(IoError::invalid(path, "the image is empty"));
-    }
     Ok(if image.color().has_color() {
         (w, h, 3, image.to_rgb32f().into_raw())
     } else {
