@@ -108,5 +108,22 @@ fn an_experiment_runs_resumes_and_reports() {
             && added.contains("pretrain/random"),
         "{added}"
     );
+    // A pre-training that did not finish resumes from its checkpoint, and the report says so.
+    let before = std::fs::read_to_string(exp.join("commands.txt")).unwrap();
+    std::fs::remove_file(exp.join("pretrain/hash-6/stage.json")).unwrap();
+    std::fs::remove_dir_all(exp.join("evaluate/hash-6")).unwrap();
+    run();
+    let added =
+        std::fs::read_to_string(exp.join("commands.txt")).unwrap()[before.len()..].to_string();
+    assert!(
+        added.contains("pretrain --resume") && added.contains("evaluate/hash-6"),
+        "{added}"
+    );
+    let md = std::fs::read_to_string(exp.join("report.md")).unwrap();
+    assert!(
+        md.lines()
+            .any(|l| l.starts_with("| hash-6 |") && l.contains("(resumed)")),
+        "{md}"
+    );
     std::fs::remove_dir_all(&exp).unwrap();
 }

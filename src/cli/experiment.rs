@@ -236,6 +236,8 @@ struct Row {
     method: String,
     slices: Option<usize>,
     pretrain_seconds: Option<f64>,
+    /// The pre-training was resumed: its time is the last session's only.
+    resumed: bool,
     speedup: Option<f64>,
     /// The test split's metrics: mean and std over the repeats.
     auc: [f64; 2],
@@ -338,8 +340,8 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
     let mut encoders = Vec::new();
     for (method, input, _) in &inputs {
         let run = root.join("pretrain").join(method.name());
-        let seconds = match completed(&run) {
-            Some(stage) => stage["seconds"].as_f64().unwrap_or(f64::NAN),
+        let stage = match completed(&run) {
+            Some(stage) => stage,
             None => {
                 let resumable = run.join("checkpoints/last.safetensors").is_file();
                 let w = match resumable {
@@ -359,31 +361,31 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
                         ])
                     }
                 };
-                // Time spent in earlier, interrupted sessions of this run.
-                let before: f64 = std::fs::read_to_string(run.join("seconds.txt"))
-                    .ok()
-                    .and_then(|t| t.trim().parse().ok())
-                    .unwrap_or(0.0);
                 runner.note("pretrain", &w)?;
                 let start = Instant::now();
                 pretrain::run(gpu_args, &parse(&w)?)?;
-                let seconds = before + start.elapsed().as_secs_f64();
-                complete(&run, &json!({"stage": "pretrain", "seconds": seconds}))?;
-                seconds
+                // A resumed run's wall time is its last session's: the report marks it.
+                let seconds = start.elapsed().as_secs_f64();
+                let stage = json!({"stage": "pretrain", "seconds": seconds, "resumed": resumable});
+                complete(&run, &stage)?;
+                stage
             }
         };
+        let seconds = stage["seconds"].as_f64().unwrap_or(f64::NAN);
+        let resumed = stage["resumed"].as_bool().unwrap_or(false);
         encoders.push((
             method.name().to_string(),
             Some(run.join("checkpoints/last.safetensors")),
             seconds,
+            resumed,
         ));
     }
-    encoders.push(("scratch".into(), None, f64::NAN));
+    encoders.push(("scratch".into(), None, f64::NAN, false));
 
     // 4. Evaluate each encoder, and the randomly initialised network.
     let repeats = args.repeats.unwrap_or(preset.repeats).to_string();
     let mut rows = Vec::new();
-    for (name, weights, seconds) in &encoders {
+    for (name, weights, seconds, resumed) in &encoders {
         let out = root.join("evaluate").join(name);
         if completed(&out).is_none() {
             let mut w = words(preset.protocol);
@@ -433,6 +435,7 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
             method: name.clone(),
             slices,
             pretrain_seconds: seconds.is_finite().then_some(*seconds),
+            resumed: *resumed,
             speedup: all_seconds
                 .filter(|_| seconds.is_finite())
                 .map(|a| a / seconds),
@@ -469,7 +472,7 @@ fn table(rows: &[Row]) -> String {
             "| {} | {} | {} | {} | {:.3} ± {:.3} | {:.3} ± {:.3} | {:.3} ± {:.3} |\n",
             r.method,
             r.slices.map_or("–".into(), |s| s.to_string()),
-            opt(r.pretrain_seconds, 0),
+            opt(r.pretrain_seconds, 0) + if r.resumed { " (resumed)" } else { "" },
             r.speedup.map_or("–".into(), |v| format!("{v:.2}×")),
             r.auc[0],
             r.auc[1],
