@@ -187,17 +187,32 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
         INK,
     );
     text(&mut image, 8, TOP as i64 - 14, y_label, INK);
+    // The legend goes in one row right of the title where it fits, else one entry a line in
+    // the plot's lower right corner (empty for ROC curves).
+    let entry_width = |s: &Series| 8 * s.name.len() as i64 + 30;
+    let row: i64 = series.iter().map(entry_width).sum();
+    let in_row = LEFT as i64 + 8 * title.len() as i64 + 16 + row <= (WIDTH - RIGHT) as i64;
+    let widest = series.iter().map(entry_width).max().unwrap_or(0);
     let mut legend_x = (WIDTH - RIGHT) as i64;
-    for s in series.iter().rev() {
-        legend_x -= 8 * s.name.len() as i64 + 30;
+    for (i, s) in series.iter().enumerate().rev() {
+        let (x, y) = match in_row {
+            true => {
+                legend_x -= entry_width(s);
+                (legend_x, 14)
+            }
+            false => (
+                (WIDTH - RIGHT) as i64 - widest,
+                (HEIGHT - BOTTOM) as i64 - 14 * (series.len() - i) as i64 - 4,
+            ),
+        };
         let colour = Rgb(s.colour);
         line(
             &mut image,
-            (legend_x as f64, 18.0),
-            (legend_x as f64 + 16.0, 18.0),
+            (x as f64, y as f64 + 4.0),
+            (x as f64 + 16.0, y as f64 + 4.0),
             colour,
         );
-        text(&mut image, legend_x + 20, 14, s.name, INK);
+        text(&mut image, x + 20, y, s.name, INK);
         let mut previous: Option<(f64, f64)> = None;
         for &(x, y) in s.points {
             if !(x.is_finite() && y.is_finite()) {
@@ -274,5 +289,45 @@ mod tests {
         );
         let orange = image.pixels().filter(|p| p.0 == ORANGE).count();
         assert!(orange > 500, "{orange} orange pixels");
+    }
+
+    /// A legend too wide for the title's row is stacked in the lower right, not over it.
+    #[test]
+    fn a_wide_legend_moves_below_the_title() {
+        let point = [(0.0, 1.0), (0.1, 0.9)];
+        let names = [
+            "first series, long name",
+            "second series, long name",
+            "third, long",
+        ];
+        let series: Vec<Series> = names
+            .iter()
+            .zip(PALETTE)
+            .map(|(name, colour)| Series {
+                name,
+                points: &point,
+                colour,
+                markers: false,
+            })
+            .collect();
+        let image = line_chart(
+            "a title of some length as ROC charts have",
+            "x",
+            "y",
+            &series,
+        );
+        let lower_right = |colour: [u8; 3]| {
+            (WIDTH / 2..WIDTH)
+                .flat_map(|x| (HEIGHT / 2..HEIGHT).map(move |y| (x, y)))
+                .filter(|&(x, y)| image.get_pixel(x, y).0 == colour)
+                .count()
+        };
+        for colour in &PALETTE[..3] {
+            assert!(lower_right(*colour) >= 16, "{colour:?}: its legend line");
+        }
+        let top_row = (LEFT + 400..WIDTH)
+            .filter(|&x| image.get_pixel(x, 18).0 == PALETTE[0])
+            .count();
+        assert_eq!(top_row, 0, "nothing drawn beside the title");
     }
 }
