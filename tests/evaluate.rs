@@ -62,14 +62,14 @@ fn medmnist_npz_opens_with_its_splits() {
     let data = Dataset::open(Path::new(PNEUMONIA), 0).unwrap();
     assert_eq!(data.classes, ["0", "1"]);
     let sizes: Vec<usize> = data.splits.iter().map(Vec::len).collect();
-    assert_eq!(sizes, [3882, 524, 624]);
+    assert_eq!(sizes, [600, 524, 624]);
     let normal = data.split("test").iter().filter(|s| s.label == 0).count();
     assert_eq!(
         normal, 234,
         "the test split's normal X-rays (data/README.md)"
     );
     // The training split is sorted by class: a limit draws at random, keeping each class's
-    // share (388 of 3882 normal: 5 of 50).
+    // share (60 of 600 normal: 5 of 50).
     for seed in 0..20 {
         let mut small = data.clone();
         small.limit(50, seed).unwrap();
