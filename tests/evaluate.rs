@@ -340,8 +340,7 @@ fn evaluate_writes_its_report() {
         "{stdout}"
     );
 
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let report = common::report(&out);
     assert_eq!(report["protocol"], "linear");
     assert_eq!(report["weights"], "random");
     assert_eq!(report["repeats"].as_array().unwrap().len(), 2);
@@ -443,8 +442,7 @@ fn evaluate_reports_unreadable_images_and_carries_on() {
         stderr.contains("b2.png") && stderr.contains("cannot decode"),
         "{stderr}"
     );
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let report = common::report(&out);
     assert_eq!(report["samples"]["test"], 5);
     assert_eq!(report["unreadable"].as_array().unwrap().len(), 1);
 }
@@ -518,8 +516,7 @@ fn a_pytorch_lightning_checkpoint_reads_and_evaluates() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let report = common::report(&out);
     assert_eq!(report["weights"], ckpt.to_str().unwrap());
     // The wrong width is refused by name.
     let wrong: Vec<&str> = args
@@ -698,8 +695,7 @@ fn evaluate_finetunes_with_the_paper_protocol() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let report = common::report(&out);
     assert_eq!(report["protocol"], "paper");
     let settings = &report["settings"];
     assert_eq!(

@@ -51,8 +51,7 @@ fn an_experiment_runs_resumes_and_reports() {
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
     run();
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(exp.join("report.json")).unwrap()).unwrap();
+    let report = common::report(&exp);
     let rows = report["rows"].as_array().unwrap();
     let methods: Vec<&str> = rows.iter().map(|r| r["method"].as_str().unwrap()).collect();
     assert_eq!(
@@ -94,8 +93,7 @@ fn an_experiment_runs_resumes_and_reports() {
         std::fs::read_to_string(exp.join("commands.txt")).unwrap(),
         commands
     );
-    let again: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(exp.join("report.json")).unwrap()).unwrap();
+    let again = common::report(&exp);
     assert_eq!(again, report);
     // A stage that did not finish is redone, and only it.
     std::fs::remove_dir_all(exp.join("evaluate/random")).unwrap();

@@ -377,8 +377,7 @@ fn the_checkpoint_embeds_and_exports() {
             "/data/pneumoniamnist-subset.npz"
         ),
     ]));
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(evaluation.join("report.json")).unwrap()).unwrap();
+    let report = common::report(&evaluation);
     assert_eq!(
         report["settings"]["size"], 32,
         "the checkpoint's large crops"

@@ -156,6 +156,11 @@ pub fn assert_relative(what: &str, got: &[f32], want: &[f32], tol: f64) {
     }
 }
 
+/// The `report.json` a `lim evaluate` or `lim experiment` wrote into `dir`.
+pub fn report(dir: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap()
+}
+
 /// Runs the `lim` command with `args` and waits for it.
 pub fn lim<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_lim"))
