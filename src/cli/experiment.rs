@@ -287,43 +287,51 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
             continue;
         }
         let dir = reduced(method);
-        if completed(&dir).is_none() {
-            let target = hash_kept.unwrap_or(total) as f64;
-            let extra = match method {
-                Method::Hash6 => words(&["--method", "hash", "--threshold", "6"]),
-                Method::EveryN => words(&[
-                    "--method",
-                    "every-n",
-                    "--n",
-                    &every_n(&slices, target)?.to_string(),
-                ]),
-                Method::Ssim | Method::Mi | Method::Embedding => {
-                    let mut w = words(&["--method", method.name()]);
-                    if method == Method::Embedding {
-                        w.extend(words(preset.embedding));
+        let stage = match completed(&dir) {
+            Some(stage) => stage,
+            None => {
+                let target = hash_kept.unwrap_or(total) as f64;
+                let extra = match method {
+                    Method::Hash6 => words(&["--method", "hash", "--threshold", "6"]),
+                    Method::EveryN => words(&[
+                        "--method",
+                        "every-n",
+                        "--n",
+                        &every_n(&slices, target)?.to_string(),
+                    ]),
+                    Method::Ssim | Method::Mi | Method::Embedding => {
+                        let mut w = words(&["--method", method.name()]);
+                        if method == Method::Embedding {
+                            w.extend(words(preset.embedding));
+                        }
+                        let scratch = root.join("reduced/search");
+                        let threshold =
+                            matching_threshold(gpu_args, &w, &slices, &scratch, target)?;
+                        w.extend(words(&["--threshold", &threshold.to_string()]));
+                        w
                     }
-                    let scratch = root.join("reduced/search");
-                    let threshold = matching_threshold(gpu_args, &w, &slices, &scratch, target)?;
-                    w.extend(words(&["--threshold", &threshold.to_string()]));
-                    w
-                }
-                _ => words(&[
-                    "--method",
-                    "random",
-                    "--fraction",
-                    &(target / total as f64).to_string(),
-                    "--seed",
-                    &seed,
-                ]),
-            };
-            let _ = std::fs::remove_dir_all(&dir);
-            let mut w = extra;
-            w.extend([path(&slices), path(&dir)]);
-            runner.note("reduce", &w)?;
-            reduce::run(gpu_args, &parse(&w)?)?;
-            complete(&dir, &json!({"stage": "reduce", "kept": kept(&dir)?}))?;
-        }
-        let n = kept(&dir)?;
+                    _ => words(&[
+                        "--method",
+                        "random",
+                        "--fraction",
+                        &(target / total as f64).to_string(),
+                        "--seed",
+                        &seed,
+                    ]),
+                };
+                let _ = std::fs::remove_dir_all(&dir);
+                let mut w = extra;
+                w.extend([path(&slices), path(&dir)]);
+                runner.note("reduce", &w)?;
+                reduce::run(gpu_args, &parse(&w)?)?;
+                let stage = json!({"stage": "reduce", "kept": kept(&dir)?});
+                complete(&dir, &stage)?;
+                stage
+            }
+        };
+        let n = stage["kept"]
+            .as_u64()
+            .ok_or("a reduction's stage.json without `kept`")? as usize;
         if method == Method::Hash6 {
             hash_kept = Some(n);
         }
