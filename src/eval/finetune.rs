@@ -16,6 +16,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::dataset::{Sample, Transform};
+use super::metrics::accuracy;
 use super::probe::EpochLog;
 use crate::autograd::{Var, no_grad};
 use crate::io::IoError;
@@ -161,13 +162,9 @@ pub fn train(
             losses.push(loss.value().to_vec()?[0] as f64);
         }
         let (probabilities, kept, _) = predict(gpu, model, val, t, options.batch)?;
-        let k = probabilities.len() / kept.len().max(1);
-        let correct = probabilities
-            .chunks(k.max(1))
-            .zip(&kept)
-            .filter(|(p, i)| super::metrics::argmax(p) == val[**i].label)
-            .count();
-        let val_accuracy = correct as f64 / kept.len().max(1) as f64;
+        let labels: Vec<usize> = kept.iter().map(|&i| val[i].label).collect();
+        let k = probabilities.len() / labels.len().max(1);
+        let val_accuracy = accuracy(&labels, &probabilities, k);
         let loss = losses.iter().sum::<f64>() / losses.len().max(1) as f64;
         on_epoch(&EpochLog {
             epoch,

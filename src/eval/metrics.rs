@@ -77,6 +77,20 @@ impl Metrics {
     }
 }
 
+/// The fraction of rows of `scores` (`[n, classes]`: probabilities or logits) whose first
+/// largest value is at the label; 0 without rows.
+pub fn accuracy(labels: &[usize], scores: &[f64], classes: usize) -> f64 {
+    if labels.is_empty() {
+        return 0.0;
+    }
+    let correct = scores
+        .chunks(classes)
+        .zip(labels)
+        .filter(|(row, y)| argmax(row) == **y)
+        .count();
+    correct as f64 / labels.len() as f64
+}
+
 /// The index of the first largest value.
 pub fn argmax(row: &[f64]) -> usize {
     row.iter()

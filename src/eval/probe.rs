@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::dataset::{Sample, Transform};
 use super::encoder::Encoder;
-use super::metrics::argmax;
+use super::metrics::accuracy;
 use crate::autograd::{Var, no_grad};
 use crate::io::IoError;
 use crate::nn::{self, Linear, Random};
@@ -174,15 +174,8 @@ impl Probe {
                 losses.push(loss.value().to_vec()?[0] as f64);
             }
             let logits = no_grad(|| linear.forward(&x_val))?.value().to_vec()?;
-            let correct = logits
-                .chunks(classes)
-                .zip(&val.labels)
-                .filter(|(row, y)| {
-                    let row: Vec<f64> = row.iter().map(|&v| v as f64).collect();
-                    argmax(&row) == **y
-                })
-                .count();
-            let val_accuracy = correct as f64 / val.len() as f64;
+            let logits: Vec<f64> = logits.into_iter().map(f64::from).collect();
+            let val_accuracy = accuracy(&val.labels, &logits, classes);
             let loss = losses.iter().sum::<f64>() / losses.len() as f64;
             on_epoch(&EpochLog {
                 epoch,
