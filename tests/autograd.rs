@@ -295,6 +295,78 @@ fn gradients_accumulate_add_up_over_shared_inputs_and_stop_where_asked() {
     assert!(constant.grad().is_none(), "constants get no gradient");
 }
 
+/// A frozen leaf (PyTorch's `requires_grad_(False)`) gets no gradient, the others get the
+/// same gradients as before, and the backward pass records fewer dispatches: the gradients
+/// nothing needs are never computed (the stem's input gradient, a frozen weight's).
+#[test]
+fn frozen_leaves_cost_no_gradient_work() {
+    use lim::ops::conv2d::Conv2dSpec;
+    let gpu = gpu();
+    let x = Var::constant(Tensor::from_slice(&gpu, &[2, 2, 5, 5], &random(100, 70)).unwrap());
+    let param = |shape: &[usize], seed| {
+        Var::param(Tensor::from_slice(&gpu, shape, &random(shape.iter().product(), seed)).unwrap())
+    };
+    let (w1, b1, w2, fc) = (
+        param(&[3, 2, 3, 3], 71),
+        param(&[3], 72),
+        param(&[2, 3, 3, 3], 73),
+        param(&[3, 8], 74),
+    );
+    let params = [&w1, &b1, &w2, &fc];
+    // Backward dispatches and the gradients of `params`.
+    let run = || {
+        params.iter().for_each(|p| p.zero_grad());
+        let loss = x
+            .conv2d(&w1, Some(&b1), Conv2dSpec::new(1, 1))
+            .unwrap()
+            .relu()
+            .unwrap()
+            .conv2d(&w2, None, Conv2dSpec::new(2, 0))
+            .unwrap()
+            .reshape(&[2, 8])
+            .unwrap()
+            .linear(&fc, None)
+            .unwrap()
+            .cross_entropy_classes(&[1, 2])
+            .unwrap();
+        let before = gpu.counters();
+        loss.backward().unwrap();
+        let dispatches = (gpu.counters() - before).dispatches;
+        let grads: Vec<Option<Vec<f32>>> = params
+            .iter()
+            .map(|p| p.grad().map(|g| g.to_vec().unwrap()))
+            .collect();
+        (dispatches, grads)
+    };
+    run(); // the first run also times kernel variants
+    let (all, trained) = run();
+    assert!(trained.iter().all(Option::is_some));
+
+    w1.set_requires_grad(false).unwrap();
+    let (without_w1, grads) = run();
+    assert!(grads[0].is_none(), "a frozen weight gets no gradient");
+    assert_eq!(grads[1..], trained[1..], "the others are unchanged");
+    assert!(without_w1 < all, "{without_w1} dispatches, {all} unfrozen");
+
+    // With the first convolution's bias frozen too, nothing before the second convolution
+    // needs a gradient: neither the first's backward nor the second's input gradient runs.
+    b1.set_requires_grad(false).unwrap();
+    let (head_only, grads) = run();
+    assert!(grads[..2].iter().all(Option::is_none));
+    assert_eq!(grads[2..], trained[2..]);
+    assert!(
+        head_only < without_w1,
+        "{head_only} dispatches, {without_w1} before"
+    );
+
+    w1.set_requires_grad(true).unwrap();
+    b1.set_requires_grad(true).unwrap();
+    assert_eq!(run(), (all, trained), "unfrozen again");
+    let output = w1.scale(2.0).unwrap();
+    let err = output.set_requires_grad(false).unwrap_err().to_string();
+    assert!(err.contains("leaf") && err.contains("scale"), "{err}");
+}
+
 #[test]
 fn a_small_mlp_learns_its_batch_by_heart() {
     let gpu = gpu();

@@ -11,21 +11,25 @@ mod ops;
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::LocalKey;
 
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
 
-/// Maps the gradient of an op's output to the gradients of its inputs, in input order
-/// (`None` for an input that needs none).
-type BackwardFn = Box<dyn Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
+/// Maps the gradient of an op's output to the gradients of its inputs, in input order:
+/// `needs[i]` says whether input i needs one, and the rule computes only those (`None` for
+/// the others), so no gradient is computed to be thrown away.
+type BackwardFn = Box<dyn Fn(&Tensor, &[bool]) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
 
 struct Node {
     id: usize,
+    /// The op that made it ("leaf" for a leaf), named by errors from its backward rule.
+    op: &'static str,
     value: Tensor,
-    requires_grad: bool,
+    /// Settable on a leaf between steps ([`Var::set_requires_grad`]).
+    requires_grad: AtomicBool,
     /// The accumulated gradient of a leaf.
     grad: Mutex<Option<Tensor>>,
     inputs: Vec<Var>,
@@ -40,7 +44,7 @@ impl std::fmt::Debug for Var {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Var")
             .field("shape", &self.0.value.shape())
-            .field("requires_grad", &self.0.requires_grad)
+            .field("requires_grad", &self.requires_grad())
             .field("leaf", &self.0.backward.is_none())
             .finish()
     }
@@ -92,8 +96,9 @@ impl Var {
     fn leaf(value: Tensor, requires_grad: bool) -> Var {
         Var(Arc::new(Node {
             id: next_id(),
+            op: "leaf",
             value,
-            requires_grad,
+            requires_grad: AtomicBool::new(requires_grad),
             grad: Mutex::new(None),
             inputs: Vec::new(),
             backward: None,
@@ -110,17 +115,23 @@ impl Var {
         Self::leaf(value, false)
     }
 
-    /// The output of an op on `inputs`; `backward` is kept only while recording and when an
+    /// The output of `op` on `inputs`; `backward` is kept only while recording and when an
     /// input needs a gradient.
-    pub(crate) fn from_op(value: Tensor, inputs: &[&Var], backward: BackwardFn) -> Var {
+    pub(crate) fn from_op(
+        op: &'static str,
+        value: Tensor,
+        inputs: &[&Var],
+        backward: BackwardFn,
+    ) -> Var {
         let recording = RECORDING.with(|r| r.get());
         if !recording || !inputs.iter().any(|v| v.requires_grad()) {
             return Self::constant(value);
         }
         Var(Arc::new(Node {
             id: next_id(),
+            op,
             value,
-            requires_grad: true,
+            requires_grad: AtomicBool::new(true),
             grad: Mutex::new(None),
             inputs: inputs.iter().map(|&v| v.clone()).collect(),
             backward: Some(backward),
@@ -136,7 +147,22 @@ impl Var {
     }
 
     pub fn requires_grad(&self) -> bool {
-        self.0.requires_grad
+        self.0.requires_grad.load(Ordering::Relaxed)
+    }
+
+    /// Freezes (`false`) or unfreezes a leaf, as PyTorch's `requires_grad_`: the ops recorded
+    /// afterwards compute no gradient for a frozen leaf nor for anything computed only from
+    /// frozen leaves and constants. Set it between steps, not between a forward and its
+    /// backward.
+    pub fn set_requires_grad(&self, on: bool) -> Result<()> {
+        if self.0.backward.is_some() {
+            return Err(Error::InvalidArgument {
+                op: "set_requires_grad",
+                why: format!("only a leaf can be frozen, not the output of {}", self.0.op),
+            });
+        }
+        self.0.requires_grad.store(on, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The gradient accumulated into this leaf so far.
@@ -189,17 +215,36 @@ impl Var {
                 });
                 continue;
             };
-            let input_grads = backward(&grad)?;
-            for (input, g) in var.0.inputs.iter().zip(input_grads) {
-                let Some(g) = g.filter(|_| input.requires_grad()) else {
-                    continue;
+            let needs: Vec<bool> = var.0.inputs.iter().map(Var::requires_grad).collect();
+            let input_grads = backward(&grad, &needs)?;
+            if input_grads.len() != needs.len() {
+                return Err(var.broken_rule(format!(
+                    "gave {} gradients for {} inputs",
+                    input_grads.len(),
+                    needs.len()
+                )));
+            }
+            for (i, (input, g)) in var.0.inputs.iter().zip(input_grads).enumerate() {
+                let g = match (g, needs[i]) {
+                    (Some(g), true) => g,
+                    (None, false) => continue,
+                    (None, true) => {
+                        return Err(var.broken_rule(format!("gave no gradient for input {i}")));
+                    }
+                    (Some(_), false) => {
+                        return Err(var.broken_rule(format!(
+                            "computed a gradient for input {i}, which needs none"
+                        )));
+                    }
                 };
                 if g.shape() != input.shape() {
                     return Err(Error::ShapeMismatch {
-                        op: "backward",
+                        op: var.0.op,
                         lhs: g.shape().to_vec(),
                         rhs: input.shape().to_vec(),
-                        why: "an op's backward gave a gradient of the wrong shape".into(),
+                        why: format!(
+                            "the backward rule's gradient for input {i} has the wrong shape"
+                        ),
                     });
                 }
                 let total = match grads.remove(&input.0.id) {
@@ -210,6 +255,14 @@ impl Var {
             }
         }
         Ok(())
+    }
+
+    /// The error for a backward rule that broke its contract.
+    fn broken_rule(&self, why: String) -> Error {
+        Error::InvalidArgument {
+            op: self.0.op,
+            why: format!("its backward rule {why}"),
+        }
     }
 
     /// The nodes that need a gradient, each after all of its inputs.

@@ -23,6 +23,11 @@ fn same_shape(op: &'static str, a: &Var, b: &Var) -> Result<()> {
     Ok(())
 }
 
+/// `grad()` where the input needs a gradient, else nothing computed.
+fn grad_if(need: bool, grad: impl FnOnce() -> Result<Tensor>) -> Result<Option<Tensor>> {
+    need.then(grad).transpose()
+}
+
 fn matrix(op: &'static str, v: &Var) -> Result<()> {
     if v.shape().len() != 2 {
         return Err(Error::InvalidArgument {
@@ -38,9 +43,10 @@ impl Var {
         same_shape("add", self, other)?;
         let value = self.value().add(other.value())?;
         Ok(Var::from_op(
+            "add",
             value,
             &[self, other],
-            Box::new(|g| Ok(vec![Some(g.clone()), Some(g.clone())])),
+            Box::new(|g, needs| Ok(needs.iter().map(|&n| n.then(|| g.clone())).collect())),
         ))
     }
 
@@ -49,18 +55,25 @@ impl Var {
         let value = self.value().mul(other.value())?;
         let (a, b) = (self.value().clone(), other.value().clone());
         Ok(Var::from_op(
+            "mul",
             value,
             &[self, other],
-            Box::new(move |g| Ok(vec![Some(g.mul(&b)?), Some(g.mul(&a)?)])),
+            Box::new(move |g, needs| {
+                Ok(vec![
+                    grad_if(needs[0], || g.mul(&b))?,
+                    grad_if(needs[1], || g.mul(&a))?,
+                ])
+            }),
         ))
     }
 
     pub fn scale(&self, s: f32) -> Result<Var> {
         let value = self.value().scale(s)?;
         Ok(Var::from_op(
+            "scale",
             value,
             &[self],
-            Box::new(move |g| Ok(vec![Some(g.scale(s)?)])),
+            Box::new(move |g, _| Ok(vec![Some(g.scale(s)?)])),
         ))
     }
 
@@ -68,9 +81,10 @@ impl Var {
         let value = self.value().relu()?;
         let x = self.value().clone();
         Ok(Var::from_op(
+            "relu",
             value,
             &[self],
-            Box::new(move |g| Ok(vec![Some(x.relu_backward(g)?)])),
+            Box::new(move |g, _| Ok(vec![Some(x.relu_backward(g)?)])),
         ))
     }
 
@@ -87,19 +101,20 @@ impl Var {
         let (a, b) = (self.value().clone(), other.value().clone());
         let t = |trans_a, trans_b| MatmulOptions { trans_a, trans_b };
         Ok(Var::from_op(
+            "matmul",
             value,
             &[self, other],
-            Box::new(move |g| {
+            Box::new(move |g, needs| {
                 // C = A B: dA = G Bᵀ, dB = Aᵀ G; with A or B stored transposed, so are theirs.
-                let da = match opts.trans_a {
-                    false => g.matmul_t(&b, t(false, !opts.trans_b))?,
-                    true => b.matmul_t(g, t(opts.trans_b, true))?,
-                };
-                let db = match opts.trans_b {
-                    false => a.matmul_t(g, t(!opts.trans_a, false))?,
-                    true => g.matmul_t(&a, t(true, opts.trans_a))?,
-                };
-                Ok(vec![Some(da), Some(db)])
+                let da = grad_if(needs[0], || match opts.trans_a {
+                    false => g.matmul_t(&b, t(false, !opts.trans_b)),
+                    true => b.matmul_t(g, t(opts.trans_b, true)),
+                })?;
+                let db = grad_if(needs[1], || match opts.trans_b {
+                    false => a.matmul_t(g, t(!opts.trans_a, false)),
+                    true => g.matmul_t(&a, t(true, opts.trans_a)),
+                })?;
+                Ok(vec![da, db])
             }),
         ))
     }
@@ -119,11 +134,12 @@ impl Var {
         let expanded = bias.value().expand_axis(0, rows)?.reshape(self.shape())?;
         let value = self.value().add(&expanded)?;
         Ok(Var::from_op(
+            "add_bias",
             value,
             &[self, bias],
-            Box::new(move |g| {
-                let per_row = g.reshape(&[rows, n])?.sum(0)?;
-                Ok(vec![Some(g.clone()), Some(per_row)])
+            Box::new(move |g, needs| {
+                let per_row = grad_if(needs[1], || g.reshape(&[rows, n])?.sum(0))?;
+                Ok(vec![needs[0].then(|| g.clone()), per_row])
             }),
         ))
     }
@@ -135,18 +151,18 @@ impl Var {
         let operands = super::autocast_dtype();
         let value = self.value().conv2d_in(weight.value(), spec, operands)?;
         let (x, w) = (self.value().clone(), weight.value().clone());
-        // A network's input needs no gradient, and the stem's is the costliest to compute.
-        let input_grad = self.requires_grad();
         let y = Var::from_op(
+            "conv2d",
             value,
             &[self, weight],
-            Box::new(move |g| {
-                let dx = match input_grad {
-                    true => Some(g.conv2d_backward_input_in(&w, x.shape(), spec, operands)?),
-                    false => None,
-                };
-                let dw = g.conv2d_backward_weight_in(&x, w.shape(), spec, operands)?;
-                Ok(vec![dx, Some(dw)])
+            Box::new(move |g, needs| {
+                let dx = grad_if(needs[0], || {
+                    g.conv2d_backward_input_in(&w, x.shape(), spec, operands)
+                })?;
+                let dw = grad_if(needs[1], || {
+                    g.conv2d_backward_weight_in(&x, w.shape(), spec, operands)
+                })?;
+                Ok(vec![dx, dw])
             }),
         );
         match bias {
@@ -175,11 +191,12 @@ impl Var {
             .reshape(&shape)?;
         let value = self.value().add(&expanded)?;
         Ok(Var::from_op(
+            "add_channel_bias",
             value,
             &[self, bias],
-            Box::new(move |g| {
-                let per_channel = g.reshape(&[n, c, plane])?.sum(2)?.sum(0)?;
-                Ok(vec![Some(g.clone()), Some(per_channel)])
+            Box::new(move |g, needs| {
+                let per_channel = grad_if(needs[1], || g.reshape(&[n, c, plane])?.sum(2)?.sum(0))?;
+                Ok(vec![needs[0].then(|| g.clone()), per_channel])
             }),
         ))
     }
@@ -211,16 +228,30 @@ impl Var {
         };
         let (out, g_of) = (y.clone(), gamma.value().clone());
         Ok(Var::from_op(
+            "batch_norm",
             y,
             &[self, gamma, beta],
-            Box::new(move |g| {
+            Box::new(move |g, needs| {
                 let g = if relu {
                     out.relu_backward(g)?
                 } else {
                     g.clone()
                 };
-                let (dx, dgamma, dbeta) = g.batch_norm_backward(&x, &g_of, &stats)?;
-                Ok(vec![Some(dx), Some(dgamma), Some(dbeta)])
+                let (dx, dgamma, dbeta) = match needs[0] {
+                    true => {
+                        let (dx, dgamma, dbeta) = g.batch_norm_backward(&x, &g_of, &stats)?;
+                        (Some(dx), dgamma, dbeta)
+                    }
+                    false => {
+                        let (dgamma, dbeta) = g.batch_norm_param_grads(&x, &g_of, &stats)?;
+                        (None, dgamma, dbeta)
+                    }
+                };
+                Ok(vec![
+                    dx,
+                    needs[1].then_some(dgamma),
+                    needs[2].then_some(dbeta),
+                ])
             }),
         ))
     }
@@ -229,9 +260,10 @@ impl Var {
     pub fn max_pool2d(&self, spec: PoolSpec) -> Result<Var> {
         let (y, argmax) = self.value().max_pool2d(spec)?;
         Ok(Var::from_op(
+            "max_pool2d",
             y,
             &[self],
-            Box::new(move |g| Ok(vec![Some(g.max_pool2d_backward(&argmax)?)])),
+            Box::new(move |g, _| Ok(vec![Some(g.max_pool2d_backward(&argmax)?)])),
         ))
     }
 
@@ -252,9 +284,10 @@ impl Var {
         let value = self.value().slice_batch(start, len)?;
         let shape = self.shape().to_vec();
         Ok(Var::from_op(
+            "slice_batch",
             value,
             &[self],
-            Box::new(move |g| {
+            Box::new(move |g, _| {
                 // The gradient of the entries taken, zeros around them.
                 let zeros = |count: usize| -> Result<Option<Tensor>> {
                     let mut s = shape.clone();
@@ -276,13 +309,14 @@ impl Var {
         let value = Tensor::concat_batch(&values)?;
         let sizes: Vec<usize> = parts.iter().map(|v| v.shape()[0]).collect();
         Ok(Var::from_op(
+            "concat_batch",
             value,
             parts,
-            Box::new(move |g| {
+            Box::new(move |g, needs| {
                 let mut start = 0;
                 let mut grads = Vec::new();
-                for &len in &sizes {
-                    grads.push(Some(g.slice_batch(start, len)?));
+                for (&len, &need) in sizes.iter().zip(needs) {
+                    grads.push(grad_if(need, || g.slice_batch(start, len))?);
                     start += len;
                 }
                 Ok(grads)
@@ -309,9 +343,10 @@ impl Var {
         let value = self.value().reduce(axis, op)?;
         let len = self.shape()[axis];
         Ok(Var::from_op(
+            op.name(),
             value,
             &[self],
-            Box::new(move |g| {
+            Box::new(move |g, _| {
                 let spread = g.expand_axis(axis, len)?;
                 Ok(vec![Some(match op {
                     ReduceOp::Mean => spread.scale(1.0 / len as f32)?,
@@ -346,9 +381,10 @@ impl Var {
         let value = self.value().reshape(shape)?;
         let before = self.shape().to_vec();
         Ok(Var::from_op(
+            "reshape",
             value,
             &[self],
-            Box::new(move |g| Ok(vec![Some(g.reshape(&before)?)])),
+            Box::new(move |g, _| Ok(vec![Some(g.reshape(&before)?)])),
         ))
     }
 
@@ -360,9 +396,10 @@ impl Var {
             RowOp::Softmax | RowOp::LogSoftmax => value.clone(),
         };
         Ok(Var::from_op(
+            op.name(),
             value,
             &[self],
-            Box::new(move |g| Ok(vec![Some(Tensor::rows_backward(op, &saved, g)?)])),
+            Box::new(move |g, _| Ok(vec![Some(Tensor::rows_backward(op, &saved, g)?)])),
         ))
     }
 

@@ -131,6 +131,11 @@ pub fn train(
     for epoch in 0..options.epochs {
         let (lr, convolutions_train) = options.epoch(epoch);
         adam.lr = lr;
+        // As requires_grad=False: no gradient computed, so Adam leaves them (and their
+        // moments and step counts) alone.
+        for p in &convolutions {
+            p.set_requires_grad(convolutions_train)?;
+        }
         order.shuffle(&mut rng);
         let mut losses = Vec::new();
         for batch in order.chunks(options.batch.max(1)) {
@@ -151,13 +156,6 @@ pub fn train(
             adam.zero_grad();
             let loss = model.forward(&x, true)?.cross_entropy_classes(&labels)?;
             loss.backward()?;
-            if !convolutions_train {
-                // As requires_grad=False: no gradient, so Adam leaves them (and their
-                // moments and step counts) alone.
-                for p in &convolutions {
-                    p.zero_grad();
-                }
-            }
             adam.step()?;
             losses.push(loss.value().to_vec()?[0] as f64);
         }

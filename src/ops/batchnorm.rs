@@ -213,34 +213,9 @@ impl Tensor {
         gamma: &Tensor,
         stats: &BatchStats,
     ) -> Result<(Tensor, Tensor, Tensor)> {
+        let (dgamma, dbeta) = self.batch_norm_param_grads(x, gamma, stats)?;
         let p = dims(x, &[gamma, &stats.mean, &stats.var])?;
-        if self.shape() != x.shape() {
-            return Err(Error::ShapeMismatch {
-                op: "batch_norm backward",
-                lhs: self.shape().to_vec(),
-                rhs: x.shape().to_vec(),
-                why: "the gradient has the input's shape".into(),
-            });
-        }
-        let gpu = self.gpu();
-        let c = p.c as usize;
-        let dbeta = Tensor::uninit(gpu, &[c], DType::F32)?;
-        let dgamma = Tensor::uninit(gpu, &[c], DType::F32)?;
-        let dx = Tensor::uninit(gpu, x.shape(), DType::F32)?;
-        dispatch(
-            x,
-            "backward_sums",
-            &[],
-            &p,
-            &[(1, x), (6, self)],
-            &[
-                (2, &stats.mean),
-                (11, &stats.var),
-                (7, &dbeta),
-                (10, &dgamma),
-            ],
-            Grid::PerChannel,
-        )?;
+        let dx = Tensor::uninit(self.gpu(), x.shape(), DType::F32)?;
         dispatch(
             x,
             "backward_apply",
@@ -257,6 +232,44 @@ impl Tensor {
             Grid::PerElement,
         )?;
         Ok((dx, dgamma, dbeta))
+    }
+
+    /// `(dgamma, dbeta)` alone: [`Tensor::batch_norm_backward`] without the input's gradient
+    /// (its first pass), for an input that needs none.
+    pub fn batch_norm_param_grads(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        stats: &BatchStats,
+    ) -> Result<(Tensor, Tensor)> {
+        let p = dims(x, &[gamma, &stats.mean, &stats.var])?;
+        if self.shape() != x.shape() {
+            return Err(Error::ShapeMismatch {
+                op: "batch_norm backward",
+                lhs: self.shape().to_vec(),
+                rhs: x.shape().to_vec(),
+                why: "the gradient has the input's shape".into(),
+            });
+        }
+        let gpu = self.gpu();
+        let c = p.c as usize;
+        let dbeta = Tensor::uninit(gpu, &[c], DType::F32)?;
+        let dgamma = Tensor::uninit(gpu, &[c], DType::F32)?;
+        dispatch(
+            x,
+            "backward_sums",
+            &[],
+            &p,
+            &[(1, x), (6, self)],
+            &[
+                (2, &stats.mean),
+                (11, &stats.var),
+                (7, &dbeta),
+                (10, &dgamma),
+            ],
+            Grid::PerChannel,
+        )?;
+        Ok((dgamma, dbeta))
     }
 }
 

@@ -41,6 +41,14 @@ impl ReduceVariant {
 }
 
 impl ReduceOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            ReduceOp::Sum => "sum",
+            ReduceOp::Mean => "mean",
+            ReduceOp::Max => "max",
+        }
+    }
+
     fn code(self) -> f64 {
         match self {
             ReduceOp::Sum => 0.0,

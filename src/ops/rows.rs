@@ -21,7 +21,8 @@ pub enum RowOp {
 pub const NORM_EPS: f64 = 1e-12;
 
 impl RowOp {
-    fn entry(self) -> &'static str {
+    /// Its name, which is also its kernel's entry point.
+    pub fn name(self) -> &'static str {
         match self {
             RowOp::Softmax => "softmax",
             RowOp::LogSoftmax => "log_softmax",
@@ -87,7 +88,7 @@ fn launch(entry: &str, inputs: &[&Tensor]) -> Result<Tensor> {
 impl Tensor {
     /// `op` applied to each row along the last axis.
     pub fn rows(&self, op: RowOp) -> Result<Tensor> {
-        launch(op.entry(), &[self])
+        launch(op.name(), &[self])
     }
 
     /// The gradient of [`Tensor::rows`]: `saved` is the output for softmax and log-softmax
