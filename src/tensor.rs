@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::gpu::uniform::CastParams;
 use crate::gpu::{Gpu, GpuError, PooledBuffer, shader};
 
 /// Element type of a tensor's storage. Kernels compute in f32; f16 is a storage format,
@@ -315,7 +316,9 @@ impl Tensor {
         let groups = self.gpu.grid_1d(words.div_ceil(256), "cast")?;
         self.gpu.dispatch(
             &kernel,
-            bytemuck::bytes_of(&(self.numel() as u32)),
+            &CastParams {
+                len: self.numel() as u32,
+            },
             &[(src, self.binding("cast")?), (dst, out.binding("cast")?)],
             groups,
         )?;

@@ -12,6 +12,7 @@ mod pipeline;
 mod pool;
 mod recorder;
 pub mod shader;
+pub mod uniform;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -13,6 +13,8 @@ pub struct Kernel {
     pub pipeline: wgpu::ComputePipeline,
     pub layout: wgpu::BindGroupLayout,
     pub label: String,
+    /// The name of the shader it was compiled from.
+    pub shader: &'static str,
 }
 
 /// A shader with its specialised `const`s and whether its operands are f16.
@@ -133,6 +135,7 @@ impl Gpu {
             layout: pipeline.get_bind_group_layout(0),
             pipeline,
             label,
+            shader: shader.name,
         });
         self.pipelines
             .kernels

@@ -1,6 +1,7 @@
 //! Recording: every dispatch and copy goes into the device's one open command encoder
 //! (dispatches share one compute pass), submitted in one go by `flush`.
 
+use super::uniform::Uniform;
 use super::{Gpu, GpuError, Kernel, PooledBuffer};
 
 /// Submit after this many dispatches even if nobody asks, so the device starts on a training
@@ -58,15 +59,23 @@ impl Gpu {
         record(rec.encoder(&self.device))
     }
 
-    /// Records one dispatch of `kernel`: `params` is bound as a uniform at binding 0, the
-    /// buffers at their bindings.
-    pub fn dispatch(
+    /// Records one dispatch of `kernel`: `params` is bound as a uniform at binding 0, at its
+    /// exact size (so a shader expecting a longer struct fails validation instead of reading
+    /// stale bytes), the buffers at their bindings.
+    pub fn dispatch<P: Uniform>(
         &self,
         kernel: &Kernel,
-        params: &[u8],
+        params: &P,
         buffers: &[(u32, wgpu::BufferBinding<'_>)],
         groups: [u32; 3],
     ) -> Result<(), GpuError> {
+        if !P::SHADERS.iter().any(|s| s.name == kernel.shader) {
+            return Err(GpuError::Validation(format!(
+                "{} is dispatched with {}, which is not its shader's uniform",
+                kernel.label,
+                P::NAME
+            )));
+        }
         let max = self.limits.max_compute_workgroups_per_dimension;
         if let Some(&g) = groups.iter().find(|&&g| g > max) {
             return Err(self.limit_error(
@@ -79,10 +88,15 @@ impl Gpu {
         if groups.contains(&0) {
             return Ok(());
         }
+        let params = bytemuck::bytes_of(params);
         let uniform = self.uniform(params)?;
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
-            resource: uniform.as_entire_binding(),
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &uniform,
+                offset: 0,
+                size: wgpu::BufferSize::new(params.len() as u64),
+            }),
         }];
         entries.extend(
             buffers

@@ -9,13 +9,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use bytemuck::{Pod, Zeroable};
-
 use super::pillow::{Coefficients, Luma8, PRECISION_BITS};
 use super::{
     Algorithm, Hash, HashError, HashKind, bits_of, dct_low, dct_matrix, median, phash_bits,
 };
 use crate::gpu::{Gpu, GpuError, GpuOptions, PooledBuffer, STORAGE, Tuning, shader};
+use crate::uniform;
 
 /// An image in a caller's GPU buffer: 8-bit grey, `offset` and `stride` in bytes, both
 /// multiples of 4.
@@ -27,17 +26,17 @@ pub struct BufferImage {
     pub stride: usize,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    count: u32,
-    out_w: u32,
-    out_h: u32,
-    row0: u32,
-    rows: u32,
-    words: u32,
-    v_taps: u32,
-    n: u32,
+uniform! {
+    pub(crate) struct Params for [shader::HASH] {
+        count: u32,
+        out_w: u32,
+        out_h: u32,
+        row0: u32,
+        rows: u32,
+        words: u32,
+        v_taps: u32,
+        n: u32,
+    }
 }
 
 /// Weights for one input size, on the GPU.
@@ -311,7 +310,7 @@ impl Hasher {
             v_taps: plan.v_taps as u32,
             n: n as u32,
         };
-        let params = bytemuck::bytes_of(&params);
+        let params = &params;
         let layouts: Vec<[u32; 2]> = images
             .iter()
             .map(|i| [i.offset as u32, i.stride as u32])

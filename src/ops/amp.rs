@@ -1,17 +1,16 @@
 //! Gradient unscaling for mixed precision (`shaders/amp.wgsl`): the gradients of a scaled
 //! loss divided by the scale in place, and whether any was inf or NaN.
 
-use bytemuck::{Pod, Zeroable};
-
 use crate::error::{Error, Result};
 use crate::gpu::shader;
 use crate::tensor::{DType, Tensor};
+use crate::uniform;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    len: u32,
-    inv_scale: f32,
+uniform! {
+    pub(crate) struct Params for [shader::AMP] {
+        len: u32,
+        inv_scale: f32,
+    }
 }
 
 /// Multiplies every tensor of `grads` (f32) by `inv_scale` in place and returns whether all
@@ -38,7 +37,7 @@ pub fn unscale_and_check(grads: &[&Tensor], inv_scale: f32) -> Result<bool> {
         let groups = gpu.grid_1d(g.numel().div_ceil(256) as u64, &kernel.label)?;
         gpu.dispatch(
             &kernel,
-            bytemuck::bytes_of(&params),
+            &params,
             &[
                 (1, g.binding("gradient")?),
                 (2, found.binding("non-finite flag")?),

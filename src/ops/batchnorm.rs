@@ -2,30 +2,29 @@
 //! statistics in training (biased variance to normalise, unbiased into the running variance),
 //! the running ones in evaluation, an optional fused ReLU, and the gradients.
 
-use bytemuck::{Pod, Zeroable};
-
 use crate::error::{Error, Result};
 use crate::gpu::shader;
 use crate::ops::windows;
 use crate::tensor::{DType, Tensor};
+use crate::uniform;
 
 /// PyTorch's defaults.
 pub const EPS: f32 = 1e-5;
 pub const MOMENTUM: f32 = 0.1;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    c: u32,
-    s: u32,
-    eps: f32,
-    momentum: f32,
-    /// The batch window of one dispatch (see `dispatch`).
-    images: u32,
-    base: u32,
-    accumulate: u32,
-    finish: u32,
+uniform! {
+    pub(crate) struct Params for [shader::BATCHNORM] {
+        n: u32,
+        c: u32,
+        s: u32,
+        eps: f32,
+        momentum: f32,
+        /// The batch window of one dispatch (see `dispatch`).
+        images: u32,
+        base: u32,
+        accumulate: u32,
+        finish: u32,
+    }
 }
 
 /// The statistics a batch was normalised with, kept for the gradient.
@@ -107,7 +106,7 @@ fn dispatch(
             Grid::PerElement => (window.count * image).div_ceil(256) as u64,
         };
         let groups = gpu.grid_1d(groups, &kernel.label)?;
-        gpu.dispatch(&kernel, bytemuck::bytes_of(&p), &bound, groups)?;
+        gpu.dispatch(&kernel, &p, &bound, groups)?;
     }
     Ok(())
 }
@@ -154,7 +153,7 @@ impl Tensor {
         let kernel = gpu.kernel(&shader::BATCHNORM, "update_running", &[])?;
         gpu.dispatch(
             &kernel,
-            bytemuck::bytes_of(&p),
+            &p,
             &[
                 (2, stats.mean.binding("batch_norm mean")?),
                 (11, stats.var.binding("batch_norm variance")?),

@@ -1,21 +1,20 @@
 //! Broadcasting along one axis (`shaders/broadcast.wgsl`): the shape change a reduction
 //! undoes, for the gradients of sum and mean and for adding a bias to every row.
 
-use bytemuck::{Pod, Zeroable};
-
 use crate::error::{Error, Result};
 use crate::gpu::shader;
 use crate::ops::windows;
 use crate::tensor::{DType, Tensor};
+use crate::uniform;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    outer: u32,
-    len: u32,
-    inner: u32,
-    base_in: u32,
-    base_out: u32,
+uniform! {
+    pub(crate) struct Params for [shader::BROADCAST] {
+        outer: u32,
+        len: u32,
+        inner: u32,
+        base_in: u32,
+        base_out: u32,
+    }
 }
 
 impl Tensor {
@@ -51,7 +50,7 @@ impl Tensor {
             let groups = gpu.grid_1d(elements.div_ceil(256) as u64, &kernel.label)?;
             gpu.dispatch(
                 &kernel,
-                bytemuck::bytes_of(&params),
+                &params,
                 &[
                     (1, window.binding(0, self.buffer())),
                     (2, window.binding(1, out.buffer())),

@@ -9,13 +9,12 @@
 //! im2col and the other kernels that lay operands out write them in f16; products and sums
 //! stay f32, and so do the results. The direct route is f32 only.
 
-use bytemuck::{Pod, Zeroable};
-
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Kernel, shader};
 use crate::ops::matmul::MatmulOptions;
 use crate::ops::{favoured_first, size_bucket, tune};
 use crate::tensor::{DType, Tensor};
+use crate::uniform;
 
 /// Stride, zero padding and dilation, each `[height, width]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,19 +156,21 @@ impl Conv2dDims {
     fn params(&self) -> Params {
         let s = self.spec;
         Params {
-            dims: [
-                self.n, self.c, self.h, self.w, self.o, self.kh, self.kw, self.oh, self.ow,
-            ]
-            .map(|v| v as u32),
-            spec: [
-                s.stride[0],
-                s.stride[1],
-                s.padding[0],
-                s.padding[1],
-                s.dilation[0],
-                s.dilation[1],
-            ]
-            .map(|v| v as u32),
+            n: self.n as u32,
+            c: self.c as u32,
+            h: self.h as u32,
+            w: self.w as u32,
+            o: self.o as u32,
+            kh: self.kh as u32,
+            kw: self.kw as u32,
+            oh: self.oh as u32,
+            ow: self.ow as u32,
+            stride_h: s.stride[0] as u32,
+            stride_w: s.stride[1] as u32,
+            pad_h: s.padding[0] as u32,
+            pad_w: s.padding[1] as u32,
+            dil_h: s.dilation[0] as u32,
+            dil_w: s.dilation[1] as u32,
             total: 0,
             taps: self.gemm_taps() as u32,
             tap_major: 0,
@@ -264,16 +265,29 @@ pub enum ConvPass {
     BackwardWeight,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    dims: [u32; 9],
-    spec: [u32; 6],
-    total: u32,
-    taps: u32,
-    tap_major: u32,
-    cols_in: u32,
-    cols_out: u32,
+uniform! {
+    pub(crate) struct Params for [shader::CONV2D] {
+        n: u32,
+        c: u32,
+        h: u32,
+        w: u32,
+        o: u32,
+        kh: u32,
+        kw: u32,
+        oh: u32,
+        ow: u32,
+        stride_h: u32,
+        stride_w: u32,
+        pad_h: u32,
+        pad_w: u32,
+        dil_h: u32,
+        dil_w: u32,
+        total: u32,
+        taps: u32,
+        tap_major: u32,
+        cols_in: u32,
+        cols_out: u32,
+    }
 }
 
 fn require_f32(t: &Tensor) -> Result<()> {
@@ -333,7 +347,7 @@ fn launch(
         ..params
     };
     let groups = gpu.grid_1d(out.numel().div_ceil(256) as u64, &kernel.label)?;
-    gpu.dispatch(&kernel, bytemuck::bytes_of(&params), &bindings, groups)?;
+    gpu.dispatch(&kernel, &params, &bindings, groups)?;
     Ok(out)
 }
 
@@ -370,7 +384,7 @@ fn launch_planes(
     layout: Option<ColumnLayout>,
 ) -> Result<Tensor> {
     let gpu = a.gpu();
-    let images = params.dims[0];
+    let images = params.n;
     let run = |layout: ColumnLayout| -> Result<Tensor> {
         let out = Tensor::uninit(gpu, shape, dtype)?;
         let kernel = conv_kernel(gpu, &format!("{stem}_{}", layout.name()), dtype)?;
@@ -384,7 +398,7 @@ fn launch_planes(
         };
         gpu.dispatch(
             &kernel,
-            bytemuck::bytes_of(&params),
+            &params,
             &[
                 (1, a.binding("conv2d input")?),
                 (3, out.binding("conv2d output")?),
@@ -404,12 +418,18 @@ fn launch_planes(
         size_bucket(lines),
         size_bucket(height),
         size_bucket(width),
-        params.dims[5..7]
-            .iter()
-            .chain(&params.spec)
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join("x"),
+        [
+            params.kh,
+            params.kw,
+            params.stride_h,
+            params.stride_w,
+            params.pad_h,
+            params.pad_w,
+            params.dil_h,
+            params.dil_w,
+        ]
+        .map(|v| v.to_string())
+        .join("x"),
     );
     let layouts = favoured_first(gpu, ColumnLayout::Tiles, ColumnLayout::Rows);
     let choice = tune(gpu, &key, &layouts, ColumnLayout::name, |l| {

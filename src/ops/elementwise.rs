@@ -1,12 +1,11 @@
 //! Elementwise ops (`shaders/elementwise.wgsl`): add, mul, scale, relu, in-place forms, and
 //! relu's gradient.
 
-use bytemuck::{Pod, Zeroable};
-
 use crate::error::{Error, Result};
 use crate::gpu::shader;
 use crate::ops::for_each_chunk;
 use crate::tensor::{DType, Tensor};
+use crate::uniform;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BinaryOp {
@@ -23,11 +22,11 @@ pub enum UnaryOp {
     Relu,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    len: u32,
-    scalar: f32,
+uniform! {
+    pub(crate) struct Params for [shader::ELEMENTWISE] {
+        len: u32,
+        scalar: f32,
+    }
 }
 
 impl BinaryOp {
@@ -104,7 +103,7 @@ fn launch(
             scalar,
         };
         let groups = gpu.grid_1d(len.div_ceil(256), &kernel.label)?;
-        Ok(gpu.dispatch(&kernel, bytemuck::bytes_of(&params), &buffers, groups)?)
+        Ok(gpu.dispatch(&kernel, &params, &buffers, groups)?)
     })
 }
 

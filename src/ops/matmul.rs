@@ -4,13 +4,12 @@
 //! Operands are both f32, or both f16 (mixed precision: each kernel converts what it reads to
 //! f32, so the products are exact and the sums f32); the product is f32.
 
-use bytemuck::{Pod, Zeroable};
-
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::gpu::shader::{self, Shader};
 use crate::ops::size_bucket;
 use crate::tensor::{DType, Tensor};
+use crate::uniform;
 
 /// Transposes of the operands, as in `C = op(A) · op(B)`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -248,16 +247,23 @@ impl MatmulDims {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    stride_a: u32,
-    stride_b: u32,
-    stride_c: u32,
-    group0: [u32; 3],
+uniform! {
+    pub(crate) struct Params for [
+        shader::MATMUL_NAIVE,
+        shader::MATMUL_TILED,
+        shader::MATMUL_REG,
+        shader::MATMUL_SUBGROUP,
+    ] {
+        m: u32,
+        n: u32,
+        k: u32,
+        stride_a: u32,
+        stride_b: u32,
+        stride_c: u32,
+        group0_x: u32,
+        group0_y: u32,
+        group0_z: u32,
+    }
 }
 
 impl Tensor {
@@ -373,14 +379,16 @@ fn record(
                     stride_a: d.stride_a as u32,
                     stride_b: d.stride_b as u32,
                     stride_c: (d.m * d.n) as u32,
-                    group0: [x0 as u32, y0 as u32, z0 as u32],
+                    group0_x: x0 as u32,
+                    group0_y: y0 as u32,
+                    group0_z: z0 as u32,
                 };
                 let groups = [
                     (grid[0] - x0).min(max) as u32,
                     (grid[1] - y0).min(max) as u32,
                     (grid[2] - z0).min(max) as u32,
                 ];
-                gpu.dispatch(&kernel, bytemuck::bytes_of(&params), &bindings, groups)?;
+                gpu.dispatch(&kernel, &params, &bindings, groups)?;
             }
         }
     }

@@ -4,12 +4,11 @@
 
 use std::sync::Arc;
 
-use bytemuck::{Pod, Zeroable};
-
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, PooledBuffer, STORAGE, shader};
 use crate::ops::{favoured_first, size_bucket, tune, windows};
 use crate::tensor::{DType, Tensor};
+use crate::uniform;
 
 /// A `k` x `k` window moved by `stride`, over an input padded by `padding` on each side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,19 +56,19 @@ pub struct Argmax {
     spec: PoolSpec,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    planes: u32,
-    h: u32,
-    w: u32,
-    oh: u32,
-    ow: u32,
-    k: u32,
-    stride: u32,
-    pad: u32,
-    base_in: u32,
-    base_out: u32,
+uniform! {
+    pub(crate) struct Params for [shader::POOL] {
+        planes: u32,
+        h: u32,
+        w: u32,
+        oh: u32,
+        ow: u32,
+        k: u32,
+        stride: u32,
+        pad: u32,
+        base_in: u32,
+        base_out: u32,
+    }
 }
 
 fn params(shape: &[usize], spec: PoolSpec) -> Result<Params> {
@@ -158,7 +157,7 @@ fn dispatch(
             (window.count * per_plane).div_ceil(256) as u64,
             &kernel.label,
         )?;
-        gpu.dispatch(&kernel, bytemuck::bytes_of(&p), &bound, groups)?;
+        gpu.dispatch(&kernel, &p, &bound, groups)?;
     }
     Ok(())
 }

@@ -1,12 +1,11 @@
 //! Reductions along one axis (`shaders/reduce.wgsl`): sum, mean, max. The axis is removed
 //! from the shape, as `torch.sum(x, dim)` does.
 
-use bytemuck::{Pod, Zeroable};
-
 use crate::error::{Error, Result};
 use crate::gpu::shader;
 use crate::ops::{size_bucket, windows};
 use crate::tensor::{DType, Tensor};
+use crate::uniform;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReduceOp {
@@ -58,14 +57,14 @@ impl ReduceOp {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    outer: u32,
-    len: u32,
-    inner: u32,
-    base_in: u32,
-    base_out: u32,
+uniform! {
+    pub(crate) struct Params for [shader::REDUCE] {
+        outer: u32,
+        len: u32,
+        inner: u32,
+        base_in: u32,
+        base_out: u32,
+    }
 }
 
 /// `[outer, len, inner]`: the input seen around `axis`.
@@ -166,7 +165,7 @@ impl Tensor {
             let groups = gpu.grid_1d(groups, &kernel.label)?;
             gpu.dispatch(
                 &kernel,
-                bytemuck::bytes_of(&params),
+                &params,
                 &[
                     (1, window.binding(0, self.buffer())),
                     (2, window.binding(1, out.buffer())),

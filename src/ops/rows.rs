@@ -1,12 +1,11 @@
 //! Functions of each row of a matrix (`shaders/rows.wgsl`): softmax, log-softmax and L2
 //! normalisation along the last axis, and their gradients.
 
-use bytemuck::{Pod, Zeroable};
-
 use crate::error::{Error, Result};
 use crate::gpu::shader;
 use crate::ops::windows;
 use crate::tensor::{DType, Tensor};
+use crate::uniform;
 
 /// A row function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,12 +38,12 @@ impl RowOp {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    rows: u32,
-    n: u32,
-    base: u32,
+uniform! {
+    pub(crate) struct Params for [shader::ROWS] {
+        rows: u32,
+        n: u32,
+        base: u32,
+    }
 }
 
 /// `[rows, n]` of a tensor seen as rows along its last axis.
@@ -80,7 +79,7 @@ fn launch(entry: &str, inputs: &[&Tensor]) -> Result<Tensor> {
             base: window.base[0],
         };
         let groups = gpu.grid_1d(window.count.div_ceil(64) as u64, &kernel.label)?;
-        gpu.dispatch(&kernel, bytemuck::bytes_of(&params), &bindings, groups)?;
+        gpu.dispatch(&kernel, &params, &bindings, groups)?;
     }
     Ok(out)
 }

@@ -1,25 +1,24 @@
 //! Adam and AdamW as `torch.optim.Adam` / `torch.optim.AdamW` (amsgrad off), one fused
 //! kernel per parameter and step (`shaders/optim.wgsl`).
 
-use bytemuck::{Pod, Zeroable};
-
 use super::Optimizer;
 use crate::autograd::Var;
 use crate::error::Result;
 use crate::gpu::shader;
 use crate::tensor::{DType, Tensor};
+use crate::uniform;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    len: u32,
-    lr: f32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-    weight_decay: f32,
-    correction1: f32,
-    correction2_sqrt: f32,
+uniform! {
+    pub(crate) struct Params for [shader::OPTIM] {
+        len: u32,
+        lr: f32,
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        weight_decay: f32,
+        correction1: f32,
+        correction2_sqrt: f32,
+    }
 }
 
 pub struct Adam {
@@ -116,7 +115,7 @@ impl Optimizer for Adam {
             let groups = gpu.grid_1d(value.numel().div_ceil(256) as u64, &kernel.label)?;
             gpu.dispatch(
                 &kernel,
-                bytemuck::bytes_of(&params),
+                &params,
                 &[
                     (1, grad.binding("adam gradient")?),
                     (2, value.binding("adam parameter")?),

@@ -51,11 +51,10 @@ impl Lars {
         // Both written whole before they are read.
         let partial = Tensor::uninit(gpu, &[groups, 2], DType::F32)?;
         let factor = Tensor::uninit(gpu, &[2], DType::F32)?;
-        let bytes = bytemuck::bytes_of(params);
         let norms = gpu.kernel(&shader::SGD, "norms", &[])?;
         gpu.dispatch(
             &norms,
-            bytes,
+            &*params,
             &[
                 (1, grad.binding("lars gradient")?),
                 (2, value.binding("lars parameter")?),
@@ -66,7 +65,7 @@ impl Lars {
         let trust = gpu.kernel(&shader::SGD, "trust", &[])?;
         gpu.dispatch(
             &trust,
-            bytes,
+            &*params,
             &[
                 (5, partial.binding("lars partial norms")?),
                 (6, factor.binding("lars factor")?),

@@ -1,9 +1,9 @@
 //! Optimisers: their updates run on the GPU, in place on the parameters' tensors.
 
-mod adam;
+pub(crate) mod adam;
 mod lars;
 mod scaler;
-mod sgd;
+pub(crate) mod sgd;
 
 pub use adam::Adam;
 pub use lars::Lars;

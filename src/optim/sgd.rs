@@ -2,29 +2,28 @@
 //! dampening, Nesterov momentum), and LARS as lightning-bolts 0.5's (SGD with layer-wise
 //! scaling), one fused kernel per parameter and step (`shaders/sgd.wgsl`).
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{Lars, Optimizer};
 use crate::autograd::Var;
 use crate::error::Result;
 use crate::gpu::shader;
 use crate::tensor::{DType, Tensor};
+use crate::uniform;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(super) struct StepParams {
-    pub len: u32,
-    /// Workgroups of LARS's `norms` entry.
-    pub groups: u32,
-    pub lr: f32,
-    pub momentum: f32,
-    pub dampening: f32,
-    pub weight_decay: f32,
-    pub trust_coefficient: f32,
-    pub eps: f32,
-    /// Set by `record_step`.
-    pub first: u32,
-    pub nesterov: u32,
+uniform! {
+    pub(crate) struct StepParams for [shader::SGD] {
+        pub len: u32,
+        /// Workgroups of LARS's `norms` entry.
+        pub groups: u32,
+        pub lr: f32,
+        pub momentum: f32,
+        pub dampening: f32,
+        pub weight_decay: f32,
+        pub trust_coefficient: f32,
+        pub eps: f32,
+        /// Set by `record_step`.
+        pub first: u32,
+        pub nesterov: u32,
+    }
 }
 
 /// Records the `step` entry for one parameter: `factor` holds `[multiplier, weight decay]`
@@ -52,7 +51,7 @@ fn record_step(
     let grid = gpu.grid_1d(value.numel().div_ceil(256) as u64, &kernel.label)?;
     gpu.dispatch(
         &kernel,
-        bytemuck::bytes_of(&params),
+        &params,
         &[
             (1, grad.binding("optimiser gradient")?),
             (2, value.binding("optimiser parameter")?),

@@ -22,6 +22,7 @@ use crate::data::GreyImage;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, shader};
 use crate::tensor::{DType, Tensor};
+use crate::uniform;
 
 /// Crops of one output size.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -296,9 +297,9 @@ impl MultiCrop {
                 channels: self.channels as u32,
                 out_base: ((start - offset) / 4) as u32,
                 mean: self.mean,
-                std: self.std,
+                deviation: self.std,
             };
-            let params = bytemuck::bytes_of(&params);
+            let params = &params;
             let grid = [area.div_ceil(64) as u32, wave.rows.len() as u32, 1];
             gpu.dispatch(
                 &resize,
@@ -478,15 +479,15 @@ impl Default for View {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    size: u32,
-    crops: u32,
-    channels: u32,
-    out_base: u32,
-    mean: f32,
-    std: f32,
+uniform! {
+    pub(crate) struct Params for [shader::AUGMENT] {
+        size: u32,
+        crops: u32,
+        channels: u32,
+        out_base: u32,
+        mean: f32,
+        deviation: f32,
+    }
 }
 
 /// The shader's `Crop`.

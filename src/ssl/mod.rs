@@ -4,12 +4,12 @@
 //! computes SwAV's codes, and [`SwavLoss`] the swapped-prediction loss over the views'
 //! prototype scores.
 
-mod augment;
+pub(crate) mod augment;
 mod loss;
 mod model;
 pub mod pretrain;
 mod schedule;
-mod sinkhorn;
+pub(crate) mod sinkhorn;
 mod step;
 
 pub use augment::{CropGroup, MultiCrop, View, random_resized_crop};

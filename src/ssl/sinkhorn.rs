@@ -1,20 +1,19 @@
 //! Sinkhorn-Knopp (`shaders/sinkhorn.wgsl`): SwAV's codes, an equal partition of a batch
 //! over the prototypes, computed without gradient.
 
-use bytemuck::{Pod, Zeroable};
-
 use crate::error::{Error, Result};
 use crate::gpu::shader;
 use crate::tensor::{DType, Tensor};
+use crate::uniform;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    samples: u32,
-    prototypes: u32,
-    scale: f32,
-    log_count: f32,
-    last: u32,
+uniform! {
+    pub(crate) struct Params for [shader::SINKHORN] {
+        samples: u32,
+        prototypes: u32,
+        scale: f32,
+        log_count: f32,
+        last: u32,
+    }
 }
 
 /// The codes `[B, K]` of scores `[B, K]` (samples by prototypes), each row summing to 1:
@@ -67,7 +66,7 @@ pub fn sinkhorn(scores: &Tensor, epsilon: f32, iterations: usize) -> Result<Tens
     for round in 0..iterations {
         gpu.dispatch(
             &by_prototype,
-            bytemuck::bytes_of(&params(scale, prototypes, false)),
+            &params(scale, prototypes, false),
             &[(1, binding.clone())],
             prototype_groups,
         )?;
@@ -75,7 +74,7 @@ pub fn sinkhorn(scores: &Tensor, epsilon: f32, iterations: usize) -> Result<Tens
         let last = round + 1 == iterations;
         gpu.dispatch(
             &by_sample,
-            bytemuck::bytes_of(&params(1.0, samples, last)),
+            &params(1.0, samples, last),
             &[(1, binding.clone())],
             sample_groups,
         )?;
@@ -83,7 +82,7 @@ pub fn sinkhorn(scores: &Tensor, epsilon: f32, iterations: usize) -> Result<Tens
     if iterations == 0 {
         gpu.dispatch(
             &by_sample,
-            bytemuck::bytes_of(&params(scale, samples, true)),
+            &params(scale, samples, true),
             &[(1, binding)],
             sample_groups,
         )?;

@@ -1,0 +1,118 @@
+//! The Rust↔WGSL boundary, checked by reflection: every shader has one `Params` uniform (every
+//! dispatch binds one), and it has exactly one Rust twin (`lim::gpu::uniform::all`) with the same fields at the same offsets and sizes
+//! and the same total size, and every shader binds its resources in group 0 with the uniform
+//! at binding 0, where `Gpu::dispatch` puts it.
+
+use lim::gpu::shader::{ALL, Shader};
+use lim::gpu::uniform::{Field, Layout, all};
+
+/// The uniform structs of `shader` as naga lays them out: (binding, fields, size).
+fn reflected_uniforms(shader: &Shader) -> Vec<(u32, Vec<Field>, usize)> {
+    let module = naga::front::wgsl::parse_str(shader.source)
+        .unwrap_or_else(|e| panic!("shaders/{}.wgsl: {e}", shader.name));
+    let mut layouter = naga::proc::Layouter::default();
+    layouter.update(module.to_ctx()).unwrap();
+    let mut uniforms = Vec::new();
+    for (_, var) in module.global_variables.iter() {
+        let Some(binding) = &var.binding else {
+            continue;
+        };
+        assert_eq!(
+            binding.group,
+            0,
+            "shaders/{}.wgsl: `{}` is in group {}; lim binds group 0 only",
+            shader.name,
+            var.name.as_deref().unwrap_or("?"),
+            binding.group
+        );
+        if var.space != naga::AddressSpace::Uniform {
+            continue;
+        }
+        let naga::TypeInner::Struct { members, span } = &module.types[var.ty].inner else {
+            panic!("shaders/{}.wgsl: the uniform is not a struct", shader.name);
+        };
+        let fields = members
+            .iter()
+            .map(|m| Field {
+                name: leak(m.name.clone().unwrap_or_default()),
+                offset: m.offset as usize,
+                size: layouter[m.ty].size as usize,
+            })
+            .collect();
+        uniforms.push((binding.binding, fields, *span as usize));
+    }
+    uniforms
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// Where the Rust layout and the WGSL struct differ, one line each.
+fn differences(rust: &Layout, wgsl: &[Field], wgsl_size: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for i in 0..rust.fields.len().max(wgsl.len()) {
+        match (rust.fields.get(i), wgsl.get(i)) {
+            (Some(r), Some(w)) if r == w => {}
+            (Some(r), Some(w)) => out.push(format!("field {i}: Rust {r:?}, WGSL {w:?}")),
+            (Some(r), None) => out.push(format!("field {i}: Rust {r:?}, none in WGSL")),
+            (None, Some(w)) => out.push(format!("field {i}: WGSL {w:?}, none in Rust")),
+            (None, None) => unreachable!(),
+        }
+    }
+    if rust.size != wgsl_size {
+        out.push(format!("size: Rust {} bytes, WGSL {wgsl_size}", rust.size));
+    }
+    out
+}
+
+#[test]
+fn every_uniform_matches_its_shaders_params() {
+    let layouts = all();
+    let mut problems = Vec::new();
+    for shader in ALL {
+        let twins: Vec<&Layout> = layouts
+            .iter()
+            .filter(|l| l.shaders.iter().any(|s| s.name == shader.name))
+            .collect();
+        let uniforms = reflected_uniforms(shader);
+        match (&uniforms[..], &twins[..]) {
+            ([(0, fields, size)], [rust]) => {
+                for d in differences(rust, fields, *size) {
+                    problems.push(format!(
+                        "shaders/{}.wgsl vs {}: {d}",
+                        shader.name, rust.name
+                    ));
+                }
+            }
+            _ => problems.push(format!(
+                "shaders/{}.wgsl has uniforms at bindings {:?} and Rust twins {:?}: lim binds \
+                 one uniform at binding 0, declared once with `uniform!`",
+                shader.name,
+                uniforms.iter().map(|u| u.0).collect::<Vec<_>>(),
+                twins.iter().map(|t| t.name).collect::<Vec<_>>()
+            )),
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn a_rust_struct_shorter_than_its_shaders_is_caught() {
+    let layouts = all();
+    let reduce = layouts
+        .iter()
+        .find(|l| l.name.ends_with("ops::reduce::Params"))
+        .unwrap();
+    let shader = reduce.shaders[0];
+    let (_, fields, size) = &reflected_uniforms(shader)[0];
+    assert!(differences(reduce, fields, *size).is_empty());
+    let short = Layout {
+        fields: &reduce.fields[..reduce.fields.len() - 1],
+        size: reduce.size - 4,
+        ..*reduce
+    };
+    let found = differences(&short, fields, *size);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found[0].contains("none in Rust") && found[1].starts_with("size"));
+}
