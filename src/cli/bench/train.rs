@@ -26,6 +26,10 @@ pub struct TrainArgs {
     batch: usize,
     #[arg(long, value_enum, default_value_t = OptimizerKind::Sgd)]
     optimizer: OptimizerKind,
+    /// Freeze the convolutions' weights (BatchNorm and the classifier train), as the paper's
+    /// fine-tuning does for its first epochs: their gradients are not computed
+    #[arg(long)]
+    freeze_convolutions: bool,
     /// Timed steps after two untimed ones (which include autotuning on first use)
     #[arg(long, default_value_t = 5)]
     steps: usize,
@@ -53,6 +57,11 @@ pub fn run(gpu_args: &GpuArgs, args: &TrainArgs) -> CliResult {
     };
     let model = ResNet::new(config, &mut Random::new(&gpu, 0))?;
     let params = nn::parameters(&model);
+    if args.freeze_convolutions {
+        for p in params.iter().filter(|p| p.shape().len() == 4) {
+            p.set_requires_grad(false)?;
+        }
+    }
     let mut optimizer: Box<dyn Optimizer> = match args.optimizer {
         OptimizerKind::Sgd => Box::new(
             Sgd::new(params, 0.01)
@@ -113,6 +122,7 @@ pub fn run(gpu_args: &GpuArgs, args: &TrainArgs) -> CliResult {
             "what": "train_step",
             "arch": args.arch,
             "optimizer": optimizer_name,
+            "frozen_convolutions": args.freeze_convolutions,
             "batch": args.batch,
             "size": args.size,
             "median_ms": median,
@@ -128,9 +138,14 @@ pub fn run(gpu_args: &GpuArgs, args: &TrainArgs) -> CliResult {
         print_json(line, gpu.info());
     } else {
         println!(
-            "{} train step ({}), batch {}, {}x{} px, on {}",
+            "{} train step ({}{}), batch {}, {}x{} px, on {}",
             args.arch,
             optimizer_name,
+            if args.freeze_convolutions {
+                ", convolutions frozen"
+            } else {
+                ""
+            },
             args.batch,
             args.size,
             args.size,
