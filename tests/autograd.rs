@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{gpu, random};
+use common::{f64s, gpu, random};
 use lim::Tensor;
 use lim::autograd::{Var, no_grad};
 use lim::ops::matmul::MatmulOptions;
@@ -187,7 +187,6 @@ fn gradients_of_every_op_match_finite_differences() {
     let loss = loss_var(&params, &u, &s);
     loss.backward().unwrap();
 
-    let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
     let values: Vec<Vec<f64>> = host.iter().map(|h| f64s(h)).collect();
     let (u, s) = (f64s(&hu), f64s(&hs));
     let at = |values: &[Vec<f64>]| {

@@ -5,15 +5,11 @@
 
 mod common;
 
-use common::{Golden, assert_close, assert_relative, gpu, random};
+use common::{Golden, assert_close, assert_relative, f64s, gpu, random};
 use lim::Tensor;
 use lim::autograd::Var;
 use lim::ops::batchnorm::{EPS, MOMENTUM, reference};
 use lim::ops::pool::{PoolBackward, PoolSpec, reference as pool_reference};
-
-fn f64s(x: &[f32]) -> Vec<f64> {
-    x.iter().map(|&v| v as f64).collect()
-}
 
 /// `[N, C, S]` of a BatchNorm1d or 2d input.
 fn ncs(shape: &[usize]) -> (usize, usize, usize) {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Golden, assert_close, assert_relative, gpu, random};
+use common::{Golden, assert_close, assert_relative, f64s, gpu, random};
 use lim::autograd::Var;
 use lim::ops::conv2d::{ColumnLayout, Conv2dDims, Conv2dSpec, ConvVariant, reference};
 use lim::{DType, Tensor};
@@ -49,10 +49,6 @@ fn cases() -> Vec<Case> {
             },
         },
     ]
-}
-
-fn f64s(x: &[f32]) -> Vec<f64> {
-    x.iter().map(|&v| v as f64).collect()
 }
 
 /// Every pass of every variant in `variants`, and the autotuned forward, with operands in
@@ -168,10 +164,10 @@ fn im2col_and_col2im_match_the_reference_in_every_layout() {
         let xv = random(c.x.iter().product(), 50 + k as u64);
         let x = Tensor::from_slice(&gpu, &c.x, &xv).unwrap();
         for tap_major in [false, true] {
-            let want = reference::im2col(&xv, &d, tap_major);
+            let want = reference::im2col(&f64s(&xv), &d, tap_major);
             let gv = random(want.len(), 70 + k as u64);
             let g = Tensor::from_slice(&gpu, &[want.len()], &gv).unwrap();
-            let want_dx = reference::col2im(&gv, &d, tap_major);
+            let want_dx = reference::col2im(&f64s(&gv), &d, tap_major);
             for layout in ColumnLayout::ALL {
                 let what = format!("{:?} {:?}, tap-major {tap_major}, {layout:?}", c.x, c.w);
                 let cols = x.im2col_with(&c.w, c.spec, tap_major, layout).unwrap();

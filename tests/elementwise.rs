@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{EPS, assert_close, gpu, random};
+use common::{EPS, assert_close, f64s, gpu, random};
 use lim::ops::elementwise::{BinaryOp, UnaryOp, reference};
 use lim::{DType, Error, Tensor};
 
@@ -33,7 +33,7 @@ fn binary_ops_match_the_reference() {
         let x = Tensor::from_slice(&gpu, shape, &hx).unwrap();
         let y = Tensor::from_slice(&gpu, shape, &hy).unwrap();
         for op in [BinaryOp::Add, BinaryOp::Mul, BinaryOp::ReluGrad] {
-            let want = reference::binary(&hx, &hy, op);
+            let want = reference::binary(&f64s(&hx), &f64s(&hy), op);
             let out = x.binary(&y, op).unwrap();
             assert_eq!(out.shape(), *shape);
             assert_close(
@@ -63,7 +63,7 @@ fn unary_ops_match_the_reference() {
         let hx = random(n, 7 + s as u64);
         let x = Tensor::from_slice(&gpu, shape, &hx).unwrap();
         for op in [UnaryOp::Scale(-2.5), UnaryOp::Scale(0.1), UnaryOp::Relu] {
-            let want = reference::unary(&hx, op);
+            let want = reference::unary(&f64s(&hx), op);
             assert_close(
                 &format!("{op:?} {shape:?}"),
                 &x.unary(op).unwrap().to_vec().unwrap(),
@@ -124,7 +124,7 @@ fn more_workgroups_than_one_dimension_allows() {
     let hy: Vec<f32> = (0..n).map(|i| (i % 7) as f32 * 0.5).collect();
     let x = Tensor::from_slice(&gpu, &[n], &hx).unwrap();
     let y = Tensor::from_slice(&gpu, &[n], &hy).unwrap();
-    let want = reference::binary(&hx, &hy, BinaryOp::Add);
+    let want = reference::binary(&f64s(&hx), &f64s(&hy), BinaryOp::Add);
     assert_close(
         "add past 65,535 workgroups",
         &x.add(&y).unwrap().to_vec().unwrap(),
@@ -132,7 +132,7 @@ fn more_workgroups_than_one_dimension_allows() {
         one_rounding(&want),
     );
     x.relu_().unwrap();
-    let want = reference::unary(&hx, UnaryOp::Relu);
+    let want = reference::unary(&f64s(&hx), UnaryOp::Relu);
     assert_close(
         "relu_ past 65,535 workgroups",
         &x.to_vec().unwrap(),

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{EPS, assert_close, gpu, random};
+use common::{EPS, assert_close, f64s, gpu, random};
 use half::f16;
 use lim::ops::matmul::{MatmulDims, MatmulOptions, MatmulVariant, reference};
 use lim::{DType, Error, Tensor};
@@ -76,7 +76,7 @@ fn check(
         Some(v) => a.matmul_with(&b, opts, v).unwrap(),
         None => a.matmul_t(&b, opts).unwrap(),
     };
-    let (want, scale) = reference::matmul(&ha, &hb, &dims);
+    let (want, scale) = reference::matmul(&f64s(&ha), &f64s(&hb), &dims);
     let name = variant.map_or("autotuned".to_string(), |v| v.name());
     let what = format!("{name} {dtype:?} {a_shape:?}·{b_shape:?} {opts:?}");
     assert_eq!(out.numel(), dims.batch * dims.m * dims.n, "{what}: size");

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_close, gpu, random};
+use common::{assert_close, f64s, gpu, random};
 use lim::Tensor;
 use lim::ops::rows::{RowOp, reference};
 
@@ -12,10 +12,6 @@ const OPS: [RowOp; 3] = [RowOp::Softmax, RowOp::LogSoftmax, RowOp::L2Normalize];
 
 /// One column, one row, odd and prime sizes, more rows than a workgroup, a 3-D tensor.
 const SHAPES: &[&[usize]] = &[&[1, 1], &[1, 7], &[5, 1], &[13, 31], &[70, 5], &[2, 3, 4]];
-
-fn f64s(x: &[f32]) -> Vec<f64> {
-    x.iter().map(|&v| v as f64).collect()
-}
 
 #[test]
 fn row_ops_and_their_gradients_match_the_reference() {
@@ -124,7 +120,7 @@ fn expand_axis_matches_the_reference() {
         let mut want_shape = shape.to_vec();
         want_shape.insert(axis, len);
         assert_eq!(out.shape(), want_shape);
-        let want = lim::ops::broadcast::reference::expand_axis(&hx, shape, axis, len);
+        let want = lim::ops::broadcast::reference::expand_axis(&f64s(&hx), shape, axis, len);
         assert_close(
             &format!("{shape:?} at {axis}"),
             &out.to_vec().unwrap(),

@@ -5,14 +5,10 @@
 
 mod common;
 
-use common::{Golden, assert_close, gpu, random};
+use common::{Golden, assert_close, f64s, gpu, random};
 use lim::Tensor;
 use lim::autograd::Var;
 use lim::ssl::{SwavLoss, reference, sinkhorn};
-
-fn f64s(v: &[f32]) -> Vec<f64> {
-    v.iter().map(|&x| x as f64).collect()
-}
 
 #[test]
 fn sinkhorn_equals_pytorchs() {

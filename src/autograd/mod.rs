@@ -18,6 +18,78 @@ use std::thread::LocalKey;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
 
+/// The differentiable ops: the closed set of backward rules the engine knows. Every node
+/// records its op, so an error from a backward pass names the op that made it, and the op
+/// table in the tests has a row for each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    Add,
+    Mul,
+    Scale,
+    Relu,
+    Matmul,
+    AddBias,
+    Conv2d,
+    AddChannelBias,
+    BatchNorm,
+    MaxPool2d,
+    SliceBatch,
+    ConcatBatch,
+    Sum,
+    Mean,
+    Reshape,
+    Softmax,
+    LogSoftmax,
+    L2Normalize,
+}
+
+impl Op {
+    pub const ALL: [Op; 18] = [
+        Op::Add,
+        Op::Mul,
+        Op::Scale,
+        Op::Relu,
+        Op::Matmul,
+        Op::AddBias,
+        Op::Conv2d,
+        Op::AddChannelBias,
+        Op::BatchNorm,
+        Op::MaxPool2d,
+        Op::SliceBatch,
+        Op::ConcatBatch,
+        Op::Sum,
+        Op::Mean,
+        Op::Reshape,
+        Op::Softmax,
+        Op::LogSoftmax,
+        Op::L2Normalize,
+    ];
+
+    /// The `Var` method's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Add => "add",
+            Op::Mul => "mul",
+            Op::Scale => "scale",
+            Op::Relu => "relu",
+            Op::Matmul => "matmul",
+            Op::AddBias => "add_bias",
+            Op::Conv2d => "conv2d",
+            Op::AddChannelBias => "add_channel_bias",
+            Op::BatchNorm => "batch_norm",
+            Op::MaxPool2d => "max_pool2d",
+            Op::SliceBatch => "slice_batch",
+            Op::ConcatBatch => "concat_batch",
+            Op::Sum => "sum",
+            Op::Mean => "mean",
+            Op::Reshape => "reshape",
+            Op::Softmax => "softmax",
+            Op::LogSoftmax => "log_softmax",
+            Op::L2Normalize => "l2_normalize",
+        }
+    }
+}
+
 /// Maps the gradient of an op's output to the gradients of its inputs, in input order:
 /// `needs[i]` says whether input i needs one, and the rule computes only those (`None` for
 /// the others), so no gradient is computed to be thrown away.
@@ -25,8 +97,8 @@ type BackwardFn = Box<dyn Fn(&Tensor, &[bool]) -> Result<Vec<Option<Tensor>>> + 
 
 struct Node {
     id: usize,
-    /// The op that made it ("leaf" for a leaf), named by errors from its backward rule.
-    op: &'static str,
+    /// The op that made it (none for a leaf), named by errors from its backward rule.
+    op: Option<Op>,
     value: Tensor,
     /// Settable on a leaf between steps ([`Var::set_requires_grad`]).
     requires_grad: AtomicBool,
@@ -96,7 +168,7 @@ impl Var {
     fn leaf(value: Tensor, requires_grad: bool) -> Var {
         Var(Arc::new(Node {
             id: next_id(),
-            op: "leaf",
+            op: None,
             value,
             requires_grad: AtomicBool::new(requires_grad),
             grad: Mutex::new(None),
@@ -117,19 +189,14 @@ impl Var {
 
     /// The output of `op` on `inputs`; `backward` is kept only while recording and when an
     /// input needs a gradient.
-    pub(crate) fn from_op(
-        op: &'static str,
-        value: Tensor,
-        inputs: &[&Var],
-        backward: BackwardFn,
-    ) -> Var {
+    pub(crate) fn from_op(op: Op, value: Tensor, inputs: &[&Var], backward: BackwardFn) -> Var {
         let recording = RECORDING.with(|r| r.get());
         if !recording || !inputs.iter().any(|v| v.requires_grad()) {
             return Self::constant(value);
         }
         Var(Arc::new(Node {
             id: next_id(),
-            op,
+            op: Some(op),
             value,
             requires_grad: AtomicBool::new(true),
             grad: Mutex::new(None),
@@ -158,7 +225,10 @@ impl Var {
         if self.0.backward.is_some() {
             return Err(Error::InvalidArgument {
                 op: "set_requires_grad",
-                why: format!("only a leaf can be frozen, not the output of {}", self.0.op),
+                why: format!(
+                    "only a leaf can be frozen, not the output of {}",
+                    self.op_name()
+                ),
             });
         }
         self.0.requires_grad.store(on, Ordering::Relaxed);
@@ -239,7 +309,7 @@ impl Var {
                 };
                 if g.shape() != input.shape() {
                     return Err(Error::ShapeMismatch {
-                        op: var.0.op,
+                        op: var.op_name(),
                         lhs: g.shape().to_vec(),
                         rhs: input.shape().to_vec(),
                         why: format!(
@@ -260,9 +330,18 @@ impl Var {
     /// The error for a backward rule that broke its contract.
     fn broken_rule(&self, why: String) -> Error {
         Error::InvalidArgument {
-            op: self.0.op,
+            op: self.op_name(),
             why: format!("its backward rule {why}"),
         }
+    }
+
+    /// The op that made this var, if it is not a leaf.
+    pub fn op(&self) -> Option<Op> {
+        self.0.op
+    }
+
+    fn op_name(&self) -> &'static str {
+        self.0.op.map_or("leaf", Op::name)
     }
 
     /// The nodes that need a gradient, each after all of its inputs.

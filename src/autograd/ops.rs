@@ -9,7 +9,7 @@ use crate::ops::reduce::ReduceOp;
 use crate::ops::rows::RowOp;
 use crate::tensor::Tensor;
 
-use super::Var;
+use super::{Op, Var};
 
 fn same_shape(op: &'static str, a: &Var, b: &Var) -> Result<()> {
     if a.shape() != b.shape() {
@@ -43,7 +43,7 @@ impl Var {
         same_shape("add", self, other)?;
         let value = self.value().add(other.value())?;
         Ok(Var::from_op(
-            "add",
+            Op::Add,
             value,
             &[self, other],
             Box::new(|g, needs| Ok(needs.iter().map(|&n| n.then(|| g.clone())).collect())),
@@ -55,7 +55,7 @@ impl Var {
         let value = self.value().mul(other.value())?;
         let (a, b) = (self.value().clone(), other.value().clone());
         Ok(Var::from_op(
-            "mul",
+            Op::Mul,
             value,
             &[self, other],
             Box::new(move |g, needs| {
@@ -70,7 +70,7 @@ impl Var {
     pub fn scale(&self, s: f32) -> Result<Var> {
         let value = self.value().scale(s)?;
         Ok(Var::from_op(
-            "scale",
+            Op::Scale,
             value,
             &[self],
             Box::new(move |g, _| Ok(vec![Some(g.scale(s)?)])),
@@ -81,7 +81,7 @@ impl Var {
         let value = self.value().relu()?;
         let x = self.value().clone();
         Ok(Var::from_op(
-            "relu",
+            Op::Relu,
             value,
             &[self],
             Box::new(move |g, _| Ok(vec![Some(x.relu_backward(g)?)])),
@@ -101,7 +101,7 @@ impl Var {
         let (a, b) = (self.value().clone(), other.value().clone());
         let t = |trans_a, trans_b| MatmulOptions { trans_a, trans_b };
         Ok(Var::from_op(
-            "matmul",
+            Op::Matmul,
             value,
             &[self, other],
             Box::new(move |g, needs| {
@@ -134,7 +134,7 @@ impl Var {
         let expanded = bias.value().expand_axis(0, rows)?.reshape(self.shape())?;
         let value = self.value().add(&expanded)?;
         Ok(Var::from_op(
-            "add_bias",
+            Op::AddBias,
             value,
             &[self, bias],
             Box::new(move |g, needs| {
@@ -152,7 +152,7 @@ impl Var {
         let value = self.value().conv2d_in(weight.value(), spec, operands)?;
         let (x, w) = (self.value().clone(), weight.value().clone());
         let y = Var::from_op(
-            "conv2d",
+            Op::Conv2d,
             value,
             &[self, weight],
             Box::new(move |g, needs| {
@@ -191,7 +191,7 @@ impl Var {
             .reshape(&shape)?;
         let value = self.value().add(&expanded)?;
         Ok(Var::from_op(
-            "add_channel_bias",
+            Op::AddChannelBias,
             value,
             &[self, bias],
             Box::new(move |g, needs| {
@@ -228,7 +228,7 @@ impl Var {
         };
         let (out, g_of) = (y.clone(), gamma.value().clone());
         Ok(Var::from_op(
-            "batch_norm",
+            Op::BatchNorm,
             y,
             &[self, gamma, beta],
             Box::new(move |g, needs| {
@@ -260,7 +260,7 @@ impl Var {
     pub fn max_pool2d(&self, spec: PoolSpec) -> Result<Var> {
         let (y, argmax) = self.value().max_pool2d(spec)?;
         Ok(Var::from_op(
-            "max_pool2d",
+            Op::MaxPool2d,
             y,
             &[self],
             Box::new(move |g, _| Ok(vec![Some(g.max_pool2d_backward(&argmax)?)])),
@@ -284,7 +284,7 @@ impl Var {
         let value = self.value().slice_batch(start, len)?;
         let shape = self.shape().to_vec();
         Ok(Var::from_op(
-            "slice_batch",
+            Op::SliceBatch,
             value,
             &[self],
             Box::new(move |g, _| {
@@ -309,7 +309,7 @@ impl Var {
         let value = Tensor::concat_batch(&values)?;
         let sizes: Vec<usize> = parts.iter().map(|v| v.shape()[0]).collect();
         Ok(Var::from_op(
-            "concat_batch",
+            Op::ConcatBatch,
             value,
             parts,
             Box::new(move |g, needs| {
@@ -339,18 +339,23 @@ impl Var {
         }
     }
 
-    fn reduce(&self, axis: usize, op: ReduceOp) -> Result<Var> {
+    /// The sum or mean along `axis` (their gradient spreads over it, the mean's scaled).
+    fn reduce(&self, axis: usize, mean: bool) -> Result<Var> {
+        let (op, node) = match mean {
+            true => (ReduceOp::Mean, Op::Mean),
+            false => (ReduceOp::Sum, Op::Sum),
+        };
         let value = self.value().reduce(axis, op)?;
         let len = self.shape()[axis];
         Ok(Var::from_op(
-            op.name(),
+            node,
             value,
             &[self],
             Box::new(move |g, _| {
                 let spread = g.expand_axis(axis, len)?;
-                Ok(vec![Some(match op {
-                    ReduceOp::Mean => spread.scale(1.0 / len as f32)?,
-                    _ => spread,
+                Ok(vec![Some(match mean {
+                    true => spread.scale(1.0 / len as f32)?,
+                    false => spread,
                 })])
             }),
         ))
@@ -358,12 +363,12 @@ impl Var {
 
     /// The sum along `axis`, which goes away.
     pub fn sum(&self, axis: usize) -> Result<Var> {
-        self.reduce(axis, ReduceOp::Sum)
+        self.reduce(axis, false)
     }
 
     /// The mean along `axis`, which goes away.
     pub fn mean(&self, axis: usize) -> Result<Var> {
-        self.reduce(axis, ReduceOp::Mean)
+        self.reduce(axis, true)
     }
 
     /// The sum of every element, as a one-element tensor.
@@ -381,7 +386,7 @@ impl Var {
         let value = self.value().reshape(shape)?;
         let before = self.shape().to_vec();
         Ok(Var::from_op(
-            "reshape",
+            Op::Reshape,
             value,
             &[self],
             Box::new(move |g, _| Ok(vec![Some(g.reshape(&before)?)])),
@@ -395,8 +400,13 @@ impl Var {
             RowOp::L2Normalize => self.value().clone(),
             RowOp::Softmax | RowOp::LogSoftmax => value.clone(),
         };
+        let node = match op {
+            RowOp::Softmax => Op::Softmax,
+            RowOp::LogSoftmax => Op::LogSoftmax,
+            RowOp::L2Normalize => Op::L2Normalize,
+        };
         Ok(Var::from_op(
-            op.name(),
+            node,
             value,
             &[self],
             Box::new(move |g, _| Ok(vec![Some(Tensor::rows_backward(op, &saved, g)?)])),

@@ -51,12 +51,9 @@ pub fn unscale_and_check(grads: &[&Tensor], inv_scale: f32) -> Result<bool> {
 
 /// CPU reference.
 pub mod reference {
-    /// `grad * inv_scale` in place; whether every element was finite.
-    pub fn unscale_and_check(grad: &mut [f32], inv_scale: f32) -> bool {
+    /// `grad * inv_scale`, and whether every element of `grad` was finite.
+    pub fn unscale_and_check(grad: &[f64], inv_scale: f64) -> (Vec<f64>, bool) {
         let finite = grad.iter().all(|v| v.is_finite());
-        for v in grad.iter_mut() {
-            *v *= inv_scale;
-        }
-        finite
+        (grad.iter().map(|v| v * inv_scale).collect(), finite)
     }
 }

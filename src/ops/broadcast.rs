@@ -65,13 +65,13 @@ impl Tensor {
 /// CPU reference.
 pub mod reference {
     /// `x` of `shape` with an axis of `len` copies inserted at `axis`.
-    pub fn expand_axis(x: &[f32], shape: &[usize], axis: usize, len: usize) -> Vec<f64> {
+    pub fn expand_axis(x: &[f64], shape: &[usize], axis: usize, len: usize) -> Vec<f64> {
         let outer: usize = shape[..axis].iter().product();
         let inner: usize = shape[axis..].iter().product();
         let mut out = Vec::with_capacity(outer * len * inner);
         for o in 0..outer {
             for _ in 0..len {
-                out.extend(x[o * inner..(o + 1) * inner].iter().map(|&v| v as f64));
+                out.extend_from_slice(&x[o * inner..(o + 1) * inner]);
             }
         }
         out

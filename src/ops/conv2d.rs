@@ -922,17 +922,17 @@ pub mod reference {
     }
 
     /// The GEMM route's columns, as [`crate::Tensor::im2col_with`] builds them.
-    pub fn im2col(x: &[f32], d: &Conv2dDims, tap_major: bool) -> Vec<f64> {
+    pub fn im2col(x: &[f64], d: &Conv2dDims, tap_major: bool) -> Vec<f64> {
         let mut cols = vec![0.0; d.n * d.gemm_taps() * d.oh * d.ow];
-        for_each_column_entry(d, tap_major, |at_x, at_col| cols[at_col] = x[at_x] as f64);
+        for_each_column_entry(d, tap_major, |at_x, at_col| cols[at_col] = x[at_x]);
         cols
     }
 
     /// The input gradient from column gradients, as [`crate::Tensor::col2im_with`]: each
     /// column entry added back to the input element it was copied from.
-    pub fn col2im(cols: &[f32], d: &Conv2dDims, tap_major: bool) -> Vec<f64> {
+    pub fn col2im(cols: &[f64], d: &Conv2dDims, tap_major: bool) -> Vec<f64> {
         let mut dx = vec![0.0; d.n * d.c * d.h * d.w];
-        for_each_column_entry(d, tap_major, |at_x, at_col| dx[at_x] += cols[at_col] as f64);
+        for_each_column_entry(d, tap_major, |at_x, at_col| dx[at_x] += cols[at_col]);
         dx
     }
 

@@ -206,15 +206,15 @@ impl Tensor {
 pub mod reference {
     use super::{BinaryOp, UnaryOp};
 
-    pub fn binary(x: &[f32], y: &[f32], op: BinaryOp) -> Vec<f64> {
+    pub fn binary(x: &[f64], y: &[f64], op: BinaryOp) -> Vec<f64> {
         x.iter()
             .zip(y)
             .map(|(&u, &v)| match op {
-                BinaryOp::Add => u as f64 + v as f64,
-                BinaryOp::Mul => u as f64 * v as f64,
+                BinaryOp::Add => u + v,
+                BinaryOp::Mul => u * v,
                 BinaryOp::ReluGrad => {
                     if u > 0.0 {
-                        v as f64
+                        v
                     } else {
                         0.0
                     }
@@ -223,11 +223,11 @@ pub mod reference {
             .collect()
     }
 
-    pub fn unary(x: &[f32], op: UnaryOp) -> Vec<f64> {
+    pub fn unary(x: &[f64], op: UnaryOp) -> Vec<f64> {
         x.iter()
             .map(|&u| match op {
-                UnaryOp::Scale(s) => u as f64 * s as f64,
-                UnaryOp::Relu => (u as f64).max(0.0),
+                UnaryOp::Scale(s) => u * s as f64,
+                UnaryOp::Relu => u.max(0.0),
             })
             .collect()
     }

@@ -401,7 +401,7 @@ pub mod reference {
 
     /// `op(A) · op(B)` for every batch entry, and beside it `|op(A)| · |op(B)|`, the scale
     /// of the rounding error an f32 result may carry.
-    pub fn matmul(a: &[f32], b: &[f32], d: &MatmulDims) -> (Vec<f64>, Vec<f64>) {
+    pub fn matmul(a: &[f64], b: &[f64], d: &MatmulDims) -> (Vec<f64>, Vec<f64>) {
         let mut out = vec![0.0; d.batch * d.m * d.n];
         let mut scale = vec![0.0; d.batch * d.m * d.n];
         for batch in 0..d.batch {
@@ -415,12 +415,12 @@ pub mod reference {
                             a[a0 + kk * d.m + i]
                         } else {
                             a[a0 + i * d.k + kk]
-                        } as f64;
+                        };
                         let y = if d.opts.trans_b {
                             b[b0 + j * d.k + kk]
                         } else {
                             b[b0 + kk * d.n + j]
-                        } as f64;
+                        };
                         s += x * y;
                         s_abs += (x * y).abs();
                     }

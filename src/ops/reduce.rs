@@ -40,14 +40,6 @@ impl ReduceVariant {
 }
 
 impl ReduceOp {
-    pub fn name(self) -> &'static str {
-        match self {
-            ReduceOp::Sum => "sum",
-            ReduceOp::Mean => "mean",
-            ReduceOp::Max => "max",
-        }
-    }
-
     fn code(self) -> f64 {
         match self {
             ReduceOp::Sum => 0.0,
@@ -182,14 +174,14 @@ pub mod reference {
     use super::ReduceOp;
 
     /// Reduces `x` (of `shape`) along `axis`; returns the values in the output's order.
-    pub fn reduce(x: &[f32], shape: &[usize], axis: usize, op: ReduceOp) -> Vec<f64> {
+    pub fn reduce(x: &[f64], shape: &[usize], axis: usize, op: ReduceOp) -> Vec<f64> {
         let outer: usize = shape[..axis].iter().product();
         let len = shape[axis];
         let inner: usize = shape[axis + 1..].iter().product();
         let mut out = Vec::with_capacity(outer * inner);
         for o in 0..outer {
             for i in 0..inner {
-                let values = (0..len).map(|j| x[(o * len + j) * inner + i] as f64);
+                let values = (0..len).map(|j| x[(o * len + j) * inner + i]);
                 out.push(match op {
                     ReduceOp::Sum => values.sum(),
                     ReduceOp::Mean => values.sum::<f64>() / len as f64,

@@ -37,6 +37,11 @@ pub fn random(n: usize, seed: u64) -> Vec<f32> {
 }
 
 /// Asserts `|got[i] - want[i]| <= tol[i]` everywhere, naming the first element that is not.
+/// `v` widened to f64, the references' input.
+pub fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
 pub fn assert_close(what: &str, got: &[f32], want: &[f64], tol: impl Fn(usize) -> f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {

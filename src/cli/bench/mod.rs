@@ -105,8 +105,9 @@ fn sampled_error(a: &[f32], b: &[f32], c: &[f32], n: usize, rng: &mut StdRng) ->
             let (i, j) = (rng.random_range(0..n), rng.random_range(0..n));
             let row =
                 MatmulDims::infer(&[1, n], &[n, 1], MatmulOptions::default()).expect("valid dims");
-            let column: Vec<f32> = (0..n).map(|k| b[k * n + j]).collect();
-            let (want, scale) = reference::matmul(&a[i * n..(i + 1) * n], &column, &row);
+            let row_of_a: Vec<f64> = a[i * n..(i + 1) * n].iter().map(|&v| v as f64).collect();
+            let column: Vec<f64> = (0..n).map(|k| b[k * n + j] as f64).collect();
+            let (want, scale) = reference::matmul(&row_of_a, &column, &row);
             (c[i * n + j] as f64 - want[0]).abs() / scale[0].max(f64::MIN_POSITIVE)
         })
         .fold(0.0, f64::max)
