@@ -193,24 +193,29 @@ impl Drop for Inside {
 }
 
 impl Gpu {
-    /// The variant to use for `key`, one of `candidates` (the first is the default). On the
-    /// first call for a key, each candidate is run through `run` (which records the op with
-    /// that variant) once to warm up and then timed; the fastest is remembered.
-    pub fn autotune<E: From<GpuError>>(
+    /// The variant to use for `key`, one of `candidates` (the first is the default): one
+    /// enum per op, each variant a kernel some adapter wants, known to the cache by `name`.
+    /// On the first call for a key, each candidate is run through `run` (which records the op
+    /// with that variant) once to warm up and then timed; the fastest is remembered.
+    pub fn autotune<V: Copy, N: Into<String>, E: From<GpuError>>(
         &self,
         key: &str,
-        candidates: &[String],
-        mut run: impl FnMut(&str) -> Result<(), E>,
-    ) -> Result<String, E> {
-        let default = candidates.first().cloned().expect("at least one candidate");
+        candidates: &[V],
+        name: impl Fn(V) -> N,
+        mut run: impl FnMut(V) -> Result<(), E>,
+    ) -> Result<V, E> {
+        let Some(&default) = candidates.first() else {
+            return Err(GpuError::Validation(format!("{key}: no kernel variant to run")).into());
+        };
         if self.tuner.tuning == Tuning::Off || candidates.len() == 1 {
             return Ok(default);
         }
+        let names: Vec<String> = candidates.iter().map(|&v| name(v).into()).collect();
         let known = |tuner: &super::Autotuner| {
             tuner.with_entries(|e| {
                 e.get(key)
-                    .map(|r| r.choice.clone())
-                    .filter(|c| candidates.contains(c))
+                    .and_then(|r| names.iter().position(|n| *n == r.choice))
+                    .map(|i| candidates[i])
             })
         };
         if let Some(choice) = known(&self.tuner) {
@@ -227,14 +232,14 @@ impl Gpu {
             return Ok(choice);
         }
         let mut micros = BTreeMap::new();
-        let mut best: Option<(Duration, &String)> = None;
+        let mut best: Option<(Duration, usize)> = None;
         let mut first_error = None;
-        for candidate in candidates {
-            match self.time_variant(candidate, best.map(|b| b.0), &mut run) {
+        for (i, &candidate) in candidates.iter().enumerate() {
+            match self.time_variant(|| run(candidate), best.map(|b| b.0)) {
                 Ok(t) => {
-                    micros.insert(candidate.clone(), t.as_secs_f64() * 1e6);
+                    micros.insert(names[i].clone(), t.as_secs_f64() * 1e6);
                     if best.is_none_or(|(b, _)| t < b) {
-                        best = Some((t, candidate));
+                        best = Some((t, i));
                     }
                 }
                 Err(e) => {
@@ -243,30 +248,29 @@ impl Gpu {
             }
         }
         let Some((_, choice)) = best else {
-            return Err(first_error.expect("every candidate failed"));
+            return Err(first_error.expect("a candidate that did not run left its error"));
         };
         let record = TuneRecord {
-            choice: choice.clone(),
+            choice: names[choice].clone(),
             micros,
         };
         self.tuner.with_entries(|entries| {
             entries.insert(key.to_string(), record);
             self.tuner.save(entries);
         });
-        Ok(choice.clone())
+        Ok(candidates[choice])
     }
 
     /// Best of a few runs; a variant far behind the best so far is timed only once.
     fn time_variant<E: From<GpuError>>(
         &self,
-        candidate: &str,
+        mut run: impl FnMut() -> Result<(), E>,
         best_so_far: Option<Duration>,
-        run: &mut impl FnMut(&str) -> Result<(), E>,
     ) -> Result<Duration, E> {
-        self.time(|| run(candidate))?;
+        self.time(&mut run)?;
         let mut fastest = Duration::MAX;
         for _ in 0..RUNS {
-            let ((), timing) = self.time(|| run(candidate))?;
+            let ((), timing) = self.time(&mut run)?;
             fastest = fastest.min(timing.best());
             if best_so_far.is_some_and(|b| fastest > b * 2) {
                 break;

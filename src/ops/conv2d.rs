@@ -12,7 +12,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Kernel, shader};
 use crate::ops::matmul::MatmulOptions;
-use crate::ops::{favoured_first, size_bucket, tune};
+use crate::ops::{favoured_first, size_bucket};
 use crate::tensor::{DType, Tensor};
 use crate::uniform;
 
@@ -227,10 +227,11 @@ pub const RESNET18_B16_64PX: [LayerShape; 6] = [
     layer("layer4 3x3", [16, 512, 2, 2], [512, 512, 3, 3], 1, 1),
 ];
 
-/// A convolution kernel variant.
+/// A convolution kernel variant: the autotuner's candidates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvVariant {
-    /// One invocation per output element, looping over what it sums.
+    /// One invocation per output element, looping over what it sums: no column buffer, for
+    /// small layers where im2col's extra pass and memory cost more than they save.
     Direct,
     /// im2col (unless pointwise), then lim's matmul, one product per image; col2im for the
     /// input gradient.
@@ -432,9 +433,7 @@ fn launch_planes(
         .join("x"),
     );
     let layouts = favoured_first(gpu, ColumnLayout::Tiles, ColumnLayout::Rows);
-    let choice = tune(gpu, &key, &layouts, ColumnLayout::name, |l| {
-        run(l).map(drop)
-    })?;
+    let choice = gpu.autotune(&key, &layouts, ColumnLayout::name, |l| run(l).map(drop))?;
     run(choice)
 }
 
@@ -889,9 +888,8 @@ fn tuned(
         DType::F32 => d.tune_key(&format!("{pass:?}")),
         DType::F16 => d.tune_key(&format!("{pass:?}/f16")),
     };
-    tune(on.gpu(), &key, &variants, ConvVariant::name, |v| {
-        run(v).map(drop)
-    })
+    on.gpu()
+        .autotune(&key, &variants, ConvVariant::name, |v| run(v).map(drop))
 }
 
 /// CPU references in f64.

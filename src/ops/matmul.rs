@@ -20,17 +20,19 @@ pub struct MatmulOptions {
     pub trans_b: bool,
 }
 
-/// A matmul kernel variant.
+/// A matmul kernel variant: the autotuner's candidates, one per kind of adapter that wants it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulVariant {
-    /// One output per invocation; any shape.
+    /// One output per invocation; any shape: for products too small or too thin for tiles.
     Naive,
-    /// 64 x 64 tiles through shared memory, 4 x 4 outputs per invocation; any shape.
+    /// 64 x 64 tiles through shared memory, 4 x 4 outputs per invocation; any shape: for GPUs
+    /// whose shared memory is fast, where it saves most global loads.
     Tiled,
-    /// `rows` x `4 * cols4` outputs per invocation in registers, vec4 loads, no shared memory.
+    /// `rows` x `4 * cols4` outputs per invocation in registers, vec4 loads, no shared memory:
+    /// for adapters where barriers and shared memory cost more than registers (lavapipe).
     Reg { rows: u32, cols4: u32 },
     /// As `Reg`, with the lanes of a subgroup sharing the loads of A through shuffles; needs
-    /// subgroups of a fixed size.
+    /// subgroups of a fixed size: for GPUs whose shuffles beat a second load.
     Subgroup { rows: u32, cols4: u32 },
 }
 
@@ -325,22 +327,19 @@ impl Tensor {
 
 /// The autotuned variant for these operands.
 fn choose_variant(a: &Tensor, b: &Tensor, dims: &MatmulDims) -> Result<MatmulVariant> {
-    let candidates: Vec<String> = MatmulVariant::available(a.gpu())
+    let candidates: Vec<MatmulVariant> = MatmulVariant::available(a.gpu())
         .into_iter()
         .filter(|v| v.supports(dims))
-        .map(MatmulVariant::name)
         .collect();
     let gpu = a.gpu();
     let key = match a.dtype() {
         DType::F32 => dims.tune_key(),
         DType::F16 => format!("{}/f16", dims.tune_key()),
     };
-    let choice = gpu.autotune(&key, &candidates, |name| {
-        let variant = MatmulVariant::from_name(name).expect("candidate names are variant names");
+    gpu.autotune(&key, &candidates, MatmulVariant::name, |variant| {
         let scratch = Tensor::uninit(gpu, &[dims.batch, dims.m, dims.n], DType::F32)?;
         record(a, b, &scratch, dims, variant)
-    })?;
-    Ok(MatmulVariant::from_name(&choice).expect("a candidate"))
+    })
 }
 
 /// Records the dispatches of one matmul into `out`, splitting grids wider than the adapter

@@ -105,21 +105,6 @@ pub(crate) fn windows(
     }
 }
 
-/// The variant of `variants` the autotuner picks for `key` (timing each with `run`, the
-/// first the default when tuning is off), each known to it by `name`.
-pub(crate) fn tune<V: Copy>(
-    gpu: &Gpu,
-    key: &str,
-    variants: &[V],
-    name: impl Fn(V) -> &'static str,
-    mut run: impl FnMut(V) -> Result<()>,
-) -> Result<V> {
-    let names: Vec<String> = variants.iter().map(|&v| name(v).to_string()).collect();
-    let by_name = |n: &str| variants[names.iter().position(|m| m == n).expect("a candidate")];
-    let choice = gpu.autotune(key, &names, |n| run(by_name(n)))?;
-    Ok(by_name(&choice))
-}
-
 /// `[gpu_style, software_style]`, reversed on a CPU adapter: the order of two variants, one
 /// per element for GPUs and one per row for software adapters, with the adapter's favourite
 /// first (its default when tuning is off).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, PooledBuffer, STORAGE, shader};
-use crate::ops::{favoured_first, size_bucket, tune, windows};
+use crate::ops::{favoured_first, size_bucket, windows};
 use crate::tensor::{DType, Tensor};
 use crate::uniform;
 
@@ -214,9 +214,11 @@ impl Tensor {
             p.k,
             p.stride
         );
-        let choice = tune(self.gpu(), &key, &variants, PoolBackward::name, |v| {
-            self.max_pool2d_backward_with(argmax, v).map(drop)
-        })?;
+        let choice = self
+            .gpu()
+            .autotune(&key, &variants, PoolBackward::name, |v| {
+                self.max_pool2d_backward_with(argmax, v).map(drop)
+            })?;
         self.max_pool2d_backward_with(argmax, choice)
     }
 

@@ -33,10 +33,6 @@ impl ReduceVariant {
             Self::Workgroup(n) => format!("workgroup{n}"),
         }
     }
-
-    fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|v| v.name() == name)
-    }
 }
 
 impl ReduceOp {
@@ -102,21 +98,16 @@ impl Tensor {
             if inner == 1 { "1" } else { "n" }
         );
         // Without tuning: many outputs want an invocation each, few want a workgroup each.
-        let mut candidates: Vec<String> = ReduceVariant::ALL.iter().map(|v| v.name()).collect();
+        let mut candidates = ReduceVariant::ALL;
         if outputs < 4096 && len >= 256 {
             candidates.rotate_left(2);
         }
-        let gpu = self.gpu().clone();
-        let choice = gpu.autotune(&key, &candidates, |name| {
-            let variant =
-                ReduceVariant::from_name(name).expect("candidate names are variant names");
-            self.reduce_with(axis, op, variant).map(drop)
-        })?;
-        self.reduce_with(
-            axis,
-            op,
-            ReduceVariant::from_name(&choice).expect("a candidate"),
-        )
+        let choice = self
+            .gpu()
+            .autotune(&key, &candidates, ReduceVariant::name, |variant| {
+                self.reduce_with(axis, op, variant).map(drop)
+            })?;
+        self.reduce_with(axis, op, choice)
     }
 
     /// Reduces along `axis` with a given kernel variant.
