@@ -243,11 +243,11 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
 /// Writes `image` to `path` as PNG, under a temporary name renamed into place (a reader never
 /// sees half a file).
 pub fn save_png(image: &RgbImage, path: &Path) -> Result<(), IoError> {
-    let tmp = crate::io::temporary(path);
-    image
-        .save_with_format(&tmp, image::ImageFormat::Png)
-        .map_err(|e| IoError::invalid(path, format!("cannot write the image: {e}")))?;
-    std::fs::rename(&tmp, path).map_err(|e| IoError::io(path, e))
+    crate::io::atomically(path, |tmp| {
+        image
+            .save_with_format(tmp, image::ImageFormat::Png)
+            .map_err(|e| IoError::invalid(path, format!("cannot write the image: {e}")))
+    })
 }
 
 #[cfg(test)]

@@ -163,7 +163,7 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
         .iter()
         .map(|r| format!("{}\n", r.0.display()))
         .collect();
-    std::fs::write(&list, text).map_err(|e| format!("{}: {e}", list.display()))?;
+    lim::io::write_atomic(&list, text.as_bytes())?;
     println!(
         "{} images -> {} [{}, {}] ({} unreadable); rows: {}",
         rows.len(),

@@ -2,7 +2,6 @@
 //! 4), with metrics as scikit-learn computes them.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -237,9 +236,9 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
         "mean": transform.mean, "std": transform.std, "seed": args.seed, "limit": args.limit,
     });
     let log_path = args.out.join("train.jsonl");
-    let mut log = std::io::BufWriter::new(
-        std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?,
-    );
+    let mut log = lim::io::jsonl::Log::create(&log_path)?;
+    // The first failure to write the log, reported once training is done.
+    let mut log_error = None;
     let mut unreadable = std::collections::BTreeSet::new();
     let mut samples = BTreeMap::new();
     let features = match trains {
@@ -269,7 +268,9 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
         let seed = args.seed + repeat as u64;
         let mut on_epoch = |e: &EpochLog| {
             let line = json!({"repeat": repeat, "epoch": e.epoch, "loss": e.loss, "val_accuracy": e.val_accuracy});
-            writeln!(log, "{line}").expect("train.jsonl is writable");
+            if let Err(e) = log.write(&line) {
+                log_error.get_or_insert(e);
+            }
             bar.set_message(format!(
                 "repeat {repeat}: loss {:.4}, val accuracy {:.4}",
                 e.loss, e.val_accuracy
@@ -345,8 +346,9 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
         });
     }
     bar.finish_and_clear();
-    log.flush()
-        .map_err(|e| format!("{}: {e}", log_path.display()))?;
+    if let Some(e) = log_error {
+        return Err(e.into());
+    }
     for u in &unreadable {
         eprintln!("{u}");
     }

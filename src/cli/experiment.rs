@@ -164,8 +164,7 @@ fn path(p: &Path) -> String {
 /// Marks a stage's folder complete.
 fn complete(dir: &Path, what: &Value) -> Result<(), Failure> {
     let path = dir.join("stage.json");
-    std::fs::write(&path, serde_json::to_string_pretty(what)?)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    lim::io::write_atomic(&path, serde_json::to_string_pretty(what)?.as_bytes())?;
     Ok(())
 }
 
@@ -461,8 +460,11 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
         "seed": args.seed, "slices": total, "protocol": preset.protocol.join(" "),
     });
     let json = serde_json::to_string_pretty(&json!({"settings": settings, "rows": rows}))?;
-    std::fs::write(root.join("report.json"), json)?;
-    std::fs::write(root.join("report.md"), markdown(&settings, &rows))?;
+    lim::io::write_atomic(&root.join("report.json"), json.as_bytes())?;
+    lim::io::write_atomic(
+        &root.join("report.md"),
+        markdown(&settings, &rows).as_bytes(),
+    )?;
     plot::save_png(&chart(&rows), &root.join("auc_vs_time.png"))?;
     println!("\n{}", table(&rows));
     println!("report: {}", root.join("report.md").display());

@@ -160,15 +160,10 @@ impl Autotuner {
         let Ok(json) = serde_json::to_vec_pretty(&file) else {
             return;
         };
-        let tmp = crate::io::temporary(path);
-        let written = path
-            .parent()
-            .is_some_and(|dir| std::fs::create_dir_all(dir).is_ok())
-            && std::fs::write(&tmp, json).is_ok()
-            && std::fs::rename(&tmp, path).is_ok();
-        if !written {
-            let _ = std::fs::remove_file(&tmp);
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
         }
+        let _ = crate::io::write_atomic(path, &json);
     }
 }
 

@@ -1,6 +1,7 @@
 //! Reading medical volumes (NIfTI, DICOM series, NRRD) and writing PNG slices.
 
 pub mod dicom;
+pub mod jsonl;
 pub mod nifti;
 pub mod npy;
 pub mod nrrd;
@@ -62,24 +63,43 @@ impl IoError {
 
 /// The name `path` is written under before it is renamed into place, so that a reader never
 /// sees half a file: `<name>.tmp<pid>` beside it.
-pub(crate) fn temporary(path: &Path) -> PathBuf {
+fn temporary(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".tmp{}", std::process::id()));
     path.with_file_name(name)
 }
 
-/// Writes `bytes` to `path` under its [`temporary`] name and renames it into place.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
+/// Writes `path` through `write`, which creates the file it is given (`path`'s
+/// [`temporary`] name): renamed into place when `write` succeeds, removed when it fails. A
+/// reader never sees half a file, and a failure leaves nothing behind. Every file lim writes
+/// goes through here.
+pub(crate) fn atomically<E: From<IoError>>(
+    path: &Path,
+    write: impl FnOnce(&Path) -> Result<(), E>,
+) -> Result<(), E> {
     let tmp = temporary(path);
-    std::fs::write(&tmp, bytes).map_err(|e| IoError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| IoError::io(path, e))
+    let result = write(&tmp)
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| E::from(IoError::io(path, e))));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
-/// Copies `from` to `to` under `to`'s [`temporary`] name and renames it into place.
+/// Writes `bytes` to `path` [`atomically`].
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
+    atomically(path, |tmp| {
+        std::fs::write(tmp, bytes).map_err(|e| IoError::io(tmp, e))
+    })
+}
+
+/// Copies `from` to `to` [`atomically`].
 pub(crate) fn copy_atomic(from: &Path, to: &Path) -> Result<(), IoError> {
-    let tmp = temporary(to);
-    std::fs::copy(from, &tmp).map_err(|e| IoError::io(&tmp, e))?;
-    std::fs::rename(&tmp, to).map_err(|e| IoError::io(to, e))
+    atomically(to, |tmp| {
+        std::fs::copy(from, tmp)
+            .map(drop)
+            .map_err(|e| IoError::io(tmp, e))
+    })
 }
 
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, IoError> {
@@ -178,5 +198,38 @@ pub fn read_volume(path: &Path) -> Result<Volume, IoError> {
         Kind::Nifti => nifti::read(path),
         Kind::Nrrd => nrrd::read(path),
         _ => Err(IoError::unsupported(path, "not a NIfTI or NRRD file")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_write_leaves_nothing_and_a_good_one_replaces_the_file() {
+        let dir = std::env::temp_dir().join(format!("lim-atomic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("out.json");
+        write_atomic(&path, b"old").unwrap();
+        let failed: Result<(), IoError> = atomically(&path, |tmp| {
+            std::fs::write(tmp, b"half").unwrap();
+            Err(IoError::invalid(tmp, "the writer failed"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"old", "the old file stands");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "no temporary left"
+        );
+
+        let mut log = jsonl::Log::create(&dir.join("log.jsonl")).unwrap();
+        log.write(&serde_json::json!({"step": 1})).unwrap();
+        drop(log);
+        let mut log = jsonl::Log::append(&dir.join("log.jsonl")).unwrap();
+        log.write(&serde_json::json!({"step": 2})).unwrap();
+        let text = std::fs::read_to_string(dir.join("log.jsonl")).unwrap();
+        assert_eq!(text, "{\"step\":1}\n{\"step\":2}\n");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

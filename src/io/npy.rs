@@ -3,7 +3,7 @@
 //! how `lim embed` hands its features to Python.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 
 use super::IoError;
@@ -202,7 +202,8 @@ fn decode(descr: &str, data: &[u8], count: usize) -> Result<Elements, String> {
     })
 }
 
-/// Writes a float32 `.npy` file (format 1.0, C order) of shape `[rows, cols]`.
+/// Writes a little-endian float32 `.npy` file (format 1.0, C order) of shape `[rows, cols]`,
+/// atomically.
 pub fn write_f32(path: &Path, rows: usize, cols: usize, values: &[f32]) -> Result<(), IoError> {
     let mut header =
         format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
@@ -211,10 +212,11 @@ pub fn write_f32(path: &Path, rows: usize, cols: usize, values: &[f32]) -> Resul
     header.push_str(&" ".repeat(total - 10 - header.len() - 1));
     header.push('\n');
     let mut bytes = Vec::with_capacity(total + 4 * values.len());
-    bytes.write_all(b"\x93NUMPY\x01\x00").unwrap();
+    bytes.extend_from_slice(b"\x93NUMPY\x01\x00");
     bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
     bytes.extend_from_slice(header.as_bytes());
-    bytes.extend_from_slice(bytemuck::cast_slice(values));
+    // '<f4' whatever the host's byte order.
+    bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
     super::write_atomic(path, &bytes)
 }
 

@@ -17,9 +17,8 @@ pub enum Pixels {
 
 /// Writes `pixels` (`width` x `height`) to `path` atomically.
 pub fn write(path: &Path, width: usize, height: usize, pixels: &Pixels) -> Result<(), IoError> {
-    let tmp = crate::io::temporary(path);
-    let result = (|| {
-        let file = std::fs::File::create(&tmp).map_err(|e| IoError::io(&tmp, e))?;
+    crate::io::atomically(path, |tmp| {
+        let file = std::fs::File::create(tmp).map_err(|e| IoError::io(tmp, e))?;
         let encoder = PngEncoder::new_with_quality(
             BufWriter::new(file),
             CompressionType::Fast,
@@ -38,11 +37,6 @@ pub fn write(path: &Path, width: usize, height: usize, pixels: &Pixels) -> Resul
         };
         encoder
             .write_image(&bytes, width as u32, height as u32, color)
-            .map_err(|e| IoError::invalid(path, format!("cannot write PNG: {e}")))?;
-        std::fs::rename(&tmp, path).map_err(|e| IoError::io(path, e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+            .map_err(|e| IoError::invalid(path, format!("cannot write PNG: {e}")))
+    })
 }

@@ -155,30 +155,30 @@ pub fn save_state_dict(path: &Path, key: &str, tensors: &[Named]) -> Result<(), 
         .and_then(|s| s.to_str())
         .filter(|s| !s.is_empty() && s.is_ascii())
         .unwrap_or("archive");
-    let tmp = crate::io::temporary(path);
     let fail = |e: &dyn std::fmt::Display| IoError::invalid(path, format!("cannot write: {e}"));
-    let file = std::fs::File::create(&tmp).map_err(|e| IoError::io(&tmp, e))?;
-    let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
-    let options = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored)
-        .last_modified_time(zip::DateTime::default())
-        .with_alignment(64);
-    let mut record = |name: &str, bytes: &[u8]| -> Result<(), IoError> {
-        zip.start_file(format!("{stem}/{name}"), options)
-            .map_err(|e| fail(&e))?;
-        zip.write_all(bytes).map_err(|e| fail(&e))
-    };
-    record("data.pkl", &pickle.0)?;
-    record("byteorder", b"little")?;
-    for (i, t) in tensors.iter().enumerate() {
-        record(&format!("data/{i}"), t.data)?;
-    }
-    record("version", b"3\n")?;
-    zip.finish()
-        .map_err(|e| fail(&e))?
-        .flush()
-        .map_err(|e| IoError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| IoError::io(path, e))
+    crate::io::atomically(path, |tmp| {
+        let file = std::fs::File::create(tmp).map_err(|e| IoError::io(tmp, e))?;
+        let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .last_modified_time(zip::DateTime::default())
+            .with_alignment(64);
+        let mut record = |name: &str, bytes: &[u8]| -> Result<(), IoError> {
+            zip.start_file(format!("{stem}/{name}"), options)
+                .map_err(|e| fail(&e))?;
+            zip.write_all(bytes).map_err(|e| fail(&e))
+        };
+        record("data.pkl", &pickle.0)?;
+        record("byteorder", b"little")?;
+        for (i, t) in tensors.iter().enumerate() {
+            record(&format!("data/{i}"), t.data)?;
+        }
+        record("version", b"3\n")?;
+        zip.finish()
+            .map_err(|e| fail(&e))?
+            .flush()
+            .map_err(|e| IoError::io(tmp, e))
+    })
 }
 
 /// A tensor read from a PyTorch checkpoint: floating-point types as f32, integers as i64.

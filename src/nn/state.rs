@@ -271,9 +271,9 @@ pub fn save_with(
             .map_err(|e| invalid(&path.display().to_string(), format!("{name}: {e}")))?;
         views.push((name.clone(), view));
     }
-    let tmp = crate::io::temporary(path);
     let metadata = (!metadata.is_empty()).then(|| metadata.clone());
-    safetensors::serialize_to_file(views, metadata, &tmp)
-        .map_err(|e| invalid(&path.display().to_string(), format!("cannot write: {e}")))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::Io(IoError::io(path, e)))
+    crate::io::atomically(path, |tmp| {
+        safetensors::serialize_to_file(views, metadata, tmp)
+            .map_err(|e| invalid(&path.display().to_string(), format!("cannot write: {e}")))
+    })
 }

@@ -16,9 +16,9 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::io::dicom::{self, Series, SliceOrder};
-use crate::io::png;
 pub use crate::io::png::Pixels;
 use crate::io::{self, IoError, Kind, Samples, Volume};
+use crate::io::{jsonl, png};
 use intensity::{Range, Window};
 use slicing::SlicePlan;
 
@@ -439,8 +439,8 @@ pub fn run_with(
             Some(Err(mut f)) => failures.append(&mut f),
         }
     }
-    write_jsonl(&opts.output.join("manifest.jsonl"), &records)?;
-    write_jsonl(&opts.output.join("failures.jsonl"), &failures)?;
+    jsonl::write_all(&opts.output.join("manifest.jsonl"), &records)?;
+    jsonl::write_all(&opts.output.join("failures.jsonl"), &failures)?;
     report.failures = failures;
     Ok(report)
 }
@@ -678,14 +678,4 @@ fn default_slice(
         )
     };
     (pixels, width, height, range)
-}
-
-/// Writes one JSON line per item, under a temporary name renamed into place.
-pub(crate) fn write_jsonl<T: Serialize>(path: &Path, items: &[T]) -> Result<(), IoError> {
-    let mut text = String::new();
-    for item in items {
-        text.push_str(&serde_json::to_string(item).expect("records serialise"));
-        text.push('\n');
-    }
-    crate::io::write_atomic(path, text.as_bytes())
 }

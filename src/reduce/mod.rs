@@ -523,8 +523,8 @@ pub fn run(
         progress.volume_done(volume, records.len());
         report.records.extend(records);
     }
-    preprocess::write_jsonl(&output.join("reduction.jsonl"), &report.records)?;
-    preprocess::write_jsonl(&output.join("failures.jsonl"), &report.failures)?;
+    crate::io::jsonl::write_all(&output.join("reduction.jsonl"), &report.records)?;
+    crate::io::jsonl::write_all(&output.join("failures.jsonl"), &report.failures)?;
     // The input manifest's lines of the kept slices, as they were and in their order.
     if let Some(lines) = manifest_lines(input)? {
         let kept: std::collections::HashSet<&str> = report
@@ -539,7 +539,7 @@ pub fn run(
             .map(|l| format!("{}\n", l.text))
             .collect();
         let path = output.join("manifest.jsonl");
-        std::fs::write(&path, text).map_err(|e| IoError::io(&path, e))?;
+        crate::io::write_atomic(&path, text.as_bytes())?;
     }
     Ok(report)
 }
@@ -683,7 +683,7 @@ pub fn run_from_volumes(
     records.sort_by(|a, b| {
         (a.volume.as_str(), a.path.as_bytes()).cmp(&(b.volume.as_str(), b.path.as_bytes()))
     });
-    preprocess::write_jsonl(&opts.output.join("reduction.jsonl"), &records)?;
+    crate::io::jsonl::write_all(&opts.output.join("reduction.jsonl"), &records)?;
     Ok((
         made,
         Report {

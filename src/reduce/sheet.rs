@@ -64,7 +64,5 @@ pub fn write(
         })
         .collect();
     let path = dir.join(format!("{name}.png"));
-    sheet
-        .save(&path)
-        .map_err(|e| IoError::invalid(&path, format!("cannot write the contact sheet: {e}")))
+    crate::plot::save_png(&sheet, &path)
 }

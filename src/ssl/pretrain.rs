@@ -9,7 +9,6 @@
 //! order on the seed and the epoch), so a checkpoint's step is all the random state there is.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +22,7 @@ use super::{MultiCrop, Queue, Schedule, ScheduleKind, Swav, SwavConfig, SwavLoss
 use crate::autograd::no_grad;
 use crate::data::{Loader, LoaderOptions};
 use crate::gpu::{Gpu, GpuOptions, Tuning};
-use crate::io::{IoError, copy_atomic, write_atomic};
+use crate::io::{IoError, copy_atomic, jsonl, write_atomic};
 use crate::nn::{self, Arch, Random, ResNetConfig, StateDict};
 use crate::ops::rows::RowOp;
 use crate::optim::{LossScale, Sgd};
@@ -702,11 +701,7 @@ impl Run<'_> {
         let elapsed = self.since.elapsed();
         self.since = Instant::now();
         let images_per_s = (pending.len() * self.config.batch) as f64 / elapsed.as_secs_f64();
-        let mut log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.log())
-            .map_err(|e| IoError::io(&self.dir.log(), e))?;
+        let mut log = jsonl::Log::append(&self.dir.log())?;
         for (p, v) in pending.iter().zip(values.chunks(2)) {
             let loss = v[0][0];
             if !loss.is_finite() {
@@ -733,8 +728,7 @@ impl Run<'_> {
                 loss_scale: p.loss_scale,
                 skipped: p.skipped,
             };
-            let json = serde_json::to_string(&line).expect("a log line serialises");
-            writeln!(log, "{json}").map_err(|e| IoError::io(&self.dir.log(), e))?;
+            log.write(&line)?;
             self.losses.push((p.step as f64, loss as f64));
             observer.step(&line);
         }

@@ -1,0 +1,63 @@
+//! JSON lines, the format of every record and log lim writes: a whole file of records written
+//! atomically, or a log appended to line by line as a run goes, each line flushed so that a
+//! run killed at any moment leaves every finished line readable.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::IoError;
+
+fn line<T: Serialize>(path: &Path, item: &T) -> Result<String, IoError> {
+    serde_json::to_string(item).map_err(|e| IoError::invalid(path, format!("a record: {e}")))
+}
+
+/// Writes one line per item to `path`, atomically.
+pub fn write_all<T: Serialize>(path: &Path, items: &[T]) -> Result<(), IoError> {
+    let mut text = String::new();
+    for item in items {
+        text.push_str(&line(path, item)?);
+        text.push('\n');
+    }
+    super::write_atomic(path, text.as_bytes())
+}
+
+/// A JSON-lines log being written.
+pub struct Log {
+    path: PathBuf,
+    file: BufWriter<File>,
+}
+
+impl Log {
+    /// A new, empty log at `path` (an older one is replaced).
+    pub fn create(path: &Path) -> Result<Log, IoError> {
+        let file = File::create(path).map_err(|e| IoError::io(path, e))?;
+        Ok(Log {
+            path: path.to_path_buf(),
+            file: BufWriter::new(file),
+        })
+    }
+
+    /// The log at `path`, continued (a resumed run's), or a new one.
+    pub fn append(path: &Path) -> Result<Log, IoError> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| IoError::io(path, e))?;
+        Ok(Log {
+            path: path.to_path_buf(),
+            file: BufWriter::new(file),
+        })
+    }
+
+    /// Writes `item` as one line and flushes it.
+    pub fn write<T: Serialize>(&mut self, item: &T) -> Result<(), IoError> {
+        let text = line(&self.path, item)?;
+        writeln!(self.file, "{text}")
+            .and_then(|()| self.file.flush())
+            .map_err(|e| IoError::io(&self.path, e))
+    }
+}
