@@ -3,6 +3,8 @@
 //! and the same total size, and every shader binds its resources in group 0 with the uniform
 //! at binding 0, where `Gpu::dispatch` puts it.
 
+mod common;
+
 use lim::gpu::shader::{ALL, Shader};
 use lim::gpu::uniform::{Field, Layout, all};
 
@@ -115,4 +117,65 @@ fn a_rust_struct_shorter_than_its_shaders_is_caught() {
     let found = differences(&short, fields, *size);
     assert_eq!(found.len(), 2, "{found:?}");
     assert!(found[0].contains("none in Rust") && found[1].starts_with("size"));
+}
+
+/// A kernel that writes `p.len` elements, whatever is bound: a bug the checks must contain.
+const OVERRUN: Shader = Shader {
+    name: "overrun",
+    source: "struct Params { len: u32, }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    if (id.x < p.len) { out[id.x] = 7.0; }
+}
+",
+    library: None,
+    features: wgpu::Features::empty(),
+};
+
+lim::uniform! {
+    struct OverrunParams for [OVERRUN] {
+        len: u32,
+    }
+}
+
+/// lim turns wgpu's shader bounds checks off on its own device only: on a device the caller
+/// owns, a kernel writing past its binding must not reach the caller's other data. (Lavapipe
+/// contains the write even unchecked, as robust buffer access does; there the flags are
+/// what fails if the checks go.)
+#[test]
+fn bounds_checks_stay_on_for_a_device_the_caller_owns() {
+    let own = common::gpu();
+    assert!(!own.bounds_checks(), "lim's own device runs unchecked");
+    let opts = lim::GpuOptions {
+        bounds_checks: true,
+        ..lim::GpuOptions::from_env().unwrap()
+    };
+    assert!(lim::Gpu::new(&opts).unwrap().bounds_checks(), "asked for");
+
+    let shared = lim::Gpu::sharing(own.device(), own.queue());
+    assert!(shared.bounds_checks());
+    // The caller's data: 128 zeros, of which the kernel is given the first 64.
+    let data = lim::Tensor::zeros(&shared, &[128], lim::DType::F32).unwrap();
+    let kernel = shared.kernel(&OVERRUN, "main", &[]).unwrap();
+    let first_half = wgpu::BufferBinding {
+        buffer: data.buffer(),
+        offset: 0,
+        size: wgpu::BufferSize::new(64 * 4),
+    };
+    shared
+        .dispatch(
+            &kernel,
+            &OverrunParams { len: 128 },
+            &[(1, first_half)],
+            [2, 1, 1],
+        )
+        .unwrap();
+    let after = data.to_vec().unwrap();
+    assert!(after[..63].iter().all(|&v| v == 7.0), "{after:?}");
+    assert!(
+        after[64..].iter().all(|&v| v == 0.0),
+        "written past the binding: {after:?}"
+    );
 }

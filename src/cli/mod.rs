@@ -49,6 +49,10 @@ pub struct GpuArgs {
     /// adapter), memory (timed again in every run) or off (no timing: default variants)
     #[arg(long, env = "LIM_TUNING", global = true)]
     tuning: Option<String>,
+    /// Keep wgpu's shader bounds checks on (lim's kernels check their own indices, so they
+    /// are off on lim's own device): to measure their cost
+    #[arg(long, global = true)]
+    bounds_checks: bool,
 }
 
 impl GpuArgs {
@@ -69,6 +73,7 @@ impl GpuArgs {
                 .transpose()?
                 .unwrap_or_default(),
             max_binding_bytes: None,
+            bounds_checks: self.bounds_checks,
         })
     }
 }

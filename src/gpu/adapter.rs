@@ -51,6 +51,9 @@ pub struct GpuOptions {
     /// Bind at most this many bytes of a storage buffer, below the adapter's own limit: to
     /// try how lim splits large tensors, as on an adapter with a smaller limit.
     pub max_binding_bytes: Option<u64>,
+    /// Keep wgpu's shader bounds checks on lim's own device too (they are always on for a
+    /// device the caller owns): to measure what they cost.
+    pub bounds_checks: bool,
 }
 
 impl GpuOptions {
@@ -66,6 +69,7 @@ impl GpuOptions {
                 .transpose()?
                 .unwrap_or_default(),
             max_binding_bytes: None,
+            bounds_checks: false,
         })
     }
 

@@ -91,6 +91,9 @@ pub struct Gpu {
     tuner: Autotuner,
     /// The first uncaptured wgpu error or device loss, reported at the next sync.
     fault: Arc<Mutex<Option<GpuError>>>,
+    /// Whether shaders keep wgpu's bounds checks: on a device the caller owns, an
+    /// out-of-bounds write of a buggy kernel would land in the caller's buffers.
+    bounds_checks: bool,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -122,17 +125,34 @@ impl Gpu {
             adapter: describe(&info),
             reason: e.to_string(),
         })?;
-        Ok(Self::from_device(device, queue, info, opts.tuning.clone()))
+        Ok(Self::wrap(
+            device,
+            queue,
+            info,
+            opts.tuning.clone(),
+            opts.bounds_checks,
+        ))
     }
 
     /// Wraps a device the caller already has (bring your own `wgpu::Device`). lim uses the
     /// features and limits the device was created with, and installs its own device-lost and
     /// uncaptured-error callbacks, whose errors lim's calls return instead of panicking.
+    /// Shaders keep wgpu's bounds checks: the device's other buffers are the caller's.
     pub fn from_device(
         device: wgpu::Device,
         queue: wgpu::Queue,
         info: wgpu::AdapterInfo,
         tuning: Tuning,
+    ) -> Arc<Gpu> {
+        Self::wrap(device, queue, info, tuning, true)
+    }
+
+    fn wrap(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        tuning: Tuning,
+        bounds_checks: bool,
     ) -> Arc<Gpu> {
         let fault: Arc<Mutex<Option<GpuError>>> = Arc::default();
         let lost = fault.clone();
@@ -165,12 +185,13 @@ impl Gpu {
             pool: BufferPool::default(),
             recorder: Mutex::default(),
             fault,
+            bounds_checks,
         })
     }
 
     /// Works on a device the caller keeps using (the embeddable hasher's case): no callbacks
-    /// are installed, so the device's own handlers still see its errors, and tuning choices
-    /// stay in memory.
+    /// are installed, so the device's own handlers still see its errors, tuning choices
+    /// stay in memory, and shaders keep wgpu's bounds checks.
     pub fn sharing(device: &wgpu::Device, queue: &wgpu::Queue) -> Arc<Gpu> {
         let info = device.adapter_info();
         Arc::new(Gpu {
@@ -184,7 +205,14 @@ impl Gpu {
             pool: BufferPool::default(),
             recorder: Mutex::default(),
             fault: Arc::default(),
+            bounds_checks: true,
         })
+    }
+
+    /// Whether shaders keep wgpu's bounds checks: on a device the caller owns
+    /// ([`Gpu::from_device`], [`Gpu::sharing`]), or when [`GpuOptions::bounds_checks`] asks.
+    pub fn bounds_checks(&self) -> bool {
+        self.bounds_checks
     }
 
     pub fn device(&self) -> &wgpu::Device {

@@ -169,11 +169,15 @@ impl Gpu {
             label: Some(shader.name),
             source: wgpu::ShaderSource::Wgsl(source.into()),
         };
-        // SAFETY: every kernel bounds-checks its own indices (and the tests check them on
-        // awkward shapes), so the clamps wgpu would add cost speed and buy nothing.
-        let module = unsafe {
-            self.device
-                .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+        let module = match self.bounds_checks {
+            true => self.device.create_shader_module(desc),
+            // SAFETY: every kernel bounds-checks its own indices (and the tests check them on
+            // awkward shapes), so on lim's own device the clamps wgpu would add cost speed
+            // and buy nothing.
+            false => unsafe {
+                self.device
+                    .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+            },
         };
         if let Some(err) = pollster::block_on(scope.pop()) {
             return Err(self.shader_error(shader.name, err));

@@ -27,7 +27,6 @@ fn pattern(n: usize) -> Vec<f32> {
 
 pub fn run(gpu_args: &GpuArgs, args: &ConvArgs) -> CliResult {
     let gpu = Gpu::new(&gpu_args.options()?)?;
-    let info = gpu.info().clone();
     if !args.json {
         println!(
             "conv2d f32, ResNet-18 at batch 16, 64 x 64 input, on {}",
@@ -84,7 +83,7 @@ pub fn run(gpu_args: &GpuArgs, args: &ConvArgs) -> CliResult {
                         "runs": args.runs,
                         "gflops": gflops,
                     });
-                    print_json(line, &info);
+                    print_json(line, &gpu);
                 } else {
                     println!(
                         "{:<20} {:<15} {:<10} {:>10.2} {gflops:>9.2}",

@@ -136,7 +136,6 @@ pub fn run(gpu_args: &GpuArgs, args: &HashArgs) -> CliResult {
     let first = hash::open_luma(&files[0])?;
     let shape = format!("{} x {}x{} PNG", files.len(), first.width, first.height);
     let gpu = Gpu::new(&gpu_args.options()?)?;
-    let info = gpu.info().clone();
     let threads = rayon::current_num_threads();
     let n = files.len() as f64;
     let lim_tool = format!("lim-{}", env!("CARGO_PKG_VERSION"));
@@ -219,7 +218,7 @@ pub fn run(gpu_args: &GpuArgs, args: &HashArgs) -> CliResult {
                 "threads": r.threads,
                 "passes": args.passes,
             });
-            super::print_json(line, &info);
+            super::print_json(line, &gpu);
         }
     } else {
         println!("hashing {shape} ({}) on {}", dir.display(), gpu.describe());

@@ -114,7 +114,8 @@ fn sampled_error(a: &[f32], b: &[f32], c: &[f32], n: usize, rng: &mut StdRng) ->
 }
 
 /// Prints one JSON line of a measurement, naming lim's version and the adapter it ran on.
-fn print_json(mut line: serde_json::Value, info: &wgpu::AdapterInfo) {
+fn print_json(mut line: serde_json::Value, gpu: &Gpu) {
+    let info = gpu.info();
     let object = line.as_object_mut().expect("a JSON object");
     object
         .entry("tool")
@@ -123,6 +124,7 @@ fn print_json(mut line: serde_json::Value, info: &wgpu::AdapterInfo) {
     object.insert("backend".into(), json!(format!("{:?}", info.backend)));
     object.insert("driver".into(), json!(info.driver));
     object.insert("driver_info".into(), json!(info.driver_info));
+    object.insert("bounds_checks".into(), json!(gpu.bounds_checks()));
     println!("{line}");
 }
 
@@ -132,7 +134,6 @@ fn ms(d: Duration) -> f64 {
 
 fn matmul(gpu_args: &GpuArgs, args: &MatmulArgs) -> CliResult {
     let gpu: Arc<Gpu> = Gpu::new(&gpu_args.options()?)?;
-    let info = gpu.info().clone();
     let unknown: Vec<_> = args
         .variants
         .iter()
@@ -190,7 +191,7 @@ fn matmul(gpu_args: &GpuArgs, args: &MatmulArgs) -> CliResult {
                     "gpu_median_ms": s.gpu_median.map(ms),
                     "max_rel_err": err,
                 });
-                print_json(line, &info);
+                print_json(line, &gpu);
             } else {
                 let gpu_ms = s
                     .gpu_median
@@ -216,7 +217,7 @@ fn matmul(gpu_args: &GpuArgs, args: &MatmulArgs) -> CliResult {
                 "autotuned": choice,
                 "from_cache": was_tuned,
             });
-            print_json(line, &info);
+            print_json(line, &gpu);
         } else {
             let source = if was_tuned {
                 "from the autotune cache"

@@ -234,7 +234,7 @@ pub fn run(gpu_args: &GpuArgs, args: &SwavArgs) -> CliResult {
             .map(|(n, v)| (format!("{n} ms"), json!(v)))
             .collect();
         line["phases"] = json!(phases);
-        print_json(line, gpu.info());
+        print_json(line, &gpu);
     } else {
         println!(
             "SwAV step, {} preset ({} width {}, batch {}, {} crops per slice, {:?}), on {}",

@@ -135,7 +135,7 @@ pub fn run(gpu_args: &GpuArgs, args: &TrainArgs) -> CliResult {
             "submissions_per_step": submissions,
             "waits_per_step": waits,
         });
-        print_json(line, gpu.info());
+        print_json(line, &gpu);
     } else {
         println!(
             "{} train step ({}{}), batch {}, {}x{} px, on {}",
