@@ -108,37 +108,68 @@ fn lossless_transfer_syntaxes_decode_to_identical_values() {
     }
 }
 
+/// What reading a file gives: `decoded`, or the kind of error.
+fn outcome(file: &Path) -> &'static str {
+    match read_one(file) {
+        Ok(v) => {
+            assert!(v.dims.iter().all(|&d| d > 0), "{}", file.display());
+            "decoded"
+        }
+        Err(e) => {
+            let name = file.file_name().unwrap().to_str().unwrap();
+            assert!(
+                e.to_string().contains(name),
+                "the error does not name the file: {e}"
+            );
+            match e {
+                IoError::Unsupported { .. } => "unsupported",
+                IoError::NotAnImage { .. } => "skipped",
+                _ => "invalid",
+            }
+        }
+    }
+}
+
+/// Every sample file against its expected outcome in `tests/fixtures/dicom/outcomes.txt`
+/// (`jpegls`: decoded with `--features jpegls`, unsupported without); a sample file the list
+/// lacks fails too.
 #[test]
-fn every_sample_file_decodes_or_fails_with_a_named_error() {
-    let files = lim::io::walk(&[dicom_dir()]).unwrap();
-    let (mut decoded, mut unsupported, mut skipped, mut invalid) = (0, 0, 0, 0);
+fn every_sample_file_has_its_expected_outcome() {
+    let root = dicom_dir();
+    let listed = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dicom/outcomes.txt"),
+    )
+    .unwrap();
+    let expected: std::collections::BTreeMap<&str, &str> = listed
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.rsplit_once(' ').unwrap())
+        .collect();
+    let files = lim::io::walk(&[root.clone()]).unwrap();
+    let mut wrong = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     for file in files
         .iter()
         .filter(|f| lim::io::kind_of(f) == lim::io::Kind::Dicom)
     {
-        match read_one(file) {
-            Ok(v) => {
-                assert!(v.dims.iter().all(|&d| d > 0), "{}", file.display());
-                decoded += 1;
-            }
-            Err(e) => {
-                let name = file.file_name().unwrap().to_str().unwrap();
-                assert!(
-                    e.to_string().contains(name),
-                    "the error does not name the file: {e}"
-                );
-                match e {
-                    IoError::Unsupported { .. } => unsupported += 1,
-                    IoError::NotAnImage { .. } => skipped += 1,
-                    _ => invalid += 1,
-                }
-            }
+        let name = file.strip_prefix(&root).unwrap().to_str().unwrap();
+        let want = match expected.get(name) {
+            Some(&"jpegls") if cfg!(feature = "jpegls") => "decoded",
+            Some(&"jpegls") => "unsupported",
+            Some(&w) => w,
+            None => "(not listed)",
+        };
+        let got = outcome(file);
+        seen.insert(name.to_string());
+        if got != want {
+            wrong.push(format!("{name} {got} (expected {want})"));
         }
     }
-    assert!(decoded >= 150, "{decoded} decoded");
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    let missing: Vec<&&str> = expected.keys().filter(|n| !seen.contains(**n)).collect();
     assert!(
-        skipped >= 10 && unsupported >= 3 && invalid >= 5,
-        "{unsupported} unsupported, {skipped} skipped, {invalid} broken"
+        missing.is_empty(),
+        "listed but not among the samples: {missing:?}"
     );
 }
 
