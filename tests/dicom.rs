@@ -145,7 +145,7 @@ fn every_sample_file_has_its_expected_outcome() {
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| l.rsplit_once(' ').unwrap())
         .collect();
-    let files = lim::io::walk(&[root.clone()]).unwrap();
+    let files = lim::io::walk(std::slice::from_ref(&root)).unwrap();
     let mut wrong = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for file in files
