@@ -2,9 +2,10 @@
 
 use thiserror::Error;
 
+use crate::dtype::DType;
 use crate::gpu::GpuError;
+use crate::hash::HashError;
 use crate::io::IoError;
-use crate::tensor::DType;
 
 #[derive(Debug, Error)]
 pub enum Error {
@@ -13,6 +14,9 @@ pub enum Error {
 
     #[error(transparent)]
     Io(#[from] IoError),
+
+    #[error(transparent)]
+    Hash(#[from] HashError),
 
     #[error("{op}: shapes {lhs:?} and {rhs:?} do not fit together ({why})")]
     ShapeMismatch {

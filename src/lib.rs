@@ -17,6 +17,7 @@
 
 pub mod autograd;
 pub mod data;
+pub mod dtype;
 pub mod error;
 pub mod eval;
 pub mod gpu;
@@ -32,6 +33,7 @@ mod simd;
 pub mod ssl;
 pub mod tensor;
 
+pub use dtype::DType;
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuError, GpuOptions};
-pub use tensor::{DType, Tensor};
+pub use tensor::Tensor;

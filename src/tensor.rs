@@ -3,26 +3,10 @@
 
 use std::sync::Arc;
 
+pub use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::gpu::uniform::CastParams;
 use crate::gpu::{Gpu, GpuError, PooledBuffer, shader};
-
-/// Element type of a tensor's storage. Kernels compute in f32; f16 is a storage format,
-/// available where the adapter has SHADER_F16.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DType {
-    F32,
-    F16,
-}
-
-impl DType {
-    pub fn size(self) -> usize {
-        match self {
-            DType::F32 => 4,
-            DType::F16 => 2,
-        }
-    }
-}
 
 #[derive(Clone)]
 pub struct Tensor {
