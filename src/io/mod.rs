@@ -164,32 +164,39 @@ pub fn kind_of(path: &Path) -> Kind {
     }
 }
 
-/// Every file under `inputs` (files as given, folders walked recursively), sorted by path.
+/// Every file under `inputs` (files as given, folders walked recursively, following
+/// symbolic links but never around a cycle of them), sorted by the bytes of their paths.
 pub fn walk(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, IoError> {
     let mut files = Vec::new();
     for input in inputs {
         let meta = std::fs::metadata(input).map_err(|e| IoError::io(input, e))?;
-        if meta.is_dir() {
-            walk_dir(input, &mut files)?;
-        } else {
+        if !meta.is_dir() {
             files.push(input.clone());
+            continue;
+        }
+        for entry in walkdir::WalkDir::new(input).follow_links(true) {
+            match entry {
+                Ok(e) if !e.file_type().is_dir() => files.push(e.into_path()),
+                Ok(_) => {}
+                // A link back to a folder above it: its files are listed once already.
+                Err(e) if e.loop_ancestor().is_some() => {}
+                Err(e) => {
+                    let at = e.path().unwrap_or(input).to_path_buf();
+                    let source = e
+                        .into_io_error()
+                        .unwrap_or_else(|| std::io::Error::other("the walk failed"));
+                    return Err(IoError::io(&at, source));
+                }
+            }
         }
     }
-    files.sort();
+    files.sort_by(|a, b| {
+        a.as_os_str()
+            .as_encoded_bytes()
+            .cmp(b.as_os_str().as_encoded_bytes())
+    });
     files.dedup();
     Ok(files)
-}
-
-fn walk_dir(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), IoError> {
-    for entry in std::fs::read_dir(dir).map_err(|e| IoError::io(dir, e))? {
-        let path = entry.map_err(|e| IoError::io(dir, e))?.path();
-        if path.is_dir() {
-            walk_dir(&path, files)?;
-        } else {
-            files.push(path);
-        }
-    }
-    Ok(())
 }
 
 /// Reads a NIfTI or NRRD file (DICOM goes through [`dicom`], by series).
@@ -230,6 +237,25 @@ mod tests {
         log.write(&serde_json::json!({"step": 2})).unwrap();
         let text = std::fs::read_to_string(dir.join("log.jsonl")).unwrap();
         assert_eq!(text, "{\"step\":1}\n{\"step\":2}\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_walk_sorts_by_bytes_and_goes_round_no_link_cycle() {
+        let dir = std::env::temp_dir().join(format!("lim-walk-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("a")).unwrap();
+        std::fs::write(dir.join("a/b.png"), b"").unwrap();
+        std::fs::write(dir.join("a.b.png"), b"").unwrap();
+        std::fs::write(dir.join("a-c.png"), b"").unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(&dir, dir.join("a/up")).unwrap();
+        let names: Vec<String> = walk(std::slice::from_ref(&dir))
+            .unwrap()
+            .iter()
+            .map(|p| p.strip_prefix(&dir).unwrap().display().to_string())
+            .collect();
+        // '-' and '.' come before '/' in bytes, though `Path`'s order puts "a/..." first.
+        assert_eq!(names, ["a-c.png", "a.b.png", "a/b.png"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
