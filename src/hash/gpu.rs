@@ -310,7 +310,6 @@ impl Hasher {
             v_taps: plan.v_taps as u32,
             n: n as u32,
         };
-        let params = &params;
         let layouts: Vec<[u32; 2]> = images
             .iter()
             .map(|i| [i.offset as u32, i.stride as u32])
@@ -329,7 +328,7 @@ impl Hasher {
          -> Result<(), GpuError> {
             let kernel = gpu.kernel(&shader::HASH, entry, &[])?;
             let groups = gpu.grid_1d(invocations.div_ceil(64) as u64, &kernel.label)?;
-            gpu.dispatch(&kernel, params, bindings, groups)
+            gpu.dispatch(&kernel, &params, bindings, groups)
         };
         gpu.check_binding("images to hash", pixels.size())?;
         launch(

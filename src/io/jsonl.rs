@@ -2,7 +2,7 @@
 //! atomically, or a log appended to line by line as a run goes, each line flushed so that a
 //! run killed at any moment leaves every finished line readable.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -33,20 +33,19 @@ pub struct Log {
 impl Log {
     /// A new, empty log at `path` (an older one is replaced).
     pub fn create(path: &Path) -> Result<Log, IoError> {
-        let file = File::create(path).map_err(|e| IoError::io(path, e))?;
-        Ok(Log {
-            path: path.to_path_buf(),
-            file: BufWriter::new(file),
-        })
+        Self::open(
+            path,
+            OpenOptions::new().write(true).create(true).truncate(true),
+        )
     }
 
     /// The log at `path`, continued (a resumed run's), or a new one.
     pub fn append(path: &Path) -> Result<Log, IoError> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| IoError::io(path, e))?;
+        Self::open(path, OpenOptions::new().create(true).append(true))
+    }
+
+    fn open(path: &Path, options: &OpenOptions) -> Result<Log, IoError> {
+        let file = options.open(path).map_err(|e| IoError::io(path, e))?;
         Ok(Log {
             path: path.to_path_buf(),
             file: BufWriter::new(file),

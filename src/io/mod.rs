@@ -72,7 +72,7 @@ fn temporary(path: &Path) -> PathBuf {
 /// Writes `path` through `write`, which creates the file it is given (`path`'s
 /// [`temporary`] name): renamed into place when `write` succeeds, removed when it fails. A
 /// reader never sees half a file, and a failure leaves nothing behind. Every file lim writes
-/// goes through here.
+/// whole goes through here; logs are appended line by line ([`jsonl::Log`]).
 pub(crate) fn atomically<E: From<IoError>>(
     path: &Path,
     write: impl FnOnce(&Path) -> Result<(), E>,

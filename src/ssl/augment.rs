@@ -299,11 +299,10 @@ impl MultiCrop {
                 mean: self.mean,
                 deviation: self.std,
             };
-            let params = &params;
             let grid = [area.div_ceil(64) as u32, wave.rows.len() as u32, 1];
             gpu.dispatch(
                 &resize,
-                params,
+                &params,
                 &[
                     (1, src),
                     (2, crop_binding.clone()),
@@ -313,7 +312,7 @@ impl MultiCrop {
             )?;
             gpu.dispatch(
                 &mean,
-                params,
+                &params,
                 &[
                     (2, crop_binding.clone()),
                     (3, a.binding("augment crops")?),
@@ -323,7 +322,7 @@ impl MultiCrop {
             )?;
             gpu.dispatch(
                 &blur_rows,
-                params,
+                &params,
                 &[
                     (2, crop_binding.clone()),
                     (3, a.binding("augment crops")?),
@@ -334,7 +333,7 @@ impl MultiCrop {
             )?;
             gpu.dispatch(
                 &blur_columns,
-                params,
+                &params,
                 &[
                     (2, crop_binding),
                     (5, tmp.binding("augment blur")?),
