@@ -29,7 +29,8 @@ struct Row {
     shapes: Vec<Vec<usize>>,
     forward: Forward,
     reference: Reference,
-    /// Of the forward, relative to max(1, |want|); gradients get 10x.
+    /// Of the forward, relative to max(1, |want|); gradients (f32 sums of products against
+    /// finite differences) get 100x.
     tol: f64,
 }
 
