@@ -222,8 +222,12 @@ fn a_killed_run_resumes_bit_for_bit() {
         "--resume",
         broken.to_str().unwrap(),
     ]));
+    // `last.safetensors` is copied after each step's checkpoint is written, so a kill between
+    // the two resumes from the checkpoint before; step 2's was last before step 4's existed.
     assert!(
-        text.contains("steps 5..8") || text.contains("steps 7..8"),
+        ["steps 3..8", "steps 5..8", "steps 7..8"]
+            .iter()
+            .any(|s| text.contains(s)),
         "{text}"
     );
 
