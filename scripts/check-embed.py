@@ -3,7 +3,7 @@
 pooled features (the input of torchvision's fc).
 
 Usage: check-embed.py LIM_BINARY ARCH IMAGE... (needs torch, torchvision, safetensors, pillow,
-numpy: ../shared/ref/README.md)
+numpy: tests/fixtures/ref/README.md)
 
 Builds torchvision.models.ARCH() (seeded; BatchNorm running statistics set by one train-mode
 pass over random images, so evaluation-mode normalisation matters), saves its state_dict

@@ -1,5 +1,5 @@
 //! lim's classification metrics against scikit-learn's on committed goldens
-//! (scripts/metrics-golden.py: random cases with tied scores, a class never predicted, a
+//! (tests/fixtures/metrics/make_golden.py: random cases with tied scores, a class never predicted, a
 //! binary case where every score ties), and the bootstrap interval's behaviour.
 
 use lim::eval::metrics::{Average, Metrics, auc, bootstrap_auc, mean_std, percentile, roc_curve};
@@ -18,6 +18,7 @@ fn goldens() -> Vec<Golden> {
     let mut out: Vec<Golden> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "json"))
         .map(|path| {
             let json: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
             let labels = json["labels"]

@@ -1,6 +1,6 @@
-//! Hashes against Python imagehash's (golden values from ../shared/ref/phash_ref.py): every
-//! slice of the sample CTs and a set of awkward images, on the CPU and the GPU paths, and the
-//! hasher on a device the caller owns.
+//! Hashes against Python imagehash's (golden values from tests/fixtures/hashes/hash_table.py):
+//! every slice of the sample CTs and a set of awkward images, on the CPU and the GPU paths, and
+//! the hasher on a device the caller owns.
 
 mod common;
 

@@ -1,5 +1,5 @@
-//! `lim reduce` against the reference (../shared/ref/hash_reduce_ref.py's kept sets for the
-//! paper's rule at thresholds 6 and 12, LIDC and PET-CT names), the other strategies, and
+//! `lim reduce` against the reference (tests/fixtures/ref/hash_reduce_ref.py's kept sets for
+//! the paper's rule at thresholds 6 and 12, LIDC and PET-CT names), the other strategies, and
 //! reducing straight from volumes.
 
 mod common;

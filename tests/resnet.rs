@@ -1,5 +1,5 @@
 //! ResNet-18 and ResNet-50 against torchvision on the same weights and input (golden values
-//! in tests/fixtures/resnet, made by its make_golden.py from the weights this test writes),
+//! in tests/fixtures/resnet, made by its make_golden.py from the same counter-based weights),
 //! parameter names and shapes as torchvision's, and the safetensors round trip.
 
 mod common;
@@ -10,30 +10,54 @@ use common::{Golden, assert_relative, gpu};
 use lim::Tensor;
 use lim::autograd::Var;
 use lim::nn::{self, Arch, Init, Random, ResNet, ResNetConfig, Source, StateDict};
-use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
 
-/// torchvision's initialisation, with BatchNorm's affine parameters and running statistics
-/// spread out (scales and variances in [0.5, 1.5), shifts and means in [-0.1, 0.1)), so that
-/// evaluation-mode normalisation is far from the identity.
-struct Spread(Random, StdRng);
+/// Weights that depend on nothing but a tensor's name and shape, so that the golden values
+/// survive any change to a random-number crate: element `i` of tensor `name` is
+/// `splitmix64(fnv1a64(name) + (i + 1) * golden_gamma)` scaled to [0, 1), mapped into the
+/// range below. make_golden.py computes the same bits with numpy.
+/// - convolutions: U(-a, a) with a = sqrt(6 / fan_out), the variance of torchvision's
+///   kaiming_normal_(mode="fan_out");
+/// - the linear layer: U(-b, b), b = 1 / sqrt(fan_in), as `nn.Linear`;
+/// - BatchNorm: scales and running variances in [0.5, 1.5), shifts and running means in
+///   [-0.1, 0.1), so that evaluation-mode normalisation is far from the identity.
+struct CounterWeights;
 
-impl Source for Spread {
+fn unit_interval(name: &str, i: u64) -> f64 {
+    const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+    let key = name.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3)
+    });
+    let mut z = key.wrapping_add((i + 1).wrapping_mul(GAMMA));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+impl Source for CounterWeights {
     fn tensor(&mut self, name: &str, shape: &[usize], init: Init) -> lim::Result<Tensor> {
         let batch_norm =
             name.contains(".bn") || name.starts_with("bn") || name.contains("downsample.1");
-        let (low, high) = match name.rsplit('.').next() {
-            _ if !batch_norm => return self.0.tensor(name, shape, init),
-            Some("weight") | Some("running_var") => (0.5, 1.5),
-            _ => (-0.1, 0.1),
+        let (low, high) = match (batch_norm, name.rsplit('.').next(), init) {
+            (true, Some("weight" | "running_var"), _) => (0.5, 1.5),
+            (true, _, _) => (-0.1, 0.1),
+            (false, _, Init::KaimingNormalFanOut) => {
+                let fan_out = shape[0] * shape[2..].iter().product::<usize>();
+                let a = (6.0 / fan_out as f64).sqrt();
+                (-a, a)
+            }
+            (false, _, Init::Uniform(bound)) => (-bound as f64, bound as f64),
+            (false, _, Init::Const(_)) => panic!("{name}: only BatchNorm starts constant"),
         };
-        let n: usize = shape.iter().product();
-        let values: Vec<f32> = (0..n).map(|_| self.1.random_range(low..high)).collect();
+        let n = shape.iter().product::<usize>() as u64;
+        let values: Vec<f32> = (0..n)
+            .map(|i| (low + (high - low) * unit_interval(name, i)) as f32)
+            .collect();
         Tensor::from_slice(&gpu(), shape, &values)
     }
 
-    fn count(&mut self, name: &str) -> lim::Result<u64> {
-        self.0.count(name)
+    fn count(&mut self, _name: &str) -> lim::Result<u64> {
+        Ok(0)
     }
 }
 
@@ -43,15 +67,8 @@ fn check_against_torchvision(arch: Arch, name: &str, classes: usize) {
         num_classes: Some(classes),
         ..ResNetConfig::torchvision(arch)
     };
-    let model = ResNet::new(
-        config,
-        &mut Spread(Random::new(&gpu, 7), StdRng::seed_from_u64(8)),
-    )
-    .unwrap();
-    // The weights the golden values were made from (make_golden.py reads this file).
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("resnet-golden");
-    std::fs::create_dir_all(&dir).unwrap();
-    let weights = dir.join(format!("{name}.safetensors"));
+    let model = ResNet::new(config, &mut CounterWeights).unwrap();
+    let weights = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.safetensors"));
     nn::save(&model, &weights).unwrap();
 
     let io = Golden::open(&format!("resnet/{name}_io.safetensors"));
