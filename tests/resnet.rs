@@ -9,6 +9,7 @@ use std::path::Path;
 use common::{Golden, assert_relative, gpu};
 use lim::Tensor;
 use lim::autograd::Var;
+use lim::eval::encoder::{Encoder, EncoderOptions};
 use lim::nn::{self, Arch, Init, Random, ResNet, ResNetConfig, Source, StateDict};
 
 /// Weights that depend on nothing but a tensor's name and shape, so that the golden values
@@ -229,4 +230,53 @@ fn the_embed_command_writes_features_in_input_order() {
     let listed = std::fs::read_to_string(out.with_extension("npy.txt")).unwrap();
     let listed: Vec<&str> = listed.lines().collect();
     assert_eq!(listed, [&args[0], &args[1], &args[3]]);
+}
+
+#[test]
+fn embed_files_batches_by_size_keeps_order_and_names_bad_files() {
+    let gpu = gpu();
+    let encoder = Encoder::load(
+        &gpu,
+        &EncoderOptions {
+            width: Some(0.125),
+            seed: 3,
+            ..EncoderOptions::default()
+        },
+    )
+    .unwrap();
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hash_images");
+    let [rgb, tall, bad, grey] = [
+        "rgb_300x200.png",
+        "tall_40x300.png",
+        "hashes.tsv",
+        "gray16_120x90.png",
+    ]
+    .map(|f| images.join(f));
+    let paths = [rgb.clone(), tall.clone(), bad, rgb, grey.clone()];
+    let all = encoder.embed_files(&gpu, &paths).unwrap();
+    assert_eq!(all.len(), 5);
+    let err = all[2].as_ref().unwrap_err().to_string();
+    assert!(err.contains("hashes.tsv"), "{err}");
+    let features: Vec<&Vec<f32>> = [0, 1, 3, 4].map(|i| all[i].as_ref().unwrap()).to_vec();
+    assert!(features.iter().all(|f| f.len() == encoder.model.feature_len()));
+    assert_eq!(features[0], features[2], "the same image, the same features");
+    assert_ne!(features[0], features[1]);
+    // Batching by size changes nothing: each image alone gives its features in the batch.
+    for (path, want) in [(&tall, features[1]), (&grey, features[3])] {
+        let alone = encoder.embed_files(&gpu, std::slice::from_ref(path)).unwrap();
+        assert_relative("alone", alone[0].as_ref().unwrap(), want, 1e-5);
+    }
+
+    // A 16-bit grey image: v / 65535, replicated to three channels, normalised per channel.
+    let planes = encoder.planes(&grey).unwrap();
+    let pixels = lim::data::GreyImage::open(&grey).unwrap();
+    assert_eq!((planes.width, planes.height), (120, 90));
+    let area = 120 * 90;
+    for c in 0..3 {
+        for i in [0, 4321, area - 1] {
+            let v = pixels.pixels[i] as f32 / 65535.0;
+            let want = (v - encoder.mean[c]) / encoder.std[c];
+            assert!((planes.values[c * area + i] - want).abs() < 1e-5, "{c} {i}");
+        }
+    }
 }

@@ -1,12 +1,10 @@
 //! `lim embed`: the globally average-pooled ResNet features (the input of torchvision's
 //! `fc`) of images, as a float32 `.npy` array `[n, features]` in input order.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use lim::autograd::{Var, no_grad};
+use lim::Gpu;
 use lim::eval::encoder::{Encoder, EncoderOptions};
-use lim::{Gpu, Tensor};
-use rayon::prelude::*;
 
 use super::hash::list_images;
 use super::{CliResult, GpuArgs, counting_bar};
@@ -50,32 +48,6 @@ pub struct Args {
     out: PathBuf,
 }
 
-/// One image as planes of `channels`, scaled to [0, 1] and normalised.
-fn pixels(
-    path: &Path,
-    channels: usize,
-    mean: &[f32],
-    std: &[f32],
-) -> Result<(usize, usize, Vec<f32>), String> {
-    let image = lim::data::decode_image(path).map_err(|e| e.to_string())?;
-    let (w, h) = (image.width() as usize, image.height() as usize);
-    let grey = !image.color().has_color();
-    let rgb = image.to_rgb32f();
-    let mut planes = vec![0.0; channels * w * h];
-    for (i, p) in rgb.pixels().enumerate() {
-        for c in 0..channels {
-            // Grey images have equal channels; a 1-channel network takes the luma.
-            let v = match (channels, grey) {
-                (1, false) => 0.299 * p.0[0] + 0.587 * p.0[1] + 0.114 * p.0[2],
-                (1, true) => p.0[0],
-                _ => p.0[c],
-            };
-            planes[c * w * h + i] = (v - mean[c]) / std[c];
-        }
-    }
-    Ok((w, h, planes))
-}
-
 pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
     let gpu = Gpu::new(&gpu_args.options()?)?;
     let encoder = Encoder::load(
@@ -97,57 +69,18 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
             encoder.arch
         );
     }
-    let (model, channels, mean, std) = (
-        &encoder.model,
-        encoder.channels,
-        &encoder.mean,
-        &encoder.std,
-    );
     let files = list_images(&args.images)?;
     let bar = counting_bar(files.len() as u64, "images");
     let mut rows: Vec<(PathBuf, Vec<f32>)> = Vec::new();
     let mut failed = 0;
     for chunk in files.chunks(args.batch.max(1)) {
-        let loaded: Vec<_> = chunk
-            .par_iter()
-            .map(|p| pixels(p, channels, mean, std))
-            .collect();
-        // One forward pass per image size in the chunk, in input order within each.
-        let mut done: Vec<Option<Vec<f32>>> = vec![None; chunk.len()];
-        let mut sizes: Vec<(usize, usize)> = loaded
-            .iter()
-            .filter_map(|l| l.as_ref().ok())
-            .map(|l| (l.0, l.1))
-            .collect();
-        sizes.sort_unstable();
-        sizes.dedup();
-        for (w, h) in sizes {
-            let members: Vec<usize> = (0..chunk.len())
-                .filter(|&i| matches!(&loaded[i], Ok((lw, lh, _)) if (*lw, *lh) == (w, h)))
-                .collect();
-            let data: Vec<f32> = members
-                .iter()
-                .flat_map(|&i| loaded[i].as_ref().unwrap().2.iter().copied())
-                .collect();
-            let x = Var::constant(Tensor::from_slice(
-                &gpu,
-                &[members.len(), channels, h, w],
-                &data,
-            )?);
-            let features = no_grad(|| model.features(&x, false))?.value().to_vec()?;
-            for (k, &i) in members.iter().enumerate() {
-                let len = model.feature_len();
-                done[i] = Some(features[k * len..(k + 1) * len].to_vec());
-            }
-        }
-        for ((path, result), features) in chunk.iter().zip(&loaded).zip(done) {
-            match (result, features) {
-                (Err(e), _) => {
+        for (path, features) in chunk.iter().zip(encoder.embed_files(&gpu, chunk)?) {
+            match features {
+                Ok(f) => rows.push((path.clone(), f)),
+                Err(e) => {
                     bar.suspend(|| eprintln!("{e}"));
                     failed += 1;
                 }
-                (Ok(_), Some(f)) => rows.push((path.clone(), f)),
-                (Ok(_), None) => unreachable!("every readable image is embedded"),
             }
         }
         bar.inc(chunk.len() as u64);
@@ -157,7 +90,7 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
         return Err("no image could be read".into());
     }
     let values: Vec<f32> = rows.iter().flat_map(|r| r.1.iter().copied()).collect();
-    lim::io::npy::write_f32(&args.out, rows.len(), model.feature_len(), &values)?;
+    lim::io::npy::write_f32(&args.out, rows.len(), encoder.model.feature_len(), &values)?;
     let list = args.out.with_extension("npy.txt");
     let text: String = rows
         .iter()
@@ -169,7 +102,7 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
         rows.len(),
         args.out.display(),
         rows.len(),
-        model.feature_len(),
+        encoder.model.feature_len(),
         failed,
         list.display()
     );

@@ -2,6 +2,7 @@
 //! scikit-learn computes them, and the protocols that train a classifier on an encoder.
 
 pub mod dataset;
+pub mod embed;
 pub mod encoder;
 pub mod finetune;
 pub mod metrics;
