@@ -28,7 +28,7 @@ pub mod ops;
 pub mod optim;
 pub mod plot;
 pub mod preprocess;
-pub mod reduce;
+pub mod select;
 mod simd;
 pub mod ssl;
 pub mod tensor;

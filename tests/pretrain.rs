@@ -316,6 +316,26 @@ fn bad_inputs_get_clear_errors() {
     );
     assert!(fail(&["--crops", "2x32", "--out", &run, data.to_str().unwrap()]).contains("--crops"));
     assert!(fail(&["--arch", "vgg", "--out", &run, data.to_str().unwrap()]).contains("vgg"));
+    // Slices whose header reads but whose pixels do not are named on stderr and in the run's
+    // failures.jsonl, once each.
+    let broken = dir.join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    let whole = std::fs::read(data.join("v0/deep/000.png")).unwrap();
+    for i in 0..4 {
+        std::fs::write(broken.join(format!("{i}.png")), &whole[..60]).unwrap();
+    }
+    let broken_run = dir.join("broken-run");
+    let text = fail(&[
+        "--out",
+        broken_run.to_str().unwrap(),
+        broken.to_str().unwrap(),
+    ]);
+    assert!(
+        text.contains("a step needs 2") && text.contains("3.png"),
+        "{text}"
+    );
+    let failures = common::failures_file(&broken_run.join("failures.jsonl"));
+    assert_eq!(failures.len(), 4, "{failures:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

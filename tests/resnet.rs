@@ -230,6 +230,9 @@ fn the_embed_command_writes_features_in_input_order() {
     let listed = std::fs::read_to_string(out.with_extension("npy.txt")).unwrap();
     let listed: Vec<&str> = listed.lines().collect();
     assert_eq!(listed, [&args[0], &args[1], &args[3]]);
+    let failures = common::failures_file(&out.with_extension("failures.jsonl"));
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].input.to_str(), Some(args[2].as_str()));
 }
 
 #[test]
@@ -258,12 +261,21 @@ fn embed_files_batches_by_size_keeps_order_and_names_bad_files() {
     let err = all[2].as_ref().unwrap_err().to_string();
     assert!(err.contains("hashes.tsv"), "{err}");
     let features: Vec<&Vec<f32>> = [0, 1, 3, 4].map(|i| all[i].as_ref().unwrap()).to_vec();
-    assert!(features.iter().all(|f| f.len() == encoder.model.feature_len()));
-    assert_eq!(features[0], features[2], "the same image, the same features");
+    assert!(
+        features
+            .iter()
+            .all(|f| f.len() == encoder.model.feature_len())
+    );
+    assert_eq!(
+        features[0], features[2],
+        "the same image, the same features"
+    );
     assert_ne!(features[0], features[1]);
     // Batching by size changes nothing: each image alone gives its features in the batch.
     for (path, want) in [(&tall, features[1]), (&grey, features[3])] {
-        let alone = encoder.embed_files(&gpu, std::slice::from_ref(path)).unwrap();
+        let alone = encoder
+            .embed_files(&gpu, std::slice::from_ref(path))
+            .unwrap();
         assert_relative("alone", alone[0].as_ref().unwrap(), want, 1e-5);
     }
 

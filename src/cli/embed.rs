@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use lim::Gpu;
 use lim::eval::encoder::{Encoder, EncoderOptions};
+use lim::io::Failure;
 
 use super::hash::list_images;
 use super::{CliResult, GpuArgs, counting_bar};
@@ -43,7 +44,8 @@ pub struct Args {
     /// Images per forward pass
     #[arg(long, default_value_t = 16)]
     batch: usize,
-    /// Where the features go (.npy); the paths of its rows go to the same name + .txt
+    /// Where the features go (.npy); the paths of its rows go to the same name + .txt, the
+    /// images that could not be read to <name>.failures.jsonl
     #[arg(long)]
     out: PathBuf,
 }
@@ -72,14 +74,14 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
     let files = list_images(&args.images)?;
     let bar = counting_bar(files.len() as u64, "images");
     let mut rows: Vec<(PathBuf, Vec<f32>)> = Vec::new();
-    let mut failed = 0;
+    let mut failures: Vec<Failure> = Vec::new();
     for chunk in files.chunks(args.batch.max(1)) {
         for (path, features) in chunk.iter().zip(encoder.embed_files(&gpu, chunk)?) {
             match features {
                 Ok(f) => rows.push((path.clone(), f)),
                 Err(e) => {
                     bar.suspend(|| eprintln!("{e}"));
-                    failed += 1;
+                    failures.push(e.into());
                 }
             }
         }
@@ -97,13 +99,16 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
         .map(|r| format!("{}\n", r.0.display()))
         .collect();
     lim::io::write_atomic(&list, text.as_bytes())?;
+    let failed = args.out.with_extension("failures.jsonl");
+    lim::io::jsonl::write_all(&failed, &failures)?;
     println!(
-        "{} images -> {} [{}, {}] ({} unreadable); rows: {}",
+        "{} images -> {} [{}, {}] ({} unreadable: {}); rows: {}",
         rows.len(),
         args.out.display(),
         rows.len(),
         encoder.model.feature_len(),
-        failed,
+        failures.len(),
+        failed.display(),
         list.display()
     );
     Ok(())

@@ -14,6 +14,7 @@ use lim::eval::finetune::{self, FinetuneOptions};
 use lim::eval::metrics::Metrics;
 use lim::eval::probe::{self, EpochLog, Features, Probe, ProbeOptions};
 use lim::eval::report::{RepeatResult, Report, SplitResult};
+use lim::io::Failure;
 use serde_json::json;
 
 use super::{CliResult, GpuArgs, counting_bar};
@@ -245,7 +246,7 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
         false => {
             let features = embed_all(&gpu, &encoder, &data, &transform, args.embed_batch)?;
             for (name, f) in SPLITS.iter().zip(&features) {
-                unreadable.extend(f.failed.iter().map(ToString::to_string));
+                unreadable.extend(f.failed.iter().map(Failure::from));
                 samples.insert(name.to_string(), f.len());
             }
             settings["features"] =
@@ -319,7 +320,7 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
                     let (p, kept, failed) =
                         finetune::predict(&gpu, &model, split, &transform, args.embed_batch)?;
                     if repeat == 0 {
-                        unreadable.extend(failed.iter().map(ToString::to_string));
+                        unreadable.extend(failed.iter().map(Failure::from));
                         samples.insert(name.to_string(), kept.len());
                     }
                     let ids = kept.iter().map(|&i| split[i].id.clone()).collect();
@@ -350,7 +351,7 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
         return Err(e.into());
     }
     for u in &unreadable {
-        eprintln!("{u}");
+        eprintln!("{}", u.error);
     }
     let mut report = Report {
         protocol: args.protocol.name().into(),

@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lim::gpu::{BackendChoice, GpuOptions, Tuning};
 use lim::hash::{HashError, HashKind, Hasher};
 use lim::preprocess::Progress;
-use lim::reduce::Hashing;
+use lim::select::Hashing;
 
 pub type CliResult = Result<(), Box<dyn std::error::Error>>;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use lim::eval::encoder::{Encoder, EncoderOptions, SliceEmbedder};
 use lim::hash::{Algorithm, HashKind};
 use lim::preprocess::{self, Mode};
-use lim::reduce::{self, Hashing, Scope, SharedEmbedder, Strategy, VolumePattern};
+use lim::select::{self, Hashing, Scope, SharedEmbedder, Strategy, VolumePattern};
 
 use super::{CliResult, GpuArgs, HashDevice, VolumeBar};
 
@@ -186,7 +186,7 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
             window: args.window.parse()?,
             ..preprocess::Options::new(output)
         };
-        let (made, reduced) = reduce::run_from_volumes(inputs, &opts, &strategy, &hashing, &bar)?;
+        let (made, reduced) = select::run_from_volumes(inputs, &opts, &strategy, &hashing, &bar)?;
         bar.0.finish_and_clear();
         for f in &made.failures {
             eprintln!("{}", f.error);
@@ -199,14 +199,14 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
         if inputs.len() != 1 {
             return Err("give one INPUT folder and the OUTPUT folder (or --from-volumes)".into());
         }
-        let opts = reduce::Options {
+        let opts = select::Options {
             strategy: strategy.clone(),
             scope,
             pattern: args.volume_pattern.parse::<VolumePattern>()?,
             link: args.link,
             sheets: args.sheets,
         };
-        let report = reduce::run(&inputs[0], output, &opts, &hashing, &bar)?;
+        let report = select::run(&inputs[0], output, &opts, &hashing, &bar)?;
         bar.0.finish_and_clear();
         for f in &report.failures {
             eprintln!("{}", f.error);
@@ -242,14 +242,14 @@ pub fn counter(gpu_args: &GpuArgs, args: &Args) -> Result<impl FnMut(f64) -> Cou
             other => return Err(format!("{other:?} has no similarity threshold").into()),
         };
         let _ = std::fs::remove_dir_all(&output);
-        let opts = reduce::Options {
+        let opts = select::Options {
             strategy,
             scope: Scope::Volume,
             pattern: pattern.clone(),
             link: true,
             sheets: 0,
         };
-        let report = reduce::run(
+        let report = select::run(
             &input,
             &output,
             &opts,

@@ -76,7 +76,9 @@ impl Encoder {
                 .collect();
             let shape = [members.len(), self.channels, h, w];
             let x = Var::constant(Tensor::from_slice(gpu, &shape, &data)?);
-            let out = no_grad(|| self.model.features(&x, false))?.value().to_vec()?;
+            let out = no_grad(|| self.model.features(&x, false))?
+                .value()
+                .to_vec()?;
             for (k, &i) in members.iter().enumerate() {
                 features[i] = Some(out[k * len..(k + 1) * len].to_vec());
             }

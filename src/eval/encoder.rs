@@ -201,7 +201,7 @@ impl Encoder {
     }
 }
 
-/// An encoder as [`crate::reduce::Embedder`]: grey slices at `size` x `size`, normalised as
+/// An encoder as [`crate::select::Embedder`]: grey slices at `size` x `size`, normalised as
 /// the encoder was trained, to pooled features (the paper's "DeepNet" reduction).
 pub struct SliceEmbedder {
     pub gpu: Arc<Gpu>,
@@ -211,8 +211,8 @@ pub struct SliceEmbedder {
     pub batch: usize,
 }
 
-impl crate::reduce::Embedder for SliceEmbedder {
-    fn embed(&self, images: &[&crate::hash::Luma8]) -> std::result::Result<Vec<Vec<f32>>, String> {
+impl crate::select::Embedder for SliceEmbedder {
+    fn embed(&self, images: &[&crate::hash::Luma8]) -> Result<Vec<Vec<f32>>> {
         use super::dataset::{Pixels, Sample, Transform};
         let samples: Vec<Sample> = images
             .iter()
@@ -242,8 +242,7 @@ impl crate::reduce::Embedder for SliceEmbedder {
             &transform,
             self.batch,
             &mut |_| {},
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         Ok(features
             .values
             .chunks(features.dim)

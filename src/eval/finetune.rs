@@ -19,7 +19,7 @@ use super::dataset::{Sample, Transform};
 use super::metrics::accuracy;
 use super::probe::EpochLog;
 use crate::autograd::{Var, no_grad};
-use crate::io::IoError;
+use crate::io::{Failure, IoError};
 use crate::nn::{self, ResNet, StateDict};
 use crate::optim::{Adam, Optimizer};
 use crate::{Gpu, Result, Tensor};
@@ -96,7 +96,7 @@ pub fn predict(
 pub struct Finetuned {
     pub best_epoch: usize,
     pub best_val_accuracy: f64,
-    pub unreadable: BTreeSet<String>,
+    pub unreadable: BTreeSet<Failure>,
 }
 
 /// Trains `model` (with its classifier) on `train`, writing the weights of the epoch with
@@ -141,9 +141,7 @@ pub fn train(
         for batch in order.chunks(options.batch.max(1)) {
             let samples: Vec<&Sample> = batch.iter().map(|&i| &train[i]).collect();
             let (pixels, ok, failed) = load_batch(&samples, t);
-            result
-                .unreadable
-                .extend(failed.iter().map(|e| e.to_string()));
+            result.unreadable.extend(failed.iter().map(Failure::from));
             if ok.is_empty() {
                 continue;
             }

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::dataset::SPLITS;
 use super::metrics::{Metrics, mean_std, roc_curve};
-use crate::io::{IoError, write_atomic};
+use crate::io::{Failure, IoError, write_atomic};
 use crate::plot::{self, PALETTE, Series};
 
 /// One split's predictions and their metrics.
@@ -61,7 +61,7 @@ pub struct Report {
     /// Samples per split, as used.
     pub samples: BTreeMap<String, usize>,
     /// Images that could not be read, with why.
-    pub unreadable: Vec<String>,
+    pub unreadable: Vec<Failure>,
     /// The protocol's settings.
     pub settings: serde_json::Value,
     pub repeats: Vec<RepeatResult>,

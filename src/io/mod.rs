@@ -59,6 +59,44 @@ impl IoError {
     pub fn is_skip(&self) -> bool {
         matches!(self, IoError::NotAnImage { .. })
     }
+
+    /// The file it is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            IoError::Invalid { path, .. }
+            | IoError::Unsupported { path, .. }
+            | IoError::NotAnImage { path, .. }
+            | IoError::Io { path, .. } => path,
+        }
+    }
+}
+
+/// An input a command could not use: one line of `failures.jsonl`, in the same form for every
+/// command that writes one (`preprocess`, `reduce`, `embed`, `pretrain`; `evaluate`'s report
+/// lists them under `unreadable`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct Failure {
+    pub input: PathBuf,
+    /// The message, which names the input.
+    pub error: String,
+    /// Not an image (an RT plan, a report...): passed over rather than failed.
+    pub skipped: bool,
+}
+
+impl From<&IoError> for Failure {
+    fn from(e: &IoError) -> Failure {
+        Failure {
+            input: e.path().to_path_buf(),
+            error: e.to_string(),
+            skipped: e.is_skip(),
+        }
+    }
+}
+
+impl From<IoError> for Failure {
+    fn from(e: IoError) -> Failure {
+        Failure::from(&e)
+    }
 }
 
 /// The name `path` is written under before it is renamed into place, so that a reader never

@@ -15,9 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::Error;
 use crate::io::dicom::{self, Series, SliceOrder};
 pub use crate::io::png::Pixels;
-use crate::io::{self, IoError, Kind, Samples, Volume};
+use crate::io::{self, Failure, IoError, Kind, Samples, Volume};
 use crate::io::{jsonl, png};
 use intensity::{Range, Window};
 use slicing::SlicePlan;
@@ -54,31 +55,6 @@ impl Options {
             jobs: None,
             strict: false,
             output: output.into(),
-        }
-    }
-}
-
-/// One line of `failures.jsonl`: an input that could not be used.
-#[derive(Clone, Debug, Serialize)]
-pub struct Failure {
-    pub input: PathBuf,
-    pub error: String,
-    /// Not an image (an RT plan, a report...): passed over rather than failed.
-    pub skipped: bool,
-}
-
-impl From<IoError> for Failure {
-    fn from(e: IoError) -> Failure {
-        let input = match &e {
-            IoError::Invalid { path, .. }
-            | IoError::Unsupported { path, .. }
-            | IoError::NotAnImage { path, .. }
-            | IoError::Io { path, .. } => path.clone(),
-        };
-        Failure {
-            input,
-            skipped: e.is_skip(),
-            error: e.to_string(),
         }
     }
 }
@@ -305,7 +281,7 @@ fn discover(inputs: &[PathBuf], mode: Mode) -> Result<(Vec<Job>, Vec<Failure>, u
 }
 
 /// Reads, slices, maps and writes the volumes under `inputs` into `opts.output`.
-pub fn run(inputs: &[PathBuf], opts: &Options, progress: &dyn Progress) -> Result<Report, IoError> {
+pub fn run(inputs: &[PathBuf], opts: &Options, progress: &dyn Progress) -> crate::Result<Report> {
     run_with(inputs, opts, progress, &WriteAll)
 }
 
@@ -320,8 +296,9 @@ pub struct Made {
 /// What happens to each volume's slices once they are made.
 pub trait Sink: Sync {
     /// Takes one volume's slices in slice order; returns the records for the manifest, and
-    /// how many slices were written and how many were already there.
-    fn volume(&self, slices: Vec<Made>, output: &Path) -> Result<Written, IoError>;
+    /// how many slices were written and how many were already there. An [`Error::Io`] is
+    /// that volume's failure; any other error (the GPU's) stops the run.
+    fn volume(&self, slices: Vec<Made>, output: &Path) -> crate::Result<Written>;
 }
 
 /// What a sink did with a volume.
@@ -335,7 +312,7 @@ pub struct Written {
 pub struct WriteAll;
 
 impl Sink for WriteAll {
-    fn volume(&self, slices: Vec<Made>, output: &Path) -> Result<Written, IoError> {
+    fn volume(&self, slices: Vec<Made>, output: &Path) -> crate::Result<Written> {
         let mut done = Written {
             records: Vec::with_capacity(slices.len()),
             written: 0,
@@ -366,18 +343,27 @@ pub fn write_slice(made: &Made, output: &Path) -> Result<bool, IoError> {
     Ok(true)
 }
 
+/// Why a volume gave no slices: its inputs' failures, or an error no input caused (the
+/// device's), which stops the run.
+enum Failed {
+    Inputs(Vec<Failure>),
+    Run(Error),
+}
+
 /// Reads, slices and maps the volumes under `inputs`, handing each volume's slices to `sink`.
+/// A volume that cannot be read is a failure in the report; an error of the sink's own (the
+/// GPU's) stops the run and is returned.
 pub fn run_with(
     inputs: &[PathBuf],
     opts: &Options,
     progress: &dyn Progress,
     sink: &dyn Sink,
-) -> Result<Report, IoError> {
+) -> crate::Result<Report> {
     std::fs::create_dir_all(&opts.output).map_err(|e| IoError::io(&opts.output, e))?;
     let (jobs, mut failures, ignored) = discover(inputs, opts.mode)?;
     progress.start(jobs.len());
     let stop = AtomicBool::new(opts.strict && failures.iter().any(|f| !f.skipped));
-    let work = || -> Vec<Option<Result<Done, Vec<Failure>>>> {
+    let work = || -> Vec<Option<Result<Done, Failed>>> {
         jobs.par_iter()
             .map(|job| {
                 if stop.load(Ordering::Relaxed) {
@@ -391,20 +377,20 @@ pub fn run_with(
                         .downcast_ref::<String>()
                         .cloned()
                         .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
-                    Err(vec![Failure {
+                    Err(Failed::Inputs(vec![Failure {
                         input: job.source.path().to_path_buf(),
                         error: format!(
                             "internal error while processing: {}",
                             what.unwrap_or_default()
                         ),
                         skipped: false,
-                    }])
+                    }]))
                 });
                 let failed = match &outcome {
                     Ok(done) => done.failures.iter().any(|f| !f.skipped),
                     Err(_) => true,
                 };
-                if failed && opts.strict {
+                if failed && opts.strict || matches!(outcome, Err(Failed::Run(_))) {
                     stop.store(true, Ordering::Relaxed);
                 }
                 progress.volume_done(&job.id, outcome.as_ref().map_or(0, |d| d.records.len()));
@@ -436,7 +422,8 @@ pub fn run_with(
                 failures.append(&mut done.failures);
                 records.append(&mut done.records);
             }
-            Some(Err(mut f)) => failures.append(&mut f),
+            Some(Err(Failed::Inputs(mut f))) => failures.append(&mut f),
+            Some(Err(Failed::Run(e))) => return Err(e),
         }
     }
     jsonl::write_all(&opts.output.join("manifest.jsonl"), &records)?;
@@ -462,11 +449,12 @@ struct Done {
     existing: usize,
 }
 
-fn process(job: &Job, opts: &Options, sink: &dyn Sink) -> Result<Done, Vec<Failure>> {
-    let (made, failures) = make_slices(job, opts)?;
-    let written = sink
-        .volume(made, &opts.output)
-        .map_err(|e| vec![e.into()])?;
+fn process(job: &Job, opts: &Options, sink: &dyn Sink) -> Result<Done, Failed> {
+    let (made, failures) = make_slices(job, opts).map_err(Failed::Inputs)?;
+    let written = sink.volume(made, &opts.output).map_err(|e| match e {
+        Error::Io(e) => Failed::Inputs(vec![e.into()]),
+        other => Failed::Run(other),
+    })?;
     Ok(Done {
         records: written.records,
         failures,

@@ -22,7 +22,7 @@ use super::{MultiCrop, Queue, Schedule, ScheduleKind, Swav, SwavConfig, SwavLoss
 use crate::autograd::no_grad;
 use crate::data::{Loader, LoaderOptions};
 use crate::gpu::{Gpu, GpuOptions, Tuning};
-use crate::io::{IoError, copy_atomic, jsonl, write_atomic};
+use crate::io::{Failure, IoError, copy_atomic, jsonl, write_atomic};
 use crate::nn::{self, Arch, Random, ResNetConfig, StateDict};
 use crate::ops::rows::RowOp;
 use crate::optim::{LossScale, Sgd};
@@ -345,6 +345,11 @@ impl RunDir {
     pub fn log(&self) -> PathBuf {
         self.root.join("log.jsonl")
     }
+    /// The slices that could not be decoded, each once per process (files the listing found
+    /// unreadable are counted in the summary `lim pretrain` prints before the run).
+    pub fn failures(&self) -> PathBuf {
+        self.root.join("failures.jsonl")
+    }
     pub fn plot(&self) -> PathBuf {
         self.root.join("loss.png")
     }
@@ -600,10 +605,14 @@ fn execute(
         n => n,
     };
     let mut pending = Vec::new();
+    let mut unreadable = std::collections::HashSet::new();
     for step in first_step..total {
         let batch = loader.next_batch();
         for e in &batch.failed {
             observer.unreadable(e);
+            if unreadable.insert(e.path().to_path_buf()) {
+                jsonl::Log::append(&dir.failures())?.write(&Failure::from(e))?;
+            }
         }
         if batch.images.len() < 2 {
             return Err(RunError::Config(format!(

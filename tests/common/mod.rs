@@ -198,3 +198,30 @@ pub fn assert_state_matches(
     checked.sort();
     assert_eq!(checked, end.names());
 }
+
+/// Failures as a command wrote them, each checked to have the one form every command uses:
+/// exactly `input`, `error` (which names the input) and `skipped`.
+pub fn as_failures(items: impl IntoIterator<Item = serde_json::Value>) -> Vec<lim::io::Failure> {
+    items
+        .into_iter()
+        .map(|item| {
+            let keys: Vec<&str> = item
+                .as_object()
+                .expect("a failure is an object")
+                .keys()
+                .map(String::as_str)
+                .collect();
+            assert_eq!(keys, ["error", "input", "skipped"], "{item}");
+            let failure: lim::io::Failure = serde_json::from_value(item).unwrap();
+            let input = failure.input.file_name().unwrap().to_string_lossy();
+            assert!(failure.error.contains(&*input), "{failure:?}");
+            failure
+        })
+        .collect()
+}
+
+/// The failures in a `failures.jsonl`, checked as [`as_failures`] does.
+pub fn failures_file(path: &std::path::Path) -> Vec<lim::io::Failure> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    as_failures(text.lines().map(|l| serde_json::from_str(l).unwrap()))
+}

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use lim::hash::{HashKind, Hasher};
 use lim::preprocess::{self, Mode, NoProgress};
-use lim::reduce::{self, Hashing, Options, Record, Scope, Strategy, VolumePattern};
+use lim::select::{self, Hashing, Options, Record, Scope, Strategy, VolumePattern};
 
 fn fresh(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("lim-reduce-{name}-{}", std::process::id()));
@@ -85,7 +85,7 @@ fn the_papers_rule_keeps_what_the_reference_keeps() {
         ] {
             let out = fresh(&format!("t{threshold}"));
             let report =
-                reduce::run(slices(), &out, &paper(threshold), &hashing, &NoProgress).unwrap();
+                select::run(slices(), &out, &paper(threshold), &hashing, &NoProgress).unwrap();
             assert_eq!(report.records.len(), 387);
             assert_eq!(
                 kept(&report.records),
@@ -104,7 +104,7 @@ fn the_papers_rule_keeps_what_the_reference_keeps() {
 #[test]
 fn every_decision_is_recorded_and_consistent() {
     let out = fresh("records");
-    let report = reduce::run(
+    let report = select::run(
         slices(),
         &out,
         &paper(6),
@@ -154,10 +154,16 @@ fn file_name_patterns_group_like_the_paper() {
     for name in files_in(slices()) {
         std::fs::copy(slices().join(&name), plain.join(&name)).unwrap();
     }
+    // One slice that cannot be read is a failure, and the rest are reduced as before.
+    std::fs::write(plain.join("broken_0.png"), b"\x89PNG\r\n\x1a\nrubbish").unwrap();
     let cpu = Hashing::Cpu(HashKind::DHASH);
     let out = fresh("names-out");
-    let report = reduce::run(&plain, &out, &paper(6), &cpu, &NoProgress).unwrap();
+    let report = select::run(&plain, &out, &paper(6), &cpu, &NoProgress).unwrap();
     assert_eq!(kept(&report.records), reference(6));
+    let failures = common::failures_file(&out.join("failures.jsonl"));
+    assert_eq!(failures, report.failures);
+    assert_eq!(failures.len(), 1);
+    assert!(failures[0].input.ends_with("broken_0.png"));
     let volumes: BTreeSet<&str> = report.records.iter().map(|r| r.volume.as_str()).collect();
     assert!(
         volumes.contains("PYRADIOMICS-LUNG1") && volumes.contains("ct_head_2"),
@@ -178,7 +184,7 @@ fn file_name_patterns_group_like_the_paper() {
             ..paper(6)
         };
         let sub_out = fresh(&format!("names-{pattern}-out"));
-        let report = reduce::run(&subset, &sub_out, &opts, &cpu, &NoProgress).unwrap();
+        let report = select::run(&subset, &sub_out, &opts, &cpu, &NoProgress).unwrap();
         let want: BTreeSet<String> = reference(6)
             .into_iter()
             .filter(|n| n.starts_with(prefix))
@@ -205,7 +211,7 @@ fn reducing_from_volumes_equals_preprocessing_then_reducing() {
         preprocess::run(&inputs(), &opts, &NoProgress).unwrap();
         let cpu = Hashing::Cpu(HashKind::DHASH);
         let reduced = on_disk.join("reduced");
-        reduce::run(
+        select::run(
             &on_disk.join("slices"),
             &reduced,
             &paper(6),
@@ -223,7 +229,7 @@ fn reducing_from_volumes_equals_preprocessing_then_reducing() {
             mode,
             ..preprocess::Options::new(&direct)
         };
-        reduce::run_from_volumes(&inputs(), &opts, &strategy, &cpu, &NoProgress).unwrap();
+        select::run_from_volumes(&inputs(), &opts, &strategy, &cpu, &NoProgress).unwrap();
 
         let walk = |d: &Path| -> Vec<PathBuf> {
             lim::io::walk(&[d.to_path_buf()])
@@ -256,7 +262,7 @@ fn other_strategies_and_options() {
             scope,
             ..paper(6)
         };
-        let report = reduce::run(slices(), &out, &opts, &cpu, &NoProgress).unwrap();
+        let report = select::run(slices(), &out, &opts, &cpu, &NoProgress).unwrap();
         std::fs::remove_dir_all(&out).unwrap();
         report
     };
@@ -341,7 +347,7 @@ fn hard_links_contact_sheets_and_untouched_inputs() {
         sheets: 2,
         ..paper(6)
     };
-    reduce::run(
+    select::run(
         slices(),
         &out,
         &opts,
@@ -435,7 +441,7 @@ fn the_embedding_strategy_keeps_by_feature_similarity() {
     use std::sync::Arc;
 
     use lim::eval::encoder::{Encoder, EncoderOptions, SliceEmbedder};
-    use lim::reduce::{Embedder, SharedEmbedder};
+    use lim::select::{Embedder, SharedEmbedder};
     let gpu = common::gpu();
     let options = EncoderOptions {
         arch: Some("resnet18".into()),
@@ -455,7 +461,7 @@ fn the_embedding_strategy_keeps_by_feature_similarity() {
             threshold,
             embedder: SharedEmbedder(embedder.clone()),
         };
-        let report = reduce::run(
+        let report = select::run(
             slices(),
             &out,
             &Options {
@@ -505,4 +511,48 @@ fn the_embedding_strategy_keeps_by_feature_similarity() {
         (cosine - r.similarity.unwrap()).abs() < 1e-5,
         "{cosine} vs {r:?}"
     );
+}
+
+/// An error that no slice caused (the device's; here an embedder's) stops the run and is
+/// returned, on a folder and on volumes in memory: it is never written down as the failure
+/// of a slice or of a volume.
+#[test]
+fn a_device_error_stops_the_run_and_blames_no_input() {
+    use std::sync::Arc;
+
+    use lim::hash::Luma8;
+    use lim::select::{Embedder, SharedEmbedder};
+    struct DeviceLost;
+    impl Embedder for DeviceLost {
+        fn embed(&self, _: &[&Luma8]) -> lim::Result<Vec<Vec<f32>>> {
+            Err(lim::Error::InvalidArgument {
+                op: "embed",
+                why: "the device was lost".into(),
+            })
+        }
+    }
+    let strategy = Strategy::Embedding {
+        threshold: 0.9,
+        embedder: SharedEmbedder(Arc::new(DeviceLost)),
+    };
+    let cpu = Hashing::Cpu(HashKind::DHASH);
+    let lost = |e: &lim::Error| e.to_string().contains("the device was lost");
+
+    let out = fresh("device-lost");
+    let options = Options {
+        strategy: strategy.clone(),
+        ..paper(6)
+    };
+    let err = select::run(slices(), &out, &options, &cpu, &NoProgress).unwrap_err();
+    assert!(lost(&err), "{err}");
+    assert!(!out.join("failures.jsonl").exists());
+
+    let direct = fresh("device-lost-volumes");
+    let opts = preprocess::Options::new(&direct);
+    let err = select::run_from_volumes(&inputs(), &opts, &strategy, &cpu, &NoProgress).unwrap_err();
+    assert!(lost(&err), "{err}");
+    assert!(!direct.join("failures.jsonl").exists());
+    for dir in [out, direct] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use image::{Rgb, RgbImage};
 
-use super::Record;
+use super::run::Record;
 use crate::hash::pillow::{self, Luma8};
 use crate::io::IoError;
 
