@@ -5,10 +5,10 @@
 //! a window; `Mode::Paper` reproduces the paper's two scripts exactly, quirks and file names
 //! included (reference/less-is-more.md §1.2, §1.3).
 
+mod discover;
 pub mod intensity;
 pub mod slicing;
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -16,10 +16,11 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::Error;
-use crate::io::dicom::{self, Series, SliceOrder};
+use crate::io::dicom::{self, SliceOrder};
 pub use crate::io::png::Pixels;
-use crate::io::{self, Failure, IoError, Kind, Samples, Volume};
+use crate::io::{self, Failure, IoError, Samples, Volume};
 use crate::io::{jsonl, png};
+use discover::{Job, Naming, Source, discover, frame_numbers};
 use intensity::{Range, Window};
 use slicing::SlicePlan;
 
@@ -112,172 +113,6 @@ pub struct NoProgress;
 impl Progress for NoProgress {
     fn start(&self, _: usize) {}
     fn volume_done(&self, _: &str, _: usize) {}
-}
-
-/// A source of one volume, and how its slices are named.
-struct Job {
-    source: Source,
-    id: String,
-    naming: Naming,
-}
-
-enum Source {
-    File(PathBuf),
-    Series(Series),
-}
-
-enum Naming {
-    /// `{id}/{slice:04}.png`
-    Folder,
-    /// `{patient}_{study}_{slice}.png` (the paper's PET-CT script)
-    Study { patient: String, study: usize },
-    /// `{patient}_{n}.png` with `n` counting frames over all series, from `first` (the paper's
-    /// LIDC script); a file that cannot be read leaves its numbers unused.
-    Counter { patient: String, first: usize },
-}
-
-fn sanitise(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-/// A volume file's name without its extensions.
-fn file_stem(path: &Path) -> String {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("volume");
-    let lower = name.to_ascii_lowercase();
-    let cut = [
-        ".nii.gz", ".hdr.gz", ".nii", ".hdr", ".nrrd", ".nhdr", ".dcm", ".dicom",
-    ]
-    .iter()
-    .find(|ext| lower.ends_with(*ext))
-    .map_or(name.len(), |ext| name.len() - ext.len());
-    sanitise(&name[..cut])
-}
-
-fn parent_name(path: &Path) -> Option<String> {
-    path.parent()?.file_name()?.to_str().map(sanitise)
-}
-
-/// Finds the volumes among `inputs` and names them.
-fn discover(inputs: &[PathBuf], mode: Mode) -> Result<(Vec<Job>, Vec<Failure>, usize), IoError> {
-    let files = io::walk(inputs)?;
-    let explicit: HashSet<&PathBuf> = inputs.iter().filter(|p| p.is_file()).collect();
-    let mut volume_files = Vec::new();
-    let mut dicom_files = Vec::new();
-    let mut failures = Vec::new();
-    let mut ignored = 0;
-    for file in files {
-        match io::kind_of(&file) {
-            Kind::Nifti | Kind::Nrrd => volume_files.push(file),
-            Kind::Dicom => dicom_files.push(file),
-            Kind::NiftiData => {
-                let header = ["hdr", "hdr.gz"].iter().any(|ext| {
-                    let name = file
-                        .file_name()
-                        .and_then(|n| n.to_str())
-                        .unwrap_or_default();
-                    let stem = name
-                        .strip_suffix(".gz")
-                        .unwrap_or(name)
-                        .trim_end_matches(".img");
-                    file.with_file_name(format!("{stem}.{ext}")).exists()
-                });
-                if !header {
-                    failures.push(
-                        IoError::invalid(&file, "NIfTI image data without its .hdr header").into(),
-                    );
-                }
-            }
-            Kind::Other if explicit.contains(&file) => {
-                failures
-                    .push(IoError::unsupported(&file, "not a NIfTI, DICOM or NRRD file").into());
-            }
-            Kind::Other => ignored += 1,
-        }
-    }
-    let scanned: Vec<_> = dicom_files.par_iter().map(|f| dicom::scan(f)).collect();
-    let mut headers = Vec::new();
-    for result in scanned {
-        match result {
-            Ok(h) => headers.push(h),
-            Err(e) => failures.push(e.into()),
-        }
-    }
-
-    let mut jobs = Vec::new();
-    for (n, file) in volume_files.into_iter().enumerate() {
-        let id = file_stem(&file);
-        // The paper's PET-CT layout is <patient>/<study>/CT.nii.gz.
-        let patient = match id.as_str() {
-            "CT" => file
-                .parent()
-                .and_then(parent_name)
-                .unwrap_or_else(|| id.clone()),
-            _ => id.clone(),
-        };
-        let naming = match mode {
-            Mode::Default => Naming::Folder,
-            Mode::Paper => Naming::Study {
-                patient,
-                study: n + 1,
-            },
-        };
-        jobs.push(Job {
-            source: Source::File(file),
-            id,
-            naming,
-        });
-    }
-    let mut counter = 0;
-    for series in dicom::group(headers) {
-        let first = &series.files[0];
-        let patient = series
-            .patient_id
-            .as_deref()
-            .map(sanitise)
-            .or_else(|| parent_name(first))
-            .unwrap_or_else(|| "dicom".into());
-        let id = match (&series.series_uid, &series.series_number) {
-            (None, _) => file_stem(first),
-            (Some(_), Some(number)) => format!("{patient}_{}", sanitise(number)),
-            (Some(_), None) => patient.clone(),
-        };
-        let naming = match mode {
-            Mode::Default => Naming::Folder,
-            Mode::Paper => Naming::Counter {
-                patient,
-                first: counter,
-            },
-        };
-        counter += series.frames.iter().map(|&f| f as usize).sum::<usize>();
-        jobs.push(Job {
-            source: Source::Series(series),
-            id,
-            naming,
-        });
-    }
-    // Volume ids name folders: make them unique, in job order.
-    let mut seen = HashSet::new();
-    for job in &mut jobs {
-        let mut id = job.id.clone();
-        let mut n = 1;
-        while !seen.insert(id.clone()) {
-            n += 1;
-            id = format!("{}_{n}", job.id);
-        }
-        job.id = id;
-    }
-    Ok((jobs, failures, ignored))
 }
 
 /// Reads, slices, maps and writes the volumes under `inputs` into `opts.output`.
@@ -432,15 +267,6 @@ pub fn run_with(
     Ok(report)
 }
 
-impl Source {
-    fn path(&self) -> &Path {
-        match self {
-            Source::File(p) => p,
-            Source::Series(s) => &s.files[0],
-        }
-    }
-}
-
 /// One volume's slices, handed to the sink.
 struct Done {
     records: Vec<SliceRecord>,
@@ -536,32 +362,6 @@ fn make_slices(job: &Job, opts: &Options) -> Result<(Vec<Made>, Vec<Failure>), V
         });
     }
     Ok((made, file_errors.into_iter().map(Failure::from).collect()))
-}
-
-/// The paper's global number of each slice of a series read in file-name order: `first`,
-/// plus the frames of the files before the slice's file, plus its frame within the file.
-fn frame_numbers(first: usize, series: &Series, volume: &Volume) -> Vec<usize> {
-    let before: Vec<usize> = series
-        .frames
-        .iter()
-        .scan(first, |n, &f| {
-            let start = *n;
-            *n += f as usize;
-            Some(start)
-        })
-        .collect();
-    let files = volume
-        .slice_sources
-        .clone()
-        .unwrap_or_else(|| vec![0; volume.dims[2]]);
-    let mut seen = vec![0; series.files.len()];
-    files
-        .iter()
-        .map(|&file| {
-            seen[file] += 1;
-            before[file] + seen[file] - 1
-        })
-        .collect()
 }
 
 /// Buffers reused from slice to slice.
