@@ -97,6 +97,19 @@ impl Tensor {
         Ok(())
     }
 
+    /// The one dtype check of every op: `Error::DType` naming `op` unless this tensor holds
+    /// `expected`.
+    pub fn expect_dtype(&self, op: &'static str, expected: DType) -> Result<()> {
+        if self.dtype != expected {
+            return Err(Error::DType {
+                op,
+                expected,
+                got: self.dtype,
+            });
+        }
+        Ok(())
+    }
+
     pub fn gpu(&self) -> &Arc<Gpu> {
         &self.gpu
     }

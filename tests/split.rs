@@ -107,7 +107,7 @@ fn row_ops_split_along_the_rows() {
         ] {
             let y = x.rows(op).unwrap();
             let saved = if op == RowOp::L2Normalize { &x } else { &y };
-            let dx = Tensor::rows_backward(op, saved, &g).unwrap();
+            let dx = g.rows_backward(saved, op).unwrap();
             out.extend([(name, y), ("row op gradient", dx)]);
         }
         out

@@ -84,7 +84,7 @@ impl Var {
             Op::Relu,
             value,
             &[self],
-            Box::new(move |g, _| Ok(vec![Some(x.relu_backward(g)?)])),
+            Box::new(move |g, _| Ok(vec![Some(g.relu_backward(&x)?)])),
         ))
     }
 
@@ -233,7 +233,7 @@ impl Var {
             &[self, gamma, beta],
             Box::new(move |g, needs| {
                 let g = if relu {
-                    out.relu_backward(g)?
+                    g.relu_backward(&out)?
                 } else {
                     g.clone()
                 };
@@ -409,7 +409,7 @@ impl Var {
             node,
             value,
             &[self],
-            Box::new(move |g, _| Ok(vec![Some(Tensor::rows_backward(op, &saved, g)?)])),
+            Box::new(move |g, _| Ok(vec![Some(g.rows_backward(&saved, op)?)])),
         ))
     }
 

@@ -1,7 +1,7 @@
 //! Gradient unscaling for mixed precision (`shaders/amp.wgsl`): the gradients of a scaled
 //! loss divided by the scale in place, and whether any was inf or NaN.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::shader;
 use crate::tensor::{DType, Tensor};
 use crate::uniform;
@@ -23,13 +23,7 @@ pub fn unscale_and_check(grads: &[&Tensor], inv_scale: f32) -> Result<bool> {
     let found = Tensor::zeros(gpu, &[1], DType::F32)?;
     let kernel = gpu.kernel(&shader::AMP, "unscale_check", &[])?;
     for g in grads {
-        if g.dtype() != DType::F32 {
-            return Err(Error::DType {
-                op: "unscale_and_check",
-                expected: DType::F32,
-                got: g.dtype(),
-            });
-        }
+        g.expect_dtype("unscale_and_check", DType::F32)?;
         let params = Params {
             len: g.numel() as u32,
             inv_scale,

@@ -39,8 +39,9 @@ pub struct BatchStats {
 
 /// `[N, C, S]` of `x` (`[N, C]` or `[N, C, H, W]`), checked against per-channel tensors.
 fn dims(x: &Tensor, per_channel: &[&Tensor]) -> Result<Params> {
+    x.expect_dtype("batch_norm", DType::F32)?;
     let shape = x.shape();
-    let ok = (shape.len() == 2 || shape.len() == 4) && x.dtype() == DType::F32;
+    let ok = shape.len() == 2 || shape.len() == 4;
     if !ok || per_channel.iter().any(|t| t.shape() != [shape[1]]) {
         return Err(Error::InvalidArgument {
             op: "batch_norm",
@@ -71,7 +72,7 @@ enum Grid {
 
 /// Dispatches `entry` once per batch window (`ops::windows`): the `[N, C, S]` tensors in
 /// `windowed` are bound a window at a time, the per-channel ones in `whole` whole.
-fn dispatch(
+fn launch_windows(
     x: &Tensor,
     entry: &str,
     constants: &[(&str, f64)],
@@ -131,7 +132,7 @@ impl Tensor {
             training: true,
         };
         let x = [(1, self)];
-        dispatch(
+        launch_windows(
             self,
             "sum",
             &[],
@@ -141,7 +142,7 @@ impl Tensor {
             Grid::PerChannel,
         )?;
         let stat_bindings = [(2, &stats.mean), (11, &stats.var)];
-        dispatch(
+        launch_windows(
             self,
             "sum_sq_dev",
             &[],
@@ -192,7 +193,7 @@ impl Tensor {
     ) -> Result<Tensor> {
         let p = dims(self, &[gamma, beta, &stats.mean, &stats.var])?;
         let y = Tensor::uninit(self.gpu(), self.shape(), DType::F32)?;
-        dispatch(
+        launch_windows(
             self,
             "apply",
             &[("RELU", relu as u8 as f64)],
@@ -215,7 +216,7 @@ impl Tensor {
         let (dgamma, dbeta) = self.batch_norm_param_grads(x, gamma, stats)?;
         let p = dims(x, &[gamma, &stats.mean, &stats.var])?;
         let dx = Tensor::uninit(self.gpu(), x.shape(), DType::F32)?;
-        dispatch(
+        launch_windows(
             x,
             "backward_apply",
             &[("TRAINING", stats.training as u8 as f64)],
@@ -254,7 +255,7 @@ impl Tensor {
         let c = p.c as usize;
         let dbeta = Tensor::uninit(gpu, &[c], DType::F32)?;
         let dgamma = Tensor::uninit(gpu, &[c], DType::F32)?;
-        dispatch(
+        launch_windows(
             x,
             "backward_sums",
             &[],

@@ -21,7 +21,8 @@ impl Tensor {
     /// A new axis of `len` copies inserted at `axis`: `[a, b]` expanded at 1 by 3 is
     /// `[a, 3, b]`, each `[i, :, j]` equal to `self[i, j]`.
     pub fn expand_axis(&self, axis: usize, len: usize) -> Result<Tensor> {
-        if self.dtype() != DType::F32 || axis > self.shape().len() || len == 0 {
+        self.expect_dtype("expand_axis", DType::F32)?;
+        if axis > self.shape().len() || len == 0 {
             return Err(Error::InvalidArgument {
                 op: "expand_axis",
                 why: format!(

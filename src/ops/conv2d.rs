@@ -291,17 +291,6 @@ uniform! {
     }
 }
 
-fn require_f32(t: &Tensor) -> Result<()> {
-    if t.dtype() != DType::F32 {
-        return Err(Error::DType {
-            op: "conv2d",
-            expected: DType::F32,
-            got: t.dtype(),
-        });
-    }
-    Ok(())
-}
-
 /// Refuses f16 operands on the direct route, which computes in f32 only.
 fn require_route(variant: ConvVariant, operands: DType) -> Result<()> {
     if variant == ConvVariant::Direct && operands != DType::F32 {
@@ -533,8 +522,8 @@ impl Tensor {
         variant: ConvVariant,
         operands: DType,
     ) -> Result<Tensor> {
-        require_f32(self)?;
-        require_f32(weight)?;
+        self.expect_dtype("conv2d", DType::F32)?;
+        weight.expect_dtype("conv2d", DType::F32)?;
         require_route(variant, operands)?;
         let d = Conv2dDims::infer(self.shape(), weight.shape(), spec)?;
         let parts = by_batch_chunks(&d, variant, self, |start, len| {
@@ -553,7 +542,7 @@ impl Tensor {
         tap_major: bool,
         layout: ColumnLayout,
     ) -> Result<Tensor> {
-        require_f32(self)?;
+        self.expect_dtype("conv2d", DType::F32)?;
         let d = Conv2dDims::infer(self.shape(), w_shape, spec)?;
         let (params, shape) = match tap_major {
             false => (d.params(), vec![d.n, d.gemm_taps(), d.plane()]),
@@ -580,7 +569,7 @@ impl Tensor {
         tap_major: bool,
         layout: ColumnLayout,
     ) -> Result<Tensor> {
-        require_f32(self)?;
+        self.expect_dtype("conv2d", DType::F32)?;
         let d = Conv2dDims::infer(x_shape, w_shape, spec)?;
         let (params, numel) = match tap_major {
             false => (d.params(), d.n * d.gemm_taps() * d.plane()),
@@ -806,7 +795,7 @@ impl Tensor {
 
     /// The dims of the convolution whose output gradient `self` is, checked against them.
     fn backward_dims(&self, x: &[usize], w: &[usize], spec: Conv2dSpec) -> Result<Conv2dDims> {
-        require_f32(self)?;
+        self.expect_dtype("conv2d", DType::F32)?;
         let d = Conv2dDims::infer(x, w, spec)?;
         if self.shape() != d.out_shape() {
             return Err(Error::ShapeMismatch {

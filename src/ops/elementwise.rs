@@ -55,20 +55,9 @@ impl UnaryOp {
     }
 }
 
-fn require_f32(op: &'static str, t: &Tensor) -> Result<()> {
-    if t.dtype() != DType::F32 {
-        return Err(Error::DType {
-            op,
-            expected: DType::F32,
-            got: t.dtype(),
-        });
-    }
-    Ok(())
-}
-
 fn require_same_shape(op: &'static str, x: &Tensor, y: &Tensor) -> Result<()> {
-    require_f32(op, x)?;
-    require_f32(op, y)?;
+    x.expect_dtype(op, DType::F32)?;
+    y.expect_dtype(op, DType::F32)?;
     if x.shape() != y.shape() {
         return Err(Error::ShapeMismatch {
             op,
@@ -140,7 +129,7 @@ impl Tensor {
     }
 
     pub fn unary(&self, op: UnaryOp) -> Result<Tensor> {
-        require_f32("unary op", self)?;
+        self.expect_dtype("unary op", DType::F32)?;
         let out = Tensor::uninit(self.gpu(), self.shape(), DType::F32)?;
         launch(
             "unary",
@@ -154,7 +143,7 @@ impl Tensor {
 
     /// `self = OP(self)`, in place.
     pub fn unary_(&self, op: UnaryOp) -> Result<()> {
-        require_f32("unary op", self)?;
+        self.expect_dtype("unary op", DType::F32)?;
         launch(
             "unary_inplace",
             &[("UNARY", op.code())],
@@ -196,9 +185,10 @@ impl Tensor {
         self.unary_(UnaryOp::Relu)
     }
 
-    /// Relu's backward: `grad` where `self` (relu's input) is positive, else 0.
-    pub fn relu_backward(&self, grad: &Tensor) -> Result<Tensor> {
-        self.binary(grad, BinaryOp::ReluGrad)
+    /// Relu's backward on the output gradient `self`: the gradient where `x` (relu's input,
+    /// or its output) is positive, else 0.
+    pub fn relu_backward(&self, x: &Tensor) -> Result<Tensor> {
+        x.binary(self, BinaryOp::ReluGrad)
     }
 }
 

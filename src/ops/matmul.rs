@@ -288,13 +288,7 @@ impl Tensor {
         opts: MatmulOptions,
         variant: MatmulVariant,
     ) -> Result<Tensor> {
-        if other.dtype() != self.dtype() {
-            return Err(Error::DType {
-                op: "matmul",
-                expected: self.dtype(),
-                got: other.dtype(),
-            });
-        }
+        other.expect_dtype("matmul", self.dtype())?;
         let dims = MatmulDims::infer(self.shape(), other.shape(), opts)?;
         if !variant.runs_on(self.gpu()) {
             return Err(Error::InvalidArgument {

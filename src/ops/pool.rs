@@ -115,7 +115,7 @@ enum Per {
 /// Dispatches `entry` once per plane window (`ops::windows`), with one invocation per
 /// element or row as `per` says: `inputs` (x, dx) are bound with input-plane windows,
 /// `outputs` (out, argmax, dy) with output-plane ones.
-fn dispatch(
+fn launch_windows(
     gpu: &Gpu,
     entry: &str,
     params: &Params,
@@ -165,13 +165,7 @@ fn dispatch(
 impl Tensor {
     /// Max pooling, and where each maximum was.
     pub fn max_pool2d(&self, spec: PoolSpec) -> Result<(Tensor, Argmax)> {
-        if self.dtype() != DType::F32 {
-            return Err(Error::DType {
-                op: "max_pool2d",
-                expected: DType::F32,
-                got: self.dtype(),
-            });
-        }
+        self.expect_dtype("max_pool2d", DType::F32)?;
         let p = params(self.shape(), spec)?;
         let gpu = self.gpu();
         let shape = [
@@ -186,7 +180,7 @@ impl Tensor {
             STORAGE,
             "max_pool2d argmax",
         )?;
-        dispatch(
+        launch_windows(
             gpu,
             "max_forward",
             &p,
@@ -235,7 +229,7 @@ impl Tensor {
             PoolBackward::Elements => ("max_backward", Per::Input),
             PoolBackward::Rows => ("max_backward_rows", Per::InputRow),
         };
-        dispatch(
+        launch_windows(
             gpu,
             entry,
             &p,

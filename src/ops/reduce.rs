@@ -112,13 +112,7 @@ impl Tensor {
 
     /// Reduces along `axis` with a given kernel variant.
     pub fn reduce_with(&self, axis: usize, op: ReduceOp, variant: ReduceVariant) -> Result<Tensor> {
-        if self.dtype() != DType::F32 {
-            return Err(Error::DType {
-                op: "reduce",
-                expected: DType::F32,
-                got: self.dtype(),
-            });
-        }
+        self.expect_dtype("reduce", DType::F32)?;
         let (outer, len, inner) = split(self.shape(), axis)?;
         let mut shape = self.shape().to_vec();
         shape.remove(axis);

@@ -48,8 +48,9 @@ uniform! {
 
 /// `[rows, n]` of a tensor seen as rows along its last axis.
 fn rows_of(t: &Tensor) -> Result<(usize, usize)> {
+    t.expect_dtype("row op", DType::F32)?;
     match t.shape().last() {
-        Some(&n) if n > 0 && t.dtype() == DType::F32 => Ok((t.numel() / n, n)),
+        Some(&n) if n > 0 => Ok((t.numel() / n, n)),
         _ => Err(Error::InvalidArgument {
             op: "row op",
             why: format!(
@@ -90,9 +91,10 @@ impl Tensor {
         launch(op.name(), &[self])
     }
 
-    /// The gradient of [`Tensor::rows`]: `saved` is the output for softmax and log-softmax
-    /// and the input for L2 normalisation.
-    pub fn rows_backward(op: RowOp, saved: &Tensor, grad: &Tensor) -> Result<Tensor> {
+    /// The gradient of [`Tensor::rows`] from the output gradient `self`: `saved` is the
+    /// output for softmax and log-softmax and the input for L2 normalisation.
+    pub fn rows_backward(&self, saved: &Tensor, op: RowOp) -> Result<Tensor> {
+        let grad = self;
         if saved.shape() != grad.shape() {
             return Err(Error::ShapeMismatch {
                 op: "row op backward",
@@ -127,7 +129,7 @@ pub mod reference {
     }
 
     /// The gradient with respect to the input `x`, given the output gradient `g`.
-    pub fn rows_backward(x: &[f64], g: &[f64], n: usize, op: RowOp) -> Vec<f64> {
+    pub fn rows_backward(g: &[f64], x: &[f64], n: usize, op: RowOp) -> Vec<f64> {
         let y = rows(x, n, op);
         let mut out = Vec::with_capacity(x.len());
         for ((xr, yr), gr) in x.chunks(n).zip(y.chunks(n)).zip(g.chunks(n)) {

@@ -31,7 +31,8 @@ pub fn sinkhorn(scores: &Tensor, epsilon: f32, iterations: usize) -> Result<Tens
             why: format!("takes scores [B, K], got shape {:?}", scores.shape()),
         });
     };
-    if scores.dtype() != DType::F32 || samples == 0 || prototypes == 0 {
+    scores.expect_dtype("sinkhorn", DType::F32)?;
+    if samples == 0 || prototypes == 0 {
         return Err(Error::InvalidArgument {
             op: "sinkhorn",
             why: format!(
