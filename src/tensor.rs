@@ -305,8 +305,8 @@ impl Tensor {
         }
         let out = Self::uninit(&self.gpu, &self.shape, dtype)?;
         let (entry, src, dst) = match dtype {
-            DType::F16 => ("f32_to_f16", 1, 2),
-            DType::F32 => ("f16_to_f32", 3, 4),
+            DType::F16 => ("f32_to_f16", "src32", "dst16"),
+            DType::F32 => ("f16_to_f32", "src16", "dst32"),
         };
         let kernel = self.gpu.kernel(&shader::CAST, entry, &[])?;
         let words = self.numel().div_ceil(2) as u64;

@@ -168,7 +168,7 @@ fn bounds_checks_stay_on_for_a_device_the_caller_owns() {
         .dispatch(
             &kernel,
             &OverrunParams { len: 128 },
-            &[(1, first_half)],
+            &[("out", first_half)],
             [2, 1, 1],
         )
         .unwrap();
@@ -178,4 +178,70 @@ fn bounds_checks_stay_on_for_a_device_the_caller_owns() {
         after[64..].iter().all(|&v| v == 0.0),
         "written past the binding: {after:?}"
     );
+}
+
+/// Buffers are bound by the names of the WGSL variables, looked up in the entry point's
+/// reflected bindings: a name the entry point does not bind, one bound twice and one left
+/// out are errors that name the kernel and the binding, and the dispatch records nothing.
+#[test]
+fn buffers_are_bound_by_their_wgsl_names() {
+    // A device of its own, so that no other test's dispatches count.
+    let gpu = lim::Gpu::new(&lim::GpuOptions::from_env().unwrap()).unwrap();
+    let kernel = gpu.kernel(&OVERRUN, "main", &[]).unwrap();
+    assert_eq!(
+        kernel.bindings,
+        [(0, "p".to_string()), (1, "out".to_string())]
+    );
+    let data = lim::Tensor::zeros(&gpu, &[64], lim::DType::F32).unwrap();
+    let whole = || data.buffer().as_entire_buffer_binding();
+    let params = OverrunParams { len: 64 };
+    let before = gpu.counters().dispatches;
+    for (bindings, wanted) in [
+        (vec![("output", whole())], "no buffer binding `output`"),
+        (
+            vec![("out", whole()), ("out", whole())],
+            "`out` is bound twice",
+        ),
+        (vec![], "`out` is not bound"),
+    ] {
+        let err = gpu
+            .dispatch(&kernel, &params, &bindings, [1, 1, 1])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(wanted) && err.contains("overrun::main"),
+            "{err}"
+        );
+    }
+    assert_eq!(gpu.counters().dispatches, before, "nothing was recorded");
+    gpu.dispatch(&kernel, &params, &[("out", whole())], [1, 1, 1])
+        .unwrap();
+    assert_eq!(data.to_vec().unwrap(), vec![7.0; 64]);
+}
+
+/// Every entry point of every shader reflects: its bindings are in group 0 with the uniform
+/// at binding 0, so `Gpu::dispatch` can bind every other one by name.
+#[test]
+fn every_entry_point_binds_its_uniform_at_zero_and_named_buffers() {
+    for shader in ALL {
+        let Some(_) = shader.source.find("@compute") else {
+            continue;
+        };
+        let entries = lim::gpu::reflect::entry_bindings(shader.source)
+            .unwrap_or_else(|e| panic!("shaders/{}.wgsl: {e}", shader.name));
+        assert!(!entries.is_empty(), "shaders/{}.wgsl", shader.name);
+        for (entry, bindings) in &entries {
+            assert_eq!(
+                bindings.first().map(|b| b.0),
+                Some(0),
+                "shaders/{}.wgsl {entry}: {bindings:?}",
+                shader.name
+            );
+            assert!(
+                bindings.iter().all(|(_, name)| !name.is_empty()),
+                "shaders/{}.wgsl {entry}: {bindings:?}",
+                shader.name
+            );
+        }
+    }
 }

@@ -11,6 +11,7 @@ mod error;
 mod pipeline;
 mod pool;
 mod recorder;
+pub mod reflect;
 pub mod shader;
 pub mod uniform;
 

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use super::reflect::{EntryBindings, entry_bindings};
 use super::shader::{Shader, specialise, with_f16_operands};
 use super::{Gpu, GpuError, feature_name};
 
@@ -15,6 +16,8 @@ pub struct Kernel {
     pub label: String,
     /// The name of the shader it was compiled from.
     pub shader: &'static str,
+    /// What its entry point binds in group 0: `(binding, WGSL variable name)`.
+    pub bindings: Vec<(u32, String)>,
 }
 
 /// A shader with its specialised `const`s and whether its operands are f16.
@@ -31,6 +34,8 @@ struct Key {
 #[derive(Default)]
 pub(crate) struct PipelineCache {
     modules: Mutex<HashMap<ModuleKey, wgpu::ShaderModule>>,
+    /// Each shader's entry points' bindings, by shader name.
+    reflected: Mutex<HashMap<&'static str, Arc<EntryBindings>>>,
     kernels: Mutex<HashMap<Key, Arc<Kernel>>>,
 }
 
@@ -131,11 +136,17 @@ impl Gpu {
         if let Some(err) = pollster::block_on(scope.pop()) {
             return Err(self.shader_error(&label, err));
         }
+        let bindings = self
+            .reflect(shader)?
+            .get(entry)
+            .cloned()
+            .unwrap_or_default();
         let kernel = Arc::new(Kernel {
             layout: pipeline.get_bind_group_layout(0),
             pipeline,
             label,
             shader: shader.name,
+            bindings,
         });
         self.pipelines
             .kernels
@@ -143,6 +154,20 @@ impl Gpu {
             .unwrap()
             .insert(key, kernel.clone());
         Ok(kernel)
+    }
+
+    /// `shader`'s entry points' bindings, reflected once.
+    fn reflect(&self, shader: &'static Shader) -> Result<Arc<EntryBindings>, GpuError> {
+        let mut reflected = self.pipelines.reflected.lock().unwrap();
+        if let Some(found) = reflected.get(shader.name) {
+            return Ok(found.clone());
+        }
+        let found = Arc::new(
+            entry_bindings(shader.source)
+                .map_err(|e| GpuError::Validation(format!("shaders/{}.wgsl: {e}", shader.name)))?,
+        );
+        reflected.insert(shader.name, found.clone());
+        Ok(found)
     }
 
     fn module(

@@ -61,14 +61,16 @@ impl Gpu {
 
     /// Records one dispatch of `kernel`: `params` is bound as a uniform at binding 0, at its
     /// exact size (so a shader expecting a longer struct fails validation instead of reading
-    /// stale bytes), the buffers at their bindings.
+    /// stale bytes), each buffer at the binding of the WGSL variable it is named after. Every
+    /// other binding the entry point uses must be named, once.
     pub fn dispatch<P: Uniform>(
         &self,
         kernel: &Kernel,
         params: &P,
-        buffers: &[(u32, wgpu::BufferBinding<'_>)],
+        buffers: &[(&str, wgpu::BufferBinding<'_>)],
         groups: [u32; 3],
     ) -> Result<(), GpuError> {
+        let buffers = bind_by_name(kernel, buffers)?;
         if !P::SHADERS.iter().any(|s| s.name == kernel.shader) {
             return Err(GpuError::Validation(format!(
                 "{} is dispatched with {}, which is not its shader's uniform",
@@ -178,4 +180,45 @@ impl Gpu {
             });
         });
     }
+}
+
+/// The binding numbers of `buffers`, named after the WGSL variables of `kernel`'s entry point:
+/// an error names an unknown, repeated or missing name.
+fn bind_by_name<'a>(
+    kernel: &Kernel,
+    buffers: &[(&str, wgpu::BufferBinding<'a>)],
+) -> Result<Vec<(u32, wgpu::BufferBinding<'a>)>, GpuError> {
+    let wanted: Vec<&(u32, String)> = kernel.bindings.iter().filter(|(b, _)| *b != 0).collect();
+    let names = || {
+        wanted
+            .iter()
+            .map(|(b, n)| format!("{n} ({b})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = Vec::with_capacity(buffers.len());
+    for (name, buffer) in buffers {
+        let Some((binding, _)) = wanted.iter().find(|(_, n)| n == name) else {
+            return Err(GpuError::Validation(format!(
+                "{} has no buffer binding `{name}`; its entry point binds {}",
+                kernel.label,
+                names()
+            )));
+        };
+        if out.iter().any(|(b, _)| b == binding) {
+            return Err(GpuError::Validation(format!(
+                "{}: `{name}` is bound twice",
+                kernel.label
+            )));
+        }
+        out.push((*binding, buffer.clone()));
+    }
+    if let Some((_, missing)) = wanted.iter().find(|(b, _)| out.iter().all(|(o, _)| o != b)) {
+        return Err(GpuError::Validation(format!(
+            "{}: `{missing}` is not bound; its entry point binds {}",
+            kernel.label,
+            names()
+        )));
+    }
+    Ok(out)
 }

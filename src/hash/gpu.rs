@@ -323,7 +323,7 @@ impl Hasher {
         let small_bytes = (count * out_w * out_h * 4) as u64;
         let small = gpu.buffer(small_bytes, STORAGE, "resized images")?;
         let launch = |entry: &str,
-                      bindings: &[(u32, wgpu::BufferBinding<'_>)],
+                      bindings: &[(&str, wgpu::BufferBinding<'_>)],
                       invocations: usize|
          -> Result<(), GpuError> {
             let kernel = gpu.kernel(&shader::HASH, entry, &[])?;
@@ -334,21 +334,21 @@ impl Hasher {
         launch(
             "horizontal",
             &[
-                (1, whole(pixels)),
-                (2, whole(&layouts)),
-                (3, whole(&plan.h_words)),
-                (4, whole(&plan.h_weights)),
-                (5, whole(&mid)),
+                ("pixels", whole(pixels)),
+                ("layouts", whole(&layouts)),
+                ("h_words", whole(&plan.h_words)),
+                ("h_weights", whole(&plan.h_weights)),
+                ("mid", whole(&mid)),
             ],
             count * plan.rows * out_w,
         )?;
         launch(
             "vertical",
             &[
-                (5, whole(&mid)),
-                (6, whole(&plan.v_bounds)),
-                (7, whole(&plan.v_weights)),
-                (8, whole(&small)),
+                ("mid", whole(&mid)),
+                ("v_bounds", whole(&plan.v_bounds)),
+                ("v_weights", whole(&plan.v_weights)),
+                ("small", whole(&small)),
             ],
             count * out_h * out_w,
         )?;
@@ -370,12 +370,20 @@ impl Hasher {
         let low = gpu.buffer(low_bytes, STORAGE, "dct")?;
         launch(
             "dct_rows",
-            &[(8, whole(&small)), (9, whole(cosines)), (10, whole(&t))],
+            &[
+                ("small", whole(&small)),
+                ("cosines", whole(cosines)),
+                ("t", whole(&t)),
+            ],
             count * n * out_w,
         )?;
         launch(
             "dct_cols",
-            &[(9, whole(cosines)), (10, whole(&t)), (11, whole(&low))],
+            &[
+                ("cosines", whole(cosines)),
+                ("t", whole(&t)),
+                ("low", whole(&low)),
+            ],
             count * n * n,
         )?;
         let mut back = gpu.read(&[(&small, 0, small_bytes), (&low, 0, low_bytes)])?;

@@ -33,8 +33,8 @@ pub fn unscale_and_check(grads: &[&Tensor], inv_scale: f32) -> Result<bool> {
             &kernel,
             &params,
             &[
-                (1, g.binding("gradient")?),
-                (2, found.binding("non-finite flag")?),
+                ("g", g.binding("gradient")?),
+                ("found", found.binding("non-finite flag")?),
             ],
             groups,
         )?;

@@ -77,8 +77,8 @@ fn launch_windows(
     entry: &str,
     constants: &[(&str, f64)],
     params: &Params,
-    windowed: &[(u32, &Tensor)],
-    whole: &[(u32, &Tensor)],
+    windowed: &[(&str, &Tensor)],
+    whole: &[(&str, &Tensor)],
     grid: Grid,
 ) -> Result<()> {
     let gpu = x.gpu();
@@ -131,17 +131,17 @@ impl Tensor {
             var: Tensor::uninit(gpu, &[c], DType::F32)?,
             training: true,
         };
-        let x = [(1, self)];
+        let x = [("x", self)];
         launch_windows(
             self,
             "sum",
             &[],
             &p,
             &x,
-            &[(2, &stats.mean)],
+            &[("mean", &stats.mean)],
             Grid::PerChannel,
         )?;
-        let stat_bindings = [(2, &stats.mean), (11, &stats.var)];
+        let stat_bindings = [("mean", &stats.mean), ("var_", &stats.var)];
         launch_windows(
             self,
             "sum_sq_dev",
@@ -156,10 +156,16 @@ impl Tensor {
             &kernel,
             &p,
             &[
-                (2, stats.mean.binding("batch_norm mean")?),
-                (11, stats.var.binding("batch_norm variance")?),
-                (8, running_mean.binding("batch_norm running mean")?),
-                (9, running_var.binding("batch_norm running variance")?),
+                ("mean", stats.mean.binding("batch_norm mean")?),
+                ("var_", stats.var.binding("batch_norm variance")?),
+                (
+                    "running_mean",
+                    running_mean.binding("batch_norm running mean")?,
+                ),
+                (
+                    "running_var",
+                    running_var.binding("batch_norm running variance")?,
+                ),
             ],
             [c.div_ceil(64) as u32, 1, 1],
         )?;
@@ -198,8 +204,13 @@ impl Tensor {
             "apply",
             &[("RELU", relu as u8 as f64)],
             &p,
-            &[(1, self), (5, &y)],
-            &[(2, &stats.mean), (11, &stats.var), (3, gamma), (4, beta)],
+            &[("x", self), ("out", &y)],
+            &[
+                ("mean", &stats.mean),
+                ("var_", &stats.var),
+                ("gamma", gamma),
+                ("beta", beta),
+            ],
             Grid::PerElement,
         )?;
         Ok(y)
@@ -221,13 +232,13 @@ impl Tensor {
             "backward_apply",
             &[("TRAINING", stats.training as u8 as f64)],
             &p,
-            &[(1, x), (6, self), (5, &dx)],
+            &[("x", x), ("dy", self), ("out", &dx)],
             &[
-                (2, &stats.mean),
-                (11, &stats.var),
-                (3, gamma),
-                (7, &dbeta),
-                (10, &dgamma),
+                ("mean", &stats.mean),
+                ("var_", &stats.var),
+                ("gamma", gamma),
+                ("sum_dy", &dbeta),
+                ("sum_dy_xhat", &dgamma),
             ],
             Grid::PerElement,
         )?;
@@ -260,12 +271,12 @@ impl Tensor {
             "backward_sums",
             &[],
             &p,
-            &[(1, x), (6, self)],
+            &[("x", x), ("dy", self)],
             &[
-                (2, &stats.mean),
-                (11, &stats.var),
-                (7, &dbeta),
-                (10, &dgamma),
+                ("mean", &stats.mean),
+                ("var_", &stats.var),
+                ("sum_dy", &dbeta),
+                ("sum_dy_xhat", &dgamma),
             ],
             Grid::PerChannel,
         )?;

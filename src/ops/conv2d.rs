@@ -327,11 +327,11 @@ fn launch(
     let gpu = a.gpu();
     let out = Tensor::uninit(gpu, shape, dtype)?;
     let kernel = conv_kernel(gpu, entry, dtype)?;
-    let mut bindings = vec![(1, a.binding("conv2d input")?)];
+    let mut bindings = vec![("a", a.binding("conv2d input")?)];
     if let Some(b) = b {
-        bindings.push((2, b.binding("conv2d input")?));
+        bindings.push(("b", b.binding("conv2d input")?));
     }
-    bindings.push((3, out.binding("conv2d output")?));
+    bindings.push(("out", out.binding("conv2d output")?));
     let params = Params {
         total: out.numel() as u32,
         ..params
@@ -390,8 +390,8 @@ fn launch_planes(
             &kernel,
             &params,
             &[
-                (1, a.binding("conv2d input")?),
-                (3, out.binding("conv2d output")?),
+                ("a", a.binding("conv2d input")?),
+                ("out", out.binding("conv2d output")?),
             ],
             grid,
         )?;

@@ -75,7 +75,7 @@ fn launch(
     entry: &str,
     constants: &[(&str, f64)],
     scalar: f32,
-    inputs: &[(u32, &Tensor)],
+    inputs: &[(&str, &Tensor)],
     out: &Tensor,
 ) -> Result<()> {
     let gpu = out.gpu();
@@ -86,7 +86,7 @@ fn launch(
             .iter()
             .map(|(b, t)| (*b, t.binding_range(offset, size)))
             .collect();
-        buffers.push((3, out.binding_range(offset, size)));
+        buffers.push(("out", out.binding_range(offset, size)));
         let params = Params {
             len: len as u32,
             scalar,
@@ -104,7 +104,7 @@ impl Tensor {
             "binary",
             &[("BINARY", op.code())],
             0.0,
-            &[(1, self), (2, other)],
+            &[("x", self), ("y", other)],
             &out,
         )?;
         Ok(out)
@@ -123,7 +123,7 @@ impl Tensor {
             "binary_inplace",
             &[("BINARY", op.code())],
             0.0,
-            &[(2, &other)],
+            &[("y", &other)],
             self,
         )
     }
@@ -135,7 +135,7 @@ impl Tensor {
             "unary",
             &[("UNARY", op.code())],
             op.scalar(),
-            &[(1, self)],
+            &[("x", self)],
             &out,
         )?;
         Ok(out)

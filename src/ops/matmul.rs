@@ -355,9 +355,9 @@ fn record(
     let f16 = a.dtype() == DType::F16;
     let kernel = gpu.operand_kernel(variant.shader(), &consts, f16, "main", &transposes)?;
     let bindings = [
-        (1, a.binding("matmul A")?),
-        (2, b.binding("matmul B")?),
-        (3, out.binding("matmul C")?),
+        ("a", a.binding("matmul A")?),
+        ("b", b.binding("matmul B")?),
+        ("c", out.binding("matmul C")?),
     ];
     let (tile_cols, tile_rows) = variant.tile(sg);
     let grid = [d.n.div_ceil(tile_cols), d.m.div_ceil(tile_rows), d.batch];

@@ -119,8 +119,8 @@ fn launch_windows(
     gpu: &Gpu,
     entry: &str,
     params: &Params,
-    inputs: &[(u32, &wgpu::Buffer)],
-    outputs: &[(u32, &wgpu::Buffer)],
+    inputs: &[(&str, &wgpu::Buffer)],
+    outputs: &[(&str, &wgpu::Buffer)],
     per: Per,
 ) -> Result<()> {
     let kernel = gpu.kernel(&shader::POOL, entry, &[])?;
@@ -184,8 +184,8 @@ impl Tensor {
             gpu,
             "max_forward",
             &p,
-            &[(1, self.buffer())],
-            &[(2, out.buffer()), (3, &indices)],
+            &[("x", self.buffer())],
+            &[("out", out.buffer()), ("argmax", &indices)],
             Per::Output,
         )?;
         let argmax = Argmax {
@@ -233,8 +233,8 @@ impl Tensor {
             gpu,
             entry,
             &p,
-            &[(6, dx.buffer())],
-            &[(4, self.buffer()), (5, &argmax.indices)],
+            &[("dx", dx.buffer())],
+            &[("dy", self.buffer()), ("argmax_in", &argmax.indices)],
             per,
         )?;
         Ok(dx)

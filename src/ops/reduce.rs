@@ -144,8 +144,8 @@ impl Tensor {
                 &kernel,
                 &params,
                 &[
-                    (1, window.binding(0, self.buffer())),
-                    (2, window.binding(1, out.buffer())),
+                    ("x", window.binding(0, self.buffer())),
+                    ("out", window.binding(1, out.buffer())),
                 ],
                 groups,
             )?;

@@ -62,6 +62,7 @@ fn rows_of(t: &Tensor) -> Result<(usize, usize)> {
     }
 }
 
+/// Runs `entry` per row window: `inputs` bind to `a` (and `g`, the gradient), the result to `out`.
 fn launch(entry: &str, inputs: &[&Tensor]) -> Result<Tensor> {
     let first = inputs[0];
     let (rows, n) = rows_of(first)?;
@@ -69,9 +70,10 @@ fn launch(entry: &str, inputs: &[&Tensor]) -> Result<Tensor> {
     let gpu = first.gpu();
     let kernel = gpu.kernel(&shader::ROWS, entry, &[])?;
     for window in windows(gpu, "row", rows, &[n])? {
-        let bindings: Vec<_> = (1..)
+        let bindings: Vec<_> = ["a", "g"]
+            .into_iter()
             .zip(inputs)
-            .chain([(3, &&out)])
+            .chain([("out", &&out)])
             .map(|(slot, t)| (slot, window.binding(0, t.buffer())))
             .collect();
         let params = Params {

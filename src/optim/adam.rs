@@ -117,10 +117,10 @@ impl Optimizer for Adam {
                 &kernel,
                 &params,
                 &[
-                    (1, grad.binding("adam gradient")?),
-                    (2, value.binding("adam parameter")?),
-                    (3, m.binding("adam first moment")?),
-                    (4, v.binding("adam second moment")?),
+                    ("grad", grad.binding("adam gradient")?),
+                    ("param", value.binding("adam parameter")?),
+                    ("m", m.binding("adam first moment")?),
+                    ("v", v.binding("adam second moment")?),
                 ],
                 groups,
             )?;

@@ -56,9 +56,9 @@ impl Lars {
             &norms,
             &*params,
             &[
-                (1, grad.binding("lars gradient")?),
-                (2, value.binding("lars parameter")?),
-                (5, partial.binding("lars partial norms")?),
+                ("grad", grad.binding("lars gradient")?),
+                ("param", value.binding("lars parameter")?),
+                ("partial", partial.binding("lars partial norms")?),
             ],
             [groups as u32, 1, 1],
         )?;
@@ -67,8 +67,8 @@ impl Lars {
             &trust,
             &*params,
             &[
-                (5, partial.binding("lars partial norms")?),
-                (6, factor.binding("lars factor")?),
+                ("partial", partial.binding("lars partial norms")?),
+                ("factor", factor.binding("lars factor")?),
             ],
             [1, 1, 1],
         )?;

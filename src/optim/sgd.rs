@@ -53,10 +53,10 @@ fn record_step(
         &kernel,
         &params,
         &[
-            (1, grad.binding("optimiser gradient")?),
-            (2, value.binding("optimiser parameter")?),
-            (3, buf.binding("momentum buffer")?),
-            (6, factor.binding("optimiser factor")?),
+            ("grad", grad.binding("optimiser gradient")?),
+            ("param", value.binding("optimiser parameter")?),
+            ("buf", buf.binding("momentum buffer")?),
+            ("factor", factor.binding("optimiser factor")?),
         ],
         grid,
     )?;

@@ -304,9 +304,9 @@ impl MultiCrop {
                 &resize,
                 &params,
                 &[
-                    (1, src),
-                    (2, crop_binding.clone()),
-                    (3, a.binding("augment crops")?),
+                    ("src", src),
+                    ("crops", crop_binding.clone()),
+                    ("a", a.binding("augment crops")?),
                 ],
                 grid,
             )?;
@@ -314,9 +314,9 @@ impl MultiCrop {
                 &mean,
                 &params,
                 &[
-                    (2, crop_binding.clone()),
-                    (3, a.binding("augment crops")?),
-                    (4, means.binding("augment means")?),
+                    ("crops", crop_binding.clone()),
+                    ("a", a.binding("augment crops")?),
+                    ("means", means.binding("augment means")?),
                 ],
                 [wave.rows.len() as u32, 1, 1],
             )?;
@@ -324,10 +324,10 @@ impl MultiCrop {
                 &blur_rows,
                 &params,
                 &[
-                    (2, crop_binding.clone()),
-                    (3, a.binding("augment crops")?),
-                    (4, means.binding("augment means")?),
-                    (5, tmp.binding("augment blur")?),
+                    ("crops", crop_binding.clone()),
+                    ("a", a.binding("augment crops")?),
+                    ("means", means.binding("augment means")?),
+                    ("tmp", tmp.binding("augment blur")?),
                 ],
                 grid,
             )?;
@@ -335,9 +335,9 @@ impl MultiCrop {
                 &blur_columns,
                 &params,
                 &[
-                    (2, crop_binding),
-                    (5, tmp.binding("augment blur")?),
-                    (6, out_binding),
+                    ("crops", crop_binding),
+                    ("tmp", tmp.binding("augment blur")?),
+                    ("out", out_binding),
                 ],
                 grid,
             )?;

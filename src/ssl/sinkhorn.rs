@@ -68,7 +68,7 @@ pub fn sinkhorn(scores: &Tensor, epsilon: f32, iterations: usize) -> Result<Tens
         gpu.dispatch(
             &by_prototype,
             &params(scale, prototypes, false),
-            &[(1, binding.clone())],
+            &[("l", binding.clone())],
             prototype_groups,
         )?;
         scale = 1.0;
@@ -76,7 +76,7 @@ pub fn sinkhorn(scores: &Tensor, epsilon: f32, iterations: usize) -> Result<Tens
         gpu.dispatch(
             &by_sample,
             &params(1.0, samples, last),
-            &[(1, binding.clone())],
+            &[("l", binding.clone())],
             sample_groups,
         )?;
     }
@@ -84,7 +84,7 @@ pub fn sinkhorn(scores: &Tensor, epsilon: f32, iterations: usize) -> Result<Tens
         gpu.dispatch(
             &by_sample,
             &params(scale, samples, true),
-            &[(1, binding)],
+            &[("l", binding)],
             sample_groups,
         )?;
     }
