@@ -7,7 +7,6 @@ mod common;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use lim::Tensor;
 use lim::autograd::Var;
-use lim::data::GreyImage;
 use lim::ssl::{MultiCrop, SwavLoss, sinkhorn};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -16,15 +15,7 @@ fn swav(c: &mut Criterion) {
     let gpu = common::gpu();
     let mut group = c.benchmark_group(common::group_name("swav", &gpu));
     group.sample_size(10);
-    let slices: Vec<GreyImage> = (0..16)
-        .map(|i| GreyImage {
-            width: 512,
-            height: 512,
-            pixels: (0..512 * 512)
-                .map(|p| ((p * 31 + i * 977) % 65536) as u16)
-                .collect(),
-        })
-        .collect();
+    let slices = lim::bench::ct_like_slices(16, 512);
     let multicrop = MultiCrop::paper();
     let views = multicrop.sample(&mut StdRng::seed_from_u64(0), &[(512, 512); 16]);
     group.throughput(Throughput::Elements(16));

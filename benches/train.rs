@@ -5,57 +5,25 @@
 mod common;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use lim::Tensor;
-use lim::autograd::Var;
-use lim::nn::{self, Arch, Random, ResNet, ResNetConfig};
-use lim::optim::{Adam, Optimizer, Sgd};
-
-fn resnet18(gpu: &std::sync::Arc<lim::Gpu>) -> (ResNet, Vec<Var>) {
-    let config = ResNetConfig {
-        num_classes: Some(10),
-        ..ResNetConfig::torchvision(Arch::ResNet18)
-    };
-    let model = ResNet::new(config, &mut Random::new(gpu, 0)).unwrap();
-    let params = nn::parameters(&model);
-    (model, params)
-}
+use lim::bench::{OptimizerKind, TrainStep};
+use lim::nn::{self, Arch};
 
 fn optimiser_updates(c: &mut Criterion) {
     let gpu = common::gpu();
     let mut group = c.benchmark_group(common::group_name("optimiser update, ResNet-18", &gpu));
     group.sample_size(10);
-    let (_, params) = resnet18(&gpu);
-    let numel: usize = params.iter().map(|p| p.value().numel()).sum();
-    group.throughput(Throughput::Elements(numel as u64));
-    // Every parameter gets a gradient of its own shape.
-    for p in &params {
-        let g = Tensor::from_slice(&gpu, p.value().shape(), &common::pattern(p.value().numel()));
-        let g = Var::constant(g.unwrap());
-        p.mul(&g).unwrap().sum_all().unwrap().backward().unwrap();
-    }
-    let optimisers: [(&str, Box<dyn Optimizer>); 3] = [
-        (
-            "sgd momentum",
-            Box::new(
-                Sgd::new(params.clone(), 0.01)
-                    .momentum(0.9, false)
-                    .weight_decay(1e-4),
-            ),
-        ),
-        (
-            "lars",
-            Box::new(
-                Sgd::lars(params.clone(), 0.15)
-                    .momentum(0.9, false)
-                    .weight_decay(1e-6),
-            ),
-        ),
-        ("adam", Box::new(Adam::new(params.clone(), 1e-4))),
-    ];
-    for (name, mut optimiser) in optimisers {
-        group.bench_function(name, |b| {
+    for kind in OptimizerKind::ALL {
+        let mut train = TrainStep::new(&gpu, Arch::ResNet18, 16, 64, kind, false).unwrap();
+        train.step().unwrap();
+        let numel: usize = nn::parameters(&train.model)
+            .iter()
+            .map(|p| p.value().numel())
+            .sum();
+        group.throughput(Throughput::Elements(numel as u64));
+        // The update alone, on the gradients the step left.
+        group.bench_function(kind.name(), |b| {
             b.iter(|| {
-                optimiser.step().unwrap();
+                train.optimizer.step().unwrap();
                 gpu.sync().unwrap();
             })
         });
@@ -71,22 +39,9 @@ fn train_step(c: &mut Criterion) {
     ));
     group.sample_size(10);
     group.throughput(Throughput::Elements(16));
-    let (model, params) = resnet18(&gpu);
-    let mut sgd = Sgd::new(params, 0.01)
-        .momentum(0.9, false)
-        .weight_decay(1e-4);
-    let shape = [16, 3, 64, 64];
-    let pixels = common::pattern(shape.iter().product());
-    let x = Var::constant(Tensor::from_slice(&gpu, &shape, &pixels).unwrap());
-    let labels: Vec<usize> = (0..16).map(|i| i % 10).collect();
-    group.bench_function("step", |b| {
-        b.iter(|| {
-            let loss = sgd
-                .train_step(&mut || model.forward(&x, true)?.cross_entropy_classes(&labels))
-                .unwrap();
-            loss.value().to_vec().unwrap()[0]
-        })
-    });
+    let mut train =
+        TrainStep::new(&gpu, Arch::ResNet18, 16, 64, OptimizerKind::Sgd, false).unwrap();
+    group.bench_function("step", |b| b.iter(|| train.step().unwrap()));
     group.finish();
 }
 

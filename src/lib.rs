@@ -16,6 +16,7 @@
 //! ```
 
 pub mod autograd;
+pub mod bench;
 pub mod data;
 pub mod dtype;
 pub mod error;

@@ -1,4 +1,5 @@
-//! Shared by the criterion benches: the device, named in every group.
+//! Shared by the criterion benches: the device, named in every group; the workloads
+//! themselves are `lim::bench`'s, which `lim bench` runs too.
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -24,8 +25,6 @@ pub fn group_name(family: &str, gpu: &Gpu) -> String {
     format!("{family} on {}", gpu.info().name)
 }
 
-pub fn pattern(n: usize) -> Vec<f32> {
-    (0..n)
-        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
-        .collect()
-}
+/// The inputs `lim bench` uses too.
+#[allow(unused_imports)] // each bench uses its own subset
+pub use lim::bench::pattern;

@@ -1,8 +1,9 @@
 //! `lim bench conv`: GFLOP/s of every conv2d variant on ResNet-18's layer shapes, forward and
 //! both gradients, and the autotuner's choice for each.
 
-use lim::ops::conv2d::{Conv2dDims, ConvPass, ConvVariant, RESNET18_B16_64PX};
-use lim::{DType, Gpu, Tensor};
+use lim::Gpu;
+use lim::bench::ConvCase;
+use lim::ops::conv2d::{ConvPass, ConvVariant};
 use serde_json::json;
 
 use super::super::{CliResult, GpuArgs};
@@ -16,13 +17,6 @@ pub struct ConvArgs {
     /// Print one JSON object per line instead of a table
     #[arg(long)]
     json: bool,
-}
-
-/// Deterministic values in [-0.5, 0.5).
-fn pattern(n: usize) -> Vec<f32> {
-    (0..n)
-        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
-        .collect()
 }
 
 pub fn run(gpu_args: &GpuArgs, args: &ConvArgs) -> CliResult {
@@ -41,34 +35,16 @@ pub fn run(gpu_args: &GpuArgs, args: &ConvArgs) -> CliResult {
             "layer", "pass", "variant", "wall ms", "GFLOP/s"
         );
     }
-    for layer in RESNET18_B16_64PX {
-        let d = Conv2dDims::infer(&layer.x, &layer.w, layer.spec)?;
-        let tensor =
-            |shape: &[usize]| Tensor::from_slice(&gpu, shape, &pattern(shape.iter().product()));
-        let (x, w, g) = (
-            tensor(&layer.x)?,
-            tensor(&layer.w)?,
-            tensor(&d.out_shape())?,
-        );
+    for case in ConvCase::resnet18(&gpu)? {
+        let (layer, d) = (&case.layer, &case.dims);
         let passes = [
             ConvPass::Forward,
             ConvPass::BackwardInput,
             ConvPass::BackwardWeight,
         ];
         for pass in passes {
-            let run = |v: ConvVariant| -> lim::Result<Tensor> {
-                match pass {
-                    ConvPass::Forward => x.conv2d_with(&w, layer.spec, v, DType::F32),
-                    ConvPass::BackwardInput => {
-                        g.conv2d_backward_input_with(&w, &layer.x, layer.spec, v, DType::F32)
-                    }
-                    ConvPass::BackwardWeight => {
-                        g.conv2d_backward_weight_with(&x, &layer.w, layer.spec, v, DType::F32)
-                    }
-                }
-            };
             for v in ConvVariant::ALL {
-                let s = measure(&gpu, args.runs, || run(v).map(drop))?;
+                let s = measure(&gpu, args.runs, || case.run(pass, v).map(drop))?;
                 let gflops = d.flops() / s.median.as_secs_f64() / 1e9;
                 if args.json {
                     let line = json!({

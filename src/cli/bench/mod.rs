@@ -93,10 +93,6 @@ fn measure(
     })
 }
 
-fn random_matrix(rng: &mut StdRng, n: usize) -> Vec<f32> {
-    (0..n * n).map(|_| rng.random_range(-0.5f32..0.5)).collect()
-}
-
 /// Largest error of 64 sampled outputs against the f64 reference, relative to the sum of
 /// the absolute products.
 fn sampled_error(a: &[f32], b: &[f32], c: &[f32], n: usize, rng: &mut StdRng) -> f64 {
@@ -163,7 +159,8 @@ fn matmul(gpu_args: &GpuArgs, args: &MatmulArgs) -> CliResult {
     }
     let mut rng = StdRng::seed_from_u64(1);
     for &n in &args.sizes {
-        let (ha, hb) = (random_matrix(&mut rng, n), random_matrix(&mut rng, n));
+        // The criterion bench's operands.
+        let (ha, hb) = (lim::bench::pattern(n * n), lim::bench::pattern(n * n));
         let a = Tensor::from_slice(&gpu, &[n, n], &ha)?;
         let b = Tensor::from_slice(&gpu, &[n, n], &hb)?;
         let dims = MatmulDims::infer(a.shape(), b.shape(), MatmulOptions::default())?;

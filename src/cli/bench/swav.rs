@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use lim::Gpu;
 use lim::autograd::{Var, autocast};
-use lim::data::GreyImage;
 use lim::nn::{self, Linear, Random};
 use lim::optim::{LossScale, Optimizer, Sgd};
 use lim::ssl::pretrain::{Precision, PretrainConfig};
@@ -62,21 +61,7 @@ pub fn run(gpu_args: &GpuArgs, args: &SwavArgs) -> CliResult {
     };
     let operands = args.precision.operands();
     let b = config.batch;
-    // CT-like 512 x 512 slices: a disc of tissue with structure inside.
-    let slices: Vec<GreyImage> = (0..b)
-        .map(|i| GreyImage {
-            width: 512,
-            height: 512,
-            pixels: (0..512 * 512)
-                .map(|p| {
-                    let (x, y) = ((p % 512) as f64 - 256.0, (p / 512) as f64 - 256.0);
-                    let inside = x * x + y * y < 200.0 * 200.0;
-                    let texture = ((x * 0.05 + i as f64).sin() * (y * 0.07).cos() + 1.0) * 0.25;
-                    (65535.0 * if inside { 0.3 + texture } else { 0.0 }) as u16
-                })
-                .collect(),
-        })
-        .collect();
+    let slices = lim::bench::ct_like_slices(b, 512);
     let sizes = vec![(512, 512); b];
     let crops_for = |step: u64| {
         let views = config

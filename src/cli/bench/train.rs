@@ -4,11 +4,9 @@
 
 use std::time::Instant;
 
-use clap::ValueEnum;
-use lim::autograd::Var;
-use lim::nn::{self, Arch, Random, ResNet, ResNetConfig};
-use lim::optim::{Adam, Optimizer, Sgd};
-use lim::{Gpu, Tensor};
+use lim::Gpu;
+use lim::bench::{OptimizerKind, TrainStep};
+use lim::nn::Arch;
 use serde_json::json;
 
 use super::super::{CliResult, GpuArgs};
@@ -24,7 +22,9 @@ pub struct TrainArgs {
     size: usize,
     #[arg(long, default_value_t = 16)]
     batch: usize,
-    #[arg(long, value_enum, default_value_t = OptimizerKind::Sgd)]
+    /// sgd (lr 0.01, momentum 0.9, weight decay 1e-4), lars (the paper's SwAV settings: lr
+    /// 0.15, momentum 0.9, weight decay 1e-6, trust 0.001) or adam (lr 1e-4)
+    #[arg(long, default_value = "sgd")]
     optimizer: OptimizerKind,
     /// Freeze the convolutions' weights (BatchNorm and the classifier train), as the paper's
     /// fine-tuning does for its first epochs: their gradients are not computed
@@ -38,63 +38,20 @@ pub struct TrainArgs {
     json: bool,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy)]
-enum OptimizerKind {
-    /// lr 0.01, momentum 0.9, weight decay 1e-4
-    Sgd,
-    /// The paper's SwAV settings: lr 0.15, momentum 0.9, weight decay 1e-6, trust 0.001
-    Lars,
-    /// lr 1e-4
-    Adam,
-}
-
 pub fn run(gpu_args: &GpuArgs, args: &TrainArgs) -> CliResult {
     let arch: Arch = args.arch.parse()?;
     let gpu = Gpu::new(&gpu_args.options()?)?;
-    let config = ResNetConfig {
-        num_classes: Some(10),
-        ..ResNetConfig::torchvision(arch)
-    };
-    let model = ResNet::new(config, &mut Random::new(&gpu, 0))?;
-    let params = nn::parameters(&model);
-    if args.freeze_convolutions {
-        for p in params.iter().filter(|p| p.shape().len() == 4) {
-            p.set_requires_grad(false)?;
-        }
-    }
-    let mut optimizer: Box<dyn Optimizer> = match args.optimizer {
-        OptimizerKind::Sgd => Box::new(
-            Sgd::new(params, 0.01)
-                .momentum(0.9, false)
-                .weight_decay(1e-4),
-        ),
-        OptimizerKind::Lars => Box::new(
-            Sgd::lars(params, 0.15)
-                .momentum(0.9, false)
-                .weight_decay(1e-6),
-        ),
-        OptimizerKind::Adam => Box::new(Adam::new(params, 1e-4)),
-    };
-    let optimizer_name = args
-        .optimizer
-        .to_possible_value()
-        .expect("no variant is skipped");
-    let optimizer_name = optimizer_name.get_name();
-    let n = args.batch * 3 * args.size * args.size;
-    let pixels: Vec<f32> = (0..n)
-        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
-        .collect();
-    let x = Var::constant(Tensor::from_slice(
+    let optimizer = args.optimizer;
+    let optimizer_name = optimizer.name();
+    let mut train = TrainStep::new(
         &gpu,
-        &[args.batch, 3, args.size, args.size],
-        &pixels,
-    )?);
-    let labels: Vec<usize> = (0..args.batch).map(|i| i % 10).collect();
-    let mut step = || -> lim::Result<f32> {
-        let loss = optimizer
-            .train_step(&mut || model.forward(&x, true)?.cross_entropy_classes(&labels))?;
-        Ok(loss.value().to_vec()?[0])
-    };
+        arch,
+        args.batch,
+        args.size,
+        optimizer,
+        args.freeze_convolutions,
+    )?;
+    let mut step = || train.step();
     let first = Instant::now();
     step()?;
     let first_ms = first.elapsed().as_secs_f64() * 1e3;
