@@ -259,7 +259,7 @@ fn a_rerun_skips_complete_slices_and_rewrites_missing_ones() {
     let leftovers: Vec<_> = lim::io::walk(std::slice::from_ref(&out))
         .unwrap()
         .into_iter()
-        .filter(|p| p.to_string_lossy().contains(".tmp"))
+        .filter(|p| p.to_string_lossy().contains(".lim-tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     std::fs::remove_dir_all(&out).unwrap();
@@ -380,5 +380,189 @@ fn monochrome1_is_inverted_and_padding_is_black_and_out_of_the_range() {
             .0[0]
     };
     assert_eq!((at(argmin), at(argmax)), (255, 0));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// No name taken from a file's contents writes outside the output folder or hides a file:
+/// DICOM files whose PatientID is `..`, `.`, a path, a hidden name or control characters
+/// each give a plain folder inside the output (before, `..` wrote into its parent).
+#[test]
+fn hostile_patient_ids_stay_inside_the_output_folder() {
+    use dicom_core::{PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    use dicom_object::mem::InMemElement;
+    let dir = fresh_dir("hostile-ids");
+    let inputs = dir.join("in");
+    std::fs::create_dir_all(&inputs).unwrap();
+    let original = common::samples().join("dicom/lung1_series/IM0000.dcm");
+    let ids = [
+        "..",
+        ".",
+        ".hidden",
+        "../../escape",
+        "/etc/passwd",
+        "a\u{7}b",
+    ];
+    for (i, id) in ids.iter().enumerate() {
+        let mut obj = dicom_object::open_file(&original).unwrap();
+        obj.put(InMemElement::new(
+            tags::PATIENT_ID,
+            VR::LO,
+            PrimitiveValue::from(*id),
+        ));
+        obj.put(InMemElement::new(
+            tags::SERIES_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from(format!("1.2.826.0.1.3680043.9.7.{i}")),
+        ));
+        obj.remove_element(tags::SERIES_NUMBER);
+        obj.write_to_file(inputs.join(format!("{i}.dcm"))).unwrap();
+    }
+    let out = dir.join("parent/out");
+    let report = preprocess::run(&[inputs], &Options::new(&out), &NoProgress).unwrap();
+    assert_eq!((report.volumes, report.failed()), (ids.len(), 0));
+    let names = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names(&dir.join("parent")),
+        ["out"],
+        "nothing outside the output"
+    );
+    let folders: Vec<String> = names(&out)
+        .into_iter()
+        .filter(|n| out.join(n).is_dir())
+        .collect();
+    assert_eq!(folders.len(), ids.len(), "{folders:?}");
+    for f in &folders {
+        assert!(
+            !f.starts_with('.')
+                && f.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
+            "{f:?}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A FIFO among the inputs, named like a volume or an image, is a failure that names it, not
+/// a reader waiting forever for a writer (it used to hang `lim preprocess`); a folder named
+/// like a volume is walked as a folder.
+#[test]
+fn fifos_among_the_inputs_are_failures_not_hangs() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let dir = fresh_dir("fifo");
+    let inputs = dir.join("in");
+    std::fs::create_dir_all(inputs.join("folder.nii")).unwrap();
+    std::fs::copy(
+        common::samples().join("dicom/lung1_series/IM0000.dcm"),
+        inputs.join("IM0000.dcm"),
+    )
+    .unwrap();
+    for name in ["pipe.nii", "pipe.dcm", "pipe.png"] {
+        let made = Command::new("mkfifo")
+            .arg(inputs.join(name))
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfifo {name}");
+    }
+    // Runs lim, killing it if it has not finished within two minutes.
+    let run = |args: &[&std::ffi::OsStr]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lim"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > Duration::from_secs(120) {
+                child.kill().unwrap();
+                panic!("lim {args:?} hung on a FIFO");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.wait_with_output().unwrap()
+    };
+    let out = dir.join("out");
+    let folder_input = inputs.join("folder.nii");
+    let preprocessed = run(&[
+        "preprocess".as_ref(),
+        "--output".as_ref(),
+        out.as_os_str(),
+        inputs.as_os_str(),
+        inputs.join("pipe.nii").as_os_str(),
+        folder_input.as_os_str(),
+    ]);
+    assert!(
+        preprocessed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&preprocessed.stderr)
+    );
+    let failures = common::failures_file(&out.join("failures.jsonl"));
+    for name in ["pipe.nii", "pipe.dcm"] {
+        assert!(
+            failures
+                .iter()
+                .any(|f| f.input.ends_with(name) && f.error.contains("not a regular file")),
+            "{name}: {failures:?}"
+        );
+    }
+    let hashed = run(&["hash".as_ref(), inputs.as_os_str()]);
+    let stderr = String::from_utf8_lossy(&hashed.stderr);
+    assert!(
+        stderr.contains("pipe.png") && stderr.contains("not a regular file"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A run takes its output folder's lock: a second run while the first's process lives is
+/// refused with a message naming it; a lock or temporary files a killed run left (a process
+/// that no longer exists) are cleared, and the rerun completes.
+#[test]
+fn an_output_folder_takes_one_run_and_a_killed_runs_leftovers_go() {
+    let dir = fresh_dir("lock");
+    let out = dir.join("out");
+    std::fs::create_dir_all(out.join("sub")).unwrap();
+    let input = common::samples().join("dicom/lung1_series/IM0000.dcm");
+    let lock = out.join(lim::io::lock::LOCK_FILE);
+
+    // This test's own process: alive, so the run is refused and nothing is touched.
+    std::fs::write(&lock, std::process::id().to_string()).unwrap();
+    let err = preprocess::run(std::slice::from_ref(&input), &Options::new(&out), &NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("another lim run") && err.contains(".lim.lock"),
+        "{err}"
+    );
+    assert!(lock.exists());
+
+    // A process that has ended: its lock and temporary files are removed.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    std::fs::write(&lock, dead.to_string()).unwrap();
+    let leftovers = [
+        out.join(format!("0061.png.lim-tmp{dead}")),
+        out.join(format!("sub/manifest.jsonl.lim-tmp{dead}")),
+    ];
+    for file in &leftovers {
+        std::fs::write(file, b"half a file").unwrap();
+    }
+    let kept = out.join(format!("notes.tmp{dead}"));
+    std::fs::write(&kept, b"the user's").unwrap();
+    let report = preprocess::run(&[input], &Options::new(&out), &NoProgress).unwrap();
+    assert_eq!(report.volumes, 1);
+    assert!(leftovers.iter().all(|f| !f.exists()), "leftovers stay");
+    assert!(kept.exists(), "a file of the user's was removed");
+    assert!(!lock.exists(), "the lock is released when the run ends");
     std::fs::remove_dir_all(&dir).unwrap();
 }

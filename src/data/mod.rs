@@ -13,6 +13,7 @@ use crate::io::IoError;
 
 /// Decodes a PNG or JPEG file (by its content, whatever its name) that has pixels.
 pub fn decode_image(path: &Path) -> Result<image::DynamicImage, IoError> {
+    crate::io::require_regular(path)?;
     let image = image::ImageReader::open(path)
         .map_err(|e| IoError::io(path, e))?
         .with_guessed_format()

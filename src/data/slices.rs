@@ -30,7 +30,8 @@ pub fn is_image(path: &Path) -> bool {
     matches!(ext.as_str(), "png" | "jpg" | "jpeg")
 }
 
-/// The files lim itself writes beside slices, which are no slices and not worth a word.
+/// The files lim itself writes beside slices (logs, manifests, the output lock), which are no
+/// slices and not worth a word.
 fn is_side_file(path: &Path) -> bool {
     let name = path
         .file_name()
@@ -134,6 +135,9 @@ impl SliceList {
             .files
             .par_iter()
             .map(|path| {
+                if let Err(e) = crate::io::require_regular(path) {
+                    return Some(e.to_string());
+                }
                 let reader = image::ImageReader::open(path)
                     .and_then(|r| r.with_guessed_format())
                     .map_err(|e| e.to_string());

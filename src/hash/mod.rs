@@ -196,6 +196,7 @@ pub fn open_luma(path: &Path) -> Result<Luma8, HashError> {
         path: path.to_path_buf(),
         reason,
     };
+    crate::io::require_regular(path).map_err(|e| fail(e.to_string()))?;
     let image = image::ImageReader::open(path)
         .map_err(|e| fail(e.to_string()))?
         .with_guessed_format()

@@ -22,9 +22,10 @@ use super::volume::{Format, Rescale, Samples, Volume};
 /// Whether the file has the 128-byte preamble followed by `DICM`.
 pub fn has_preamble(path: &Path) -> bool {
     let mut head = [0u8; 132];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut head))
-        .is_ok_and(|()| &head[128..] == b"DICM")
+    path.is_file()
+        && std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut head))
+            .is_ok_and(|()| &head[128..] == b"DICM")
 }
 
 /// What the scan learns from a file's header.
@@ -78,6 +79,7 @@ fn open(path: &Path, until_pixels: bool) -> Result<DefaultDicomObject, IoError> 
     if until_pixels {
         options = options.read_until(tags::PIXEL_DATA);
     }
+    super::require_regular(path)?;
     options.open_file(path).map_err(|e| {
         let chain = error_chain(&e);
         if chain.contains("meta group") {

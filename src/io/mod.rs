@@ -2,6 +2,7 @@
 
 pub mod dicom;
 pub mod jsonl;
+pub mod lock;
 pub mod nifti;
 pub mod npy;
 pub mod nrrd;
@@ -100,10 +101,11 @@ impl From<IoError> for Failure {
 }
 
 /// The name `path` is written under before it is renamed into place, so that a reader never
-/// sees half a file: `<name>.tmp<pid>` beside it.
+/// sees half a file: `<name>.lim-tmp<pid>` beside it (a name distinct enough that a rerun can
+/// remove what a killed run left, see [`lock`], and touch no file of the user's).
 fn temporary(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp{}", std::process::id()));
+    name.push(format!("{}{}", lock::TEMPORARY, std::process::id()));
     path.with_file_name(name)
 }
 
@@ -141,7 +143,22 @@ pub(crate) fn copy_atomic(from: &Path, to: &Path) -> Result<(), IoError> {
 }
 
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, IoError> {
+    require_regular(path)?;
     std::fs::read(path).map_err(|e| IoError::io(path, e))
+}
+
+/// Refuses what is not a regular file before anything opens it: reading a FIFO waits for a
+/// writer that may never come, and a device node may never end.
+pub fn require_regular(path: &Path) -> Result<(), IoError> {
+    let meta = std::fs::metadata(path).map_err(|e| IoError::io(path, e))?;
+    match (meta.is_file(), meta.is_dir()) {
+        (true, _) => Ok(()),
+        (false, true) => Err(IoError::invalid(path, "a folder, not a file")),
+        (false, false) => Err(IoError::invalid(
+            path,
+            "not a regular file (a FIFO, socket or device node)",
+        )),
+    }
 }
 
 /// The file's bytes, gunzipped when they start with the gzip magic.

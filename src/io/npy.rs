@@ -45,12 +45,14 @@ pub struct Array {
 
 /// Reads the `.npy` file at `path`.
 pub fn read_npy(path: &Path) -> Result<Array, IoError> {
+    super::require_regular(path)?;
     let bytes = std::fs::read(path).map_err(|e| IoError::io(path, e))?;
     parse_npy(&bytes).map_err(|why| IoError::invalid(path, why))
 }
 
 /// Reads every array of the `.npz` archive at `path`, by name without `.npy`.
 pub fn read_npz(path: &Path) -> Result<BTreeMap<String, Array>, IoError> {
+    super::require_regular(path)?;
     let file = std::fs::File::open(path).map_err(|e| IoError::io(path, e))?;
     let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file))
         .map_err(|e| IoError::invalid(path, format!("not an .npz (zip) archive: {e}")))?;

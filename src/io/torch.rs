@@ -200,6 +200,7 @@ const WRAPPERS: [&str; 4] = ["model.", "encoder_q.", "online_network.encoder.", 
 pub fn load_state_dict(path: &Path) -> Result<Vec<(String, Vec<usize>, Values)>, IoError> {
     use std::io::Read;
     let fail = |why: String| IoError::invalid(path, why);
+    super::require_regular(path)?;
     let file = std::fs::File::open(path).map_err(|e| IoError::io(path, e))?;
     let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
         .map_err(|e| fail(format!("not a PyTorch zip checkpoint: {e}")))?;

@@ -33,8 +33,17 @@ pub(super) enum Naming {
     Counter { patient: String, first: usize },
 }
 
+/// The longest name lim gives a volume, in bytes: file systems allow 255, and slice numbers
+/// and extensions follow it.
+const MAX_NAME: usize = 100;
+
+/// A name from a file's contents or path made safe for a file name: characters other than
+/// ASCII letters, digits, `.`, `_` and `-` become `_`, as do leading dots (so no name is `..`,
+/// `.` or hidden); an empty name is `_`; a name longer than [`MAX_NAME`] keeps its start and
+/// a hash of the whole, so that distinct names stay distinct.
 fn sanitise(s: &str) -> String {
-    s.chars()
+    let mut name: String = s
+        .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "._-".contains(c) {
                 c
@@ -42,7 +51,20 @@ fn sanitise(s: &str) -> String {
                 '_'
             }
         })
-        .collect()
+        .collect();
+    let dots = name.len() - name.trim_start_matches('.').len();
+    name.replace_range(..dots, &"_".repeat(dots));
+    if name.is_empty() {
+        name.push('_');
+    }
+    if name.len() > MAX_NAME {
+        let hash = s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        name.truncate(MAX_NAME - 17);
+        name.push_str(&format!("-{hash:016x}"));
+    }
+    name
 }
 
 /// A volume file's name without its extensions.
@@ -213,4 +235,33 @@ pub(super) fn frame_numbers(first: usize, series: &Series, volume: &Volume) -> V
             before[file] + seen[file] - 1
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sanitise;
+
+    #[test]
+    fn names_from_files_are_plain_short_and_distinct() {
+        for (given, want) in [
+            ("..", "__"),
+            (".", "_"),
+            (".hidden", "_hidden"),
+            ("", "_"),
+            ("/etc/passwd", "_etc_passwd"),
+            ("a\0b\u{7}c", "a_b_c"),
+            ("..\\..\\x", "___.._x"),
+            ("LIDC-IDRI-0001", "LIDC-IDRI-0001"),
+            ("a.b", "a.b"),
+        ] {
+            assert_eq!(sanitise(given), want, "{given:?}");
+        }
+        let (long, longer) = ("x".repeat(300), "x".repeat(301));
+        let (a, b) = (sanitise(&long), sanitise(&longer));
+        assert!(
+            a.len() == super::MAX_NAME && b.len() == super::MAX_NAME,
+            "{a}"
+        );
+        assert!(a.starts_with("xxxx") && a != b);
+    }
 }

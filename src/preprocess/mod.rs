@@ -195,6 +195,7 @@ pub fn run_with(
     sink: &dyn Sink,
 ) -> crate::Result<Report> {
     std::fs::create_dir_all(&opts.output).map_err(|e| IoError::io(&opts.output, e))?;
+    let _lock = io::lock::OutputLock::acquire(&opts.output)?;
     let (jobs, mut failures, ignored) = discover(inputs, opts.mode)?;
     progress.start(jobs.len());
     let stop = AtomicBool::new(opts.strict && failures.iter().any(|f| !f.skipped));

@@ -116,6 +116,7 @@ pub fn run(
         volumes.insert("(all)".into(), all);
     }
     std::fs::create_dir_all(output).map_err(|e| IoError::io(output, e))?;
+    let _lock = crate::io::lock::OutputLock::acquire(output)?;
     progress.start(volumes.len());
     let mut report = Report::default();
     for (index, (volume, slices)) in volumes.iter().enumerate() {

@@ -492,6 +492,7 @@ fn execute(
     show_crops: bool,
     observer: &mut dyn Observer,
 ) -> Result<RunSummary, RunError> {
+    let _lock = crate::io::lock::OutputLock::acquire(&dir.root)?;
     let mut options = gpu_options.clone();
     let user_tuning = options.tuning.clone();
     options.tuning = match config.autotune {
