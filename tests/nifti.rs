@@ -284,3 +284,37 @@ fn a_header_and_image_pair() {
     assert_eq!(vol.sources.len(), 2);
     assert!(matches!(&vol.samples, Samples::I16(v) if v == &(0..8).collect::<Vec<i16>>()));
 }
+
+/// A header that claims a huge volume over a few bytes of data is an error that names the
+/// file, before anything that size is allocated; dimensions whose product overflows are too
+/// (they used to overflow the size computation).
+#[test]
+fn huge_claimed_dimensions_are_clear_errors() {
+    let huge = Spec {
+        version: 2,
+        big: false,
+        datatype: 16,
+        bytes_per: 4,
+        dims: [30000, 30000, 30000],
+        slope: 1.0,
+        inter: 0.0,
+    };
+    let path = scratch("huge.nii");
+    write_nifti(&path, &huge, &[0u8; 64]);
+    let err = nifti::read(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("huge.nii") && err.contains("truncated image data"),
+        "{err}"
+    );
+    let overflowing = Spec {
+        dims: [1 << 40, 1 << 40, 1 << 40],
+        ..huge
+    };
+    let path = scratch("overflowing.nii");
+    write_nifti(&path, &overflowing, &[0u8; 64]);
+    let err = nifti::read(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("overflowing.nii") && err.contains("overflow memory"),
+        "{err}"
+    );
+}

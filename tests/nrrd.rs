@@ -134,3 +134,25 @@ fn the_sample_chest_ct() {
         .fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
     assert_eq!((lo, hi), (-1024.0, 3071.0));
 }
+
+/// Sizes that claim more than the data holds are a named error, before anything that size
+/// is allocated; sizes whose product overflows are too.
+#[test]
+fn huge_claimed_sizes_are_clear_errors() {
+    let le: Vec<u8> = VALUES.iter().flat_map(|v| v.to_le_bytes()).collect();
+    for (name, sizes, wanted) in [
+        ("huge.nrrd", "30000 30000 30000", "truncated image data"),
+        (
+            "overflowing.nrrd",
+            "4294967296 4294967296 4294967296",
+            "overflow memory",
+        ),
+    ] {
+        let text = header("raw", "little", "left-posterior-superior")
+            .replace("sizes: 3 2 2", &format!("sizes: {sizes}"));
+        let path = scratch(name);
+        std::fs::write(&path, [text.into_bytes(), le.clone()].concat()).unwrap();
+        let err = nrrd::read(&path).unwrap_err().to_string();
+        assert!(err.contains(name) && err.contains(wanted), "{err}");
+    }
+}

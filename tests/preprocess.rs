@@ -536,9 +536,13 @@ fn an_output_folder_takes_one_run_and_a_killed_runs_leftovers_go() {
 
     // This test's own process: alive, so the run is refused and nothing is touched.
     std::fs::write(&lock, std::process::id().to_string()).unwrap();
-    let err = preprocess::run(std::slice::from_ref(&input), &Options::new(&out), &NoProgress)
-        .unwrap_err()
-        .to_string();
+    let err = preprocess::run(
+        std::slice::from_ref(&input),
+        &Options::new(&out),
+        &NoProgress,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         err.contains("another lim run") && err.contains(".lim.lock"),
         "{err}"

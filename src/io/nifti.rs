@@ -258,19 +258,24 @@ pub fn read(path: &Path) -> Result<Volume, IoError> {
             format!("image dimensions {dims:?} are not all positive"),
         ));
     }
-    if let Some(extra) = dims.get(3..).filter(|d| d.iter().product::<i64>() > 1) {
+    if let Some(extra) = dims.get(3..).filter(|d| d.iter().any(|&n| n > 1)) {
         return Err(IoError::unsupported(
             path,
             format!(
                 "a {ndim}-D image ({} volumes of {:?}); lim reads 3-D volumes",
-                extra.iter().product::<i64>(),
+                extra.iter().fold(1i64, |n, &d| n.saturating_mul(d)),
                 &dims[..3]
             ),
         ));
     }
     let size = |n: usize| dims.get(n).copied().unwrap_or(1) as usize;
     let shape = [size(0), size(1), size(2)];
-    let count = shape.iter().product();
+    let count = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| {
+            IoError::invalid(path, format!("image dimensions {shape:?} overflow memory"))
+        })?;
     let image_bytes;
     let (sources, data): (Vec<PathBuf>, &[u8]) = if h.single_file {
         let offset = h.vox_offset.max(0.0) as usize;

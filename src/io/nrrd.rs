@@ -102,6 +102,10 @@ pub fn read(path: &Path) -> Result<Volume, IoError> {
         ));
     }
     let dims = [sizes[0], sizes[1], sizes.get(2).copied().unwrap_or(1)];
+    let count = dims
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| IoError::invalid(path, format!("sizes {dims:?} overflow memory")))?;
     let big = fields.get("endian").is_some_and(|e| e == "big");
 
     let detached: Option<PathBuf> = fields
@@ -135,7 +139,7 @@ pub fn read(path: &Path) -> Result<Volume, IoError> {
             ));
         }
     };
-    let samples = Samples::decode(ty, data, dims.iter().product(), big)
+    let samples = Samples::decode(ty, data, count, big)
         .map_err(|reason| IoError::invalid(data_path, reason))?;
 
     let affine = geometry(path, &fields, dimension)?;

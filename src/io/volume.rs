@@ -45,7 +45,9 @@ impl Samples {
         macro_rules! decode {
             ($variant:ident, $t:ty) => {{
                 const SIZE: usize = std::mem::size_of::<$t>();
-                let need = count * SIZE;
+                let Some(need) = count.checked_mul(SIZE) else {
+                    return Err(format!("{count} samples of {SIZE} bytes overflow memory"));
+                };
                 if data.len() < need {
                     return Err(format!(
                         "truncated image data: {} of {need} bytes",
