@@ -570,3 +570,48 @@ fn an_output_folder_takes_one_run_and_a_killed_runs_leftovers_go() {
     assert!(!lock.exists(), "the lock is released when the run ends");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `lim preprocess` killed with SIGKILL at several moments, then rerun, ends with the same
+/// files, byte for byte, as a run never stopped, and no temporary file left.
+#[test]
+fn a_killed_preprocess_reruns_to_the_same_outputs() {
+    let dir = fresh_dir("killed");
+    let s = common::samples().join("ct_volumes");
+    let inputs = [s.join("ct_example.nii.gz"), s.join("lung1_image.nrrd")];
+    let run = |out: &Path| {
+        let mut args = vec![
+            "preprocess".into(),
+            "--output".into(),
+            out.as_os_str().to_owned(),
+        ];
+        args.extend(inputs.iter().map(|p| p.as_os_str().to_owned()));
+        args
+    };
+    let whole = dir.join("whole");
+    let done = lim(&run(&whole));
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+
+    let killed = dir.join("killed");
+    let interrupted = common::kill_at(&run(&killed), &[100, 200, 350, 500]);
+    assert!(interrupted > 0, "no kill found the run still going");
+    let rerun = lim(&run(&killed));
+    assert!(
+        rerun.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rerun.stderr)
+    );
+    let (want, got) = (common::tree(&whole), common::tree(&killed));
+    assert_eq!(
+        want.keys().collect::<Vec<_>>(),
+        got.keys().collect::<Vec<_>>(),
+        "the same files"
+    );
+    for (name, bytes) in &want {
+        assert!(got[name] == *bytes, "{name} differs after the kills");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

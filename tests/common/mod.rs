@@ -225,3 +225,36 @@ pub fn failures_file(path: &std::path::Path) -> Vec<lim::io::Failure> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     as_failures(text.lines().map(|l| serde_json::from_str(l).unwrap()))
 }
+
+/// Every file under `dir` by relative path, with its bytes (but the lock of a run still
+/// going): what two runs that should agree are compared by.
+pub fn tree(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    lim::io::walk(&[dir.to_path_buf()])
+        .unwrap()
+        .into_iter()
+        .filter(|p| !p.ends_with(lim::io::lock::LOCK_FILE))
+        .map(|p| {
+            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            (rel, std::fs::read(&p).unwrap())
+        })
+        .collect()
+}
+
+/// Runs lim with `args` and kills it (SIGKILL) after each of `delays` in turn, each time
+/// from the start; how many kills found it still going.
+pub fn kill_at<S: AsRef<std::ffi::OsStr>>(args: &[S], delays_ms: &[u64]) -> usize {
+    let mut interrupted = 0;
+    for &delay in delays_ms {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lim"))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        interrupted += child.try_wait().unwrap().is_none() as usize;
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    interrupted
+}
