@@ -241,3 +241,22 @@ fn zeros_and_reshape_share_or_fill_storage() {
     assert!(r.same_storage(&z));
     assert!(z.reshape(&[4, 4]).is_err());
 }
+
+/// A device lost under lim (destroyed here, as a driver reset or an unplugged eGPU would
+/// leave it) makes every later call an error that says so: no panic and no hang.
+#[test]
+fn a_lost_device_is_an_error_not_a_panic_or_a_hang() {
+    let gpu = private_gpu(Tuning::Off);
+    let a = Tensor::from_slice(&gpu, &[2, 2], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+    assert_eq!(
+        a.matmul(&a).unwrap().to_vec().unwrap(),
+        [7.0, 10.0, 15.0, 22.0]
+    );
+    gpu.device().destroy();
+    let outcome = a
+        .matmul(&a)
+        .and_then(|c| c.to_vec())
+        .and_then(|_| Tensor::from_slice(&gpu, &[3], &[1.0, 2.0, 3.0])?.to_vec());
+    let err = outcome.unwrap_err().to_string();
+    assert!(err.to_lowercase().contains("lost"), "{err}");
+}

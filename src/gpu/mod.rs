@@ -157,12 +157,11 @@ impl Gpu {
     ) -> Arc<Gpu> {
         let fault: Arc<Mutex<Option<GpuError>>> = Arc::default();
         let lost = fault.clone();
+        // `Destroyed` also comes when lim drops the device, when nothing reads it any more.
         device.set_device_lost_callback(move |reason, message| {
-            if reason != wgpu::DeviceLostReason::Destroyed {
-                lost.lock().unwrap().get_or_insert(GpuError::DeviceLost {
-                    reason: format!("{reason:?}: {message}"),
-                });
-            }
+            lost.lock().unwrap().get_or_insert(GpuError::DeviceLost {
+                reason: format!("{reason:?}: {message}"),
+            });
         });
         let uncaptured = fault.clone();
         device.on_uncaptured_error(Arc::new(move |err: wgpu::Error| {
@@ -266,6 +265,16 @@ impl Gpu {
             Some(err) => Err(err),
             None => Ok(()),
         }
+    }
+
+    /// What caused `err`, where a callback recorded it (a lost device makes every map fail),
+    /// else `err`.
+    fn cause_of(&self, err: impl std::fmt::Display) -> GpuError {
+        self.fault
+            .lock()
+            .unwrap()
+            .take()
+            .unwrap_or_else(|| GpuError::Readback(err.to_string()))
     }
 
     fn limit_error(
@@ -432,12 +441,12 @@ impl Gpu {
         });
         self.wait()?;
         rx.recv()
-            .map_err(|e| GpuError::Readback(e.to_string()))?
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
+            .map_err(|e| self.cause_of(e))?
+            .map_err(|e| self.cause_of(e))?;
         let out = {
             let view = staging
                 .get_mapped_range(0..total)
-                .map_err(|e| GpuError::Readback(e.to_string()))?;
+                .map_err(|e| self.cause_of(e))?;
             let mut at = 0usize;
             parts
                 .iter()
