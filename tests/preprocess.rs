@@ -615,3 +615,27 @@ fn a_killed_preprocess_reruns_to_the_same_outputs() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A dangling symbolic link among the inputs, named like a volume, is a failure that names it;
+/// the walk goes on and the rest is processed (it used to stop the whole run).
+#[test]
+fn a_dangling_link_is_a_named_failure_and_the_rest_is_processed() {
+    let dir = fresh_dir("dangling");
+    let inputs = dir.join("in");
+    std::fs::create_dir_all(&inputs).unwrap();
+    std::fs::copy(
+        common::samples().join("dicom/lung1_series/IM0000.dcm"),
+        inputs.join("IM0000.dcm"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(dir.join("nowhere.nii"), inputs.join("gone.nii")).unwrap();
+    let out = dir.join("out");
+    let report = preprocess::run(&[inputs], &Options::new(&out), &NoProgress).unwrap();
+    assert_eq!(report.volumes, 1);
+    let failures = common::failures_file(&out.join("failures.jsonl"));
+    assert!(
+        failures.iter().any(|f| f.input.ends_with("gone.nii")),
+        "{failures:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -220,7 +220,9 @@ pub fn kind_of(path: &Path) -> Kind {
 }
 
 /// Every file under `inputs` (files as given, folders walked recursively, following
-/// symbolic links but never around a cycle of them), sorted by the bytes of their paths.
+/// symbolic links but never around a cycle of them), sorted by the bytes of their paths. An
+/// entry the walk cannot follow (a dangling link, one that vanished) is listed too, so that
+/// the reader that opens it names it in its failures instead of the walk stopping the run.
 pub fn walk(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, IoError> {
     let mut files = Vec::new();
     for input in inputs {
@@ -235,6 +237,9 @@ pub fn walk(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, IoError> {
                 Ok(_) => {}
                 // A link back to a folder above it: its files are listed once already.
                 Err(e) if e.loop_ancestor().is_some() => {}
+                Err(e) if e.depth() > 0 && e.path().is_some() => {
+                    files.extend(e.path().map(Path::to_path_buf));
+                }
                 Err(e) => {
                     let at = e.path().unwrap_or(input).to_path_buf();
                     let source = e
