@@ -85,18 +85,7 @@ impl Sample {
             Pixels::File(path) => read_file(path)?,
         };
         let plane = width * height;
-        let mut planes = vec![0.0; t.channels * plane];
-        for c in 0..t.channels {
-            for i in 0..plane {
-                let px = &values[i * source_channels..(i + 1) * source_channels];
-                let v = match (t.channels, source_channels) {
-                    (_, 1) => px[0],
-                    (1, _) => 0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2],
-                    _ => px[c],
-                };
-                planes[c * plane + i] = (v - t.mean[c]) / t.std[c];
-            }
-        }
+        let planes = normalised_planes(&values, source_channels, t.channels, &t.mean, &t.std);
         Ok(planes
             .chunks(plane)
             .flat_map(|p| resize_area(p, height, width, t.size, t.size))
@@ -104,8 +93,33 @@ impl Sample {
     }
 }
 
+/// Interleaved pixels in [0, 1] with `source_channels` (1 or 3) as `channels` planes (grey
+/// replicated, colour taken to its luma for one channel), each `(v - mean) / std`.
+pub(crate) fn normalised_planes(
+    values: &[f32],
+    source_channels: usize,
+    channels: usize,
+    mean: &[f32],
+    std: &[f32],
+) -> Vec<f32> {
+    let plane = values.len() / source_channels;
+    let mut planes = vec![0.0; channels * plane];
+    for c in 0..channels {
+        for i in 0..plane {
+            let px = &values[i * source_channels..(i + 1) * source_channels];
+            let v = match (channels, source_channels) {
+                (_, 1) => px[0],
+                (1, _) => 0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2],
+                _ => px[c],
+            };
+            planes[c * plane + i] = (v - mean[c]) / std[c];
+        }
+    }
+    planes
+}
+
 /// A file's pixels in [0, 1], interleaved, with its width, height and channels (1 or 3).
-fn read_file(path: &Path) -> Result<(usize, usize, usize, Vec<f32>), IoError> {
+pub(crate) fn read_file(path: &Path) -> Result<(usize, usize, usize, Vec<f32>), IoError> {
     let image = crate::data::decode_image(path)?;
     let (w, h) = (image.width() as usize, image.height() as usize);
     Ok(if image.color().has_color() {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
+use super::dataset::{normalised_planes, read_file};
 use super::encoder::Encoder;
 use crate::autograd::{Var, no_grad};
 use crate::io::IoError;
@@ -24,26 +25,17 @@ impl Encoder {
     /// replicated to three channels, a colour one taken to its luma (ITU-R 601-2) for a
     /// one-channel network, then `(v - mean) / std` per channel.
     pub fn planes(&self, path: &Path) -> std::result::Result<Planes, IoError> {
-        let image = crate::data::decode_image(path)?;
-        let (width, height) = (image.width() as usize, image.height() as usize);
-        let grey = !image.color().has_color();
-        let rgb = image.to_rgb32f();
-        let channels = self.channels;
-        let mut values = vec![0.0; channels * width * height];
-        for (i, p) in rgb.pixels().enumerate() {
-            for c in 0..channels {
-                let v = match (channels, grey) {
-                    (1, false) => 0.299 * p.0[0] + 0.587 * p.0[1] + 0.114 * p.0[2],
-                    (1, true) => p.0[0],
-                    _ => p.0[c],
-                };
-                values[c * width * height + i] = (v - self.mean[c]) / self.std[c];
-            }
-        }
+        let (width, height, source_channels, values) = read_file(path)?;
         Ok(Planes {
             width,
             height,
-            values,
+            values: normalised_planes(
+                &values,
+                source_channels,
+                self.channels,
+                &self.mean,
+                &self.std,
+            ),
         })
     }
 
