@@ -81,13 +81,6 @@ pub fn cache_dir() -> Option<PathBuf> {
     }
 }
 
-/// FNV-1a, to name the cache file after what it is valid for.
-fn fingerprint(text: &str) -> u64 {
-    text.bytes().fold(0xcbf29ce484222325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    })
-}
-
 fn cache_file_name(info: &wgpu::AdapterInfo) -> String {
     let slug: String = info
         .name
@@ -112,7 +105,10 @@ fn cache_file_name(info: &wgpu::AdapterInfo) -> String {
         env!("CARGO_PKG_VERSION"),
         sources
     );
-    format!("autotune-{slug}-{:016x}.json", fingerprint(&key))
+    format!(
+        "autotune-{slug}-{:016x}.json",
+        crate::io::names::fnv1a(key.as_bytes())
+    )
 }
 
 impl Autotuner {

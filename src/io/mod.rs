@@ -3,6 +3,7 @@
 pub mod dicom;
 pub mod jsonl;
 pub mod lock;
+pub mod names;
 pub mod nifti;
 pub mod npy;
 pub mod nrrd;

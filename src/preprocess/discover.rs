@@ -9,6 +9,7 @@ use rayon::prelude::*;
 
 use super::Mode;
 use crate::io::dicom::{self, Series};
+use crate::io::names::safe_name;
 use crate::io::{self, Failure, IoError, Kind, Volume};
 
 /// A source of one volume, and how its slices are named.
@@ -33,40 +34,6 @@ pub(super) enum Naming {
     Counter { patient: String, first: usize },
 }
 
-/// The longest name lim gives a volume, in bytes: file systems allow 255, and slice numbers
-/// and extensions follow it.
-const MAX_NAME: usize = 100;
-
-/// A name from a file's contents or path made safe for a file name: characters other than
-/// ASCII letters, digits, `.`, `_` and `-` become `_`, as do leading dots (so no name is `..`,
-/// `.` or hidden); an empty name is `_`; a name longer than [`MAX_NAME`] keeps its start and
-/// a hash of the whole, so that distinct names stay distinct.
-fn sanitise(s: &str) -> String {
-    let mut name: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let dots = name.len() - name.trim_start_matches('.').len();
-    name.replace_range(..dots, &"_".repeat(dots));
-    if name.is_empty() {
-        name.push('_');
-    }
-    if name.len() > MAX_NAME {
-        let hash = s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-        });
-        name.truncate(MAX_NAME - 17);
-        name.push_str(&format!("-{hash:016x}"));
-    }
-    name
-}
-
 /// A volume file's name without its extensions.
 fn file_stem(path: &Path) -> String {
     let name = path
@@ -80,11 +47,11 @@ fn file_stem(path: &Path) -> String {
     .iter()
     .find(|ext| lower.ends_with(*ext))
     .map_or(name.len(), |ext| name.len() - ext.len());
-    sanitise(&name[..cut])
+    safe_name(&name[..cut])
 }
 
 fn parent_name(path: &Path) -> Option<String> {
-    path.parent()?.file_name()?.to_str().map(sanitise)
+    path.parent()?.file_name()?.to_str().map(safe_name)
 }
 
 /// Finds the volumes among `inputs` and names them.
@@ -166,12 +133,12 @@ pub(super) fn discover(
         let patient = series
             .patient_id
             .as_deref()
-            .map(sanitise)
+            .map(safe_name)
             .or_else(|| parent_name(first))
             .unwrap_or_else(|| "dicom".into());
         let id = match (&series.series_uid, &series.series_number) {
             (None, _) => file_stem(first),
-            (Some(_), Some(number)) => format!("{patient}_{}", sanitise(number)),
+            (Some(_), Some(number)) => format!("{patient}_{}", safe_name(number)),
             (Some(_), None) => patient.clone(),
         };
         let naming = match mode {
@@ -235,33 +202,4 @@ pub(super) fn frame_numbers(first: usize, series: &Series, volume: &Volume) -> V
             before[file] + seen[file] - 1
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::sanitise;
-
-    #[test]
-    fn names_from_files_are_plain_short_and_distinct() {
-        for (given, want) in [
-            ("..", "__"),
-            (".", "_"),
-            (".hidden", "_hidden"),
-            ("", "_"),
-            ("/etc/passwd", "_etc_passwd"),
-            ("a\0b\u{7}c", "a_b_c"),
-            ("..\\..\\x", "___.._x"),
-            ("LIDC-IDRI-0001", "LIDC-IDRI-0001"),
-            ("a.b", "a.b"),
-        ] {
-            assert_eq!(sanitise(given), want, "{given:?}");
-        }
-        let (long, longer) = ("x".repeat(300), "x".repeat(301));
-        let (a, b) = (sanitise(&long), sanitise(&longer));
-        assert!(
-            a.len() == super::MAX_NAME && b.len() == super::MAX_NAME,
-            "{a}"
-        );
-        assert!(a.starts_with("xxxx") && a != b);
-    }
 }

@@ -174,9 +174,7 @@ pub fn decide(
             .collect(),
         Strategy::Random { fraction, seed } => {
             // Seeded by the group's name, so a volume draws the same slices however it is reached.
-            let name = group.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-                (h ^ b as u64).wrapping_mul(0x100000001b3)
-            });
+            let name = crate::io::names::fnv1a(group.as_bytes());
             let mut order: Vec<usize> = (0..n).collect();
             order.shuffle(&mut StdRng::seed_from_u64(seed ^ name));
             let keep = (fraction.clamp(0.0, 1.0) * n as f64).round() as usize;

@@ -53,16 +53,6 @@ pub fn write(
     }
     let dir = output.join("sheets");
     std::fs::create_dir_all(&dir).map_err(|e| IoError::io(&dir, e))?;
-    let name: String = volume
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let path = dir.join(format!("{name}.png"));
+    let path = dir.join(format!("{}.png", crate::io::names::safe_name(volume)));
     crate::plot::save_png(&sheet, &path)
 }
