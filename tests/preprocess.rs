@@ -587,32 +587,7 @@ fn a_killed_preprocess_reruns_to_the_same_outputs() {
         args.extend(inputs.iter().map(|p| p.as_os_str().to_owned()));
         args
     };
-    let whole = dir.join("whole");
-    let done = lim(&run(&whole));
-    assert!(
-        done.status.success(),
-        "{}",
-        String::from_utf8_lossy(&done.stderr)
-    );
-
-    let killed = dir.join("killed");
-    let interrupted = common::kill_at(&run(&killed), &[100, 200, 350, 500]);
-    assert!(interrupted > 0, "no kill found the run still going");
-    let rerun = lim(&run(&killed));
-    assert!(
-        rerun.status.success(),
-        "{}",
-        String::from_utf8_lossy(&rerun.stderr)
-    );
-    let (want, got) = (common::tree(&whole), common::tree(&killed));
-    assert_eq!(
-        want.keys().collect::<Vec<_>>(),
-        got.keys().collect::<Vec<_>>(),
-        "the same files"
-    );
-    for (name, bytes) in &want {
-        assert!(got[name] == *bytes, "{name} differs after the kills");
-    }
+    common::assert_killed_runs_end_as_whole(&dir, run, &[100, 200, 350, 500]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -228,7 +228,7 @@ pub fn failures_file(path: &std::path::Path) -> Vec<lim::io::Failure> {
 
 /// Every file under `dir` by relative path, with its bytes (but the lock of a run still
 /// going): what two runs that should agree are compared by.
-pub fn tree(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+fn tree(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     lim::io::walk(&[dir.to_path_buf()])
         .unwrap()
         .into_iter()
@@ -240,13 +240,29 @@ pub fn tree(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>
         .collect()
 }
 
-/// Runs lim with `args` and kills it (SIGKILL) after each of `delays` in turn, each time
-/// from the start; how many kills found it still going.
-pub fn kill_at<S: AsRef<std::ffi::OsStr>>(args: &[S], delays_ms: &[u64]) -> usize {
+/// Runs lim with `args(out)` into `dir/whole` undisturbed; into `dir/killed` it starts it
+/// and kills it (SIGKILL) after each of `delays_ms`, each time from the start, then lets it
+/// finish. Asserts that some kill found the run going and that both folders end with the
+/// same files, byte for byte.
+pub fn assert_killed_runs_end_as_whole(
+    dir: &std::path::Path,
+    args: impl Fn(&std::path::Path) -> Vec<std::ffi::OsString>,
+    delays_ms: &[u64],
+) {
+    let finish = |out: &std::path::Path| {
+        let done = lim(&args(out));
+        assert!(
+            done.status.success(),
+            "{}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+    };
+    let (whole, killed) = (dir.join("whole"), dir.join("killed"));
+    finish(&whole);
     let mut interrupted = 0;
     for &delay in delays_ms {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lim"))
-            .args(args)
+            .args(args(&killed))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -256,5 +272,15 @@ pub fn kill_at<S: AsRef<std::ffi::OsStr>>(args: &[S], delays_ms: &[u64]) -> usiz
         child.kill().unwrap();
         child.wait().unwrap();
     }
-    interrupted
+    assert!(interrupted > 0, "no kill found the run still going");
+    finish(&killed);
+    let (want, got) = (tree(&whole), tree(&killed));
+    assert_eq!(
+        want.keys().collect::<Vec<_>>(),
+        got.keys().collect::<Vec<_>>(),
+        "the same files"
+    );
+    for (name, bytes) in &want {
+        assert!(got[name] == *bytes, "{name} differs after the kills");
+    }
 }
