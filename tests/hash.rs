@@ -243,7 +243,7 @@ fn unreadable_images_are_errors_that_name_the_file() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("ct_head.nii.gz") && err.contains("cannot read the image"),
+        err.contains("ct_head.nii.gz") && err.contains("cannot decode the image"),
         "{err}"
     );
 }

@@ -286,8 +286,9 @@ fn a_header_and_image_pair() {
 }
 
 /// A header that claims a huge volume over a few bytes of data is an error that names the
-/// file, before anything that size is allocated; dimensions whose product overflows are too
-/// (they used to overflow the size computation).
+/// file and the limit, before anything that size is allocated; dimensions whose product
+/// overflows are too (they used to overflow the size computation). Under the limit, a claim
+/// past the data is a truncation.
 #[test]
 fn huge_claimed_dimensions_are_clear_errors() {
     let huge = Spec {
@@ -303,7 +304,22 @@ fn huge_claimed_dimensions_are_clear_errors() {
     write_nifti(&path, &huge, &[0u8; 64]);
     let err = nifti::read(&path).unwrap_err().to_string();
     assert!(
-        err.contains("huge.nii") && err.contains("truncated image data"),
+        err.contains("huge.nii")
+            && err.contains("claim 27000000000000 voxels, past the limit of 1073741824"),
+        "{err}"
+    );
+    let path = scratch("short.nii");
+    write_nifti(
+        &path,
+        &Spec {
+            dims: [1000, 1000, 1000],
+            ..huge
+        },
+        &[0u8; 64],
+    );
+    let err = nifti::read(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("short.nii") && err.contains("truncated image data: 64 of 4000000000 bytes"),
         "{err}"
     );
     let overflowing = Spec {
@@ -314,7 +330,7 @@ fn huge_claimed_dimensions_are_clear_errors() {
     write_nifti(&path, &overflowing, &[0u8; 64]);
     let err = nifti::read(&path).unwrap_err().to_string();
     assert!(
-        err.contains("overflowing.nii") && err.contains("overflow memory"),
+        err.contains("overflowing.nii") && err.contains("past the limit"),
         "{err}"
     );
 }

@@ -135,17 +135,22 @@ fn the_sample_chest_ct() {
     assert_eq!((lo, hi), (-1024.0, 3071.0));
 }
 
-/// Sizes that claim more than the data holds are a named error, before anything that size
-/// is allocated; sizes whose product overflows are too.
+/// Sizes past the voxel limit, or that claim more than the data holds, are a named error,
+/// before anything that size is allocated; sizes whose product overflows are too.
 #[test]
 fn huge_claimed_sizes_are_clear_errors() {
     let le: Vec<u8> = VALUES.iter().flat_map(|v| v.to_le_bytes()).collect();
     for (name, sizes, wanted) in [
-        ("huge.nrrd", "30000 30000 30000", "truncated image data"),
+        (
+            "huge.nrrd",
+            "30000 30000 30000",
+            "past the limit of 1073741824",
+        ),
+        ("short.nrrd", "1000 1000 1000", "truncated image data"),
         (
             "overflowing.nrrd",
             "4294967296 4294967296 4294967296",
-            "overflow memory",
+            "past the limit",
         ),
     ] {
         let text = header("raw", "little", "left-posterior-superior")

@@ -32,6 +32,11 @@ pub type CliResult = Result<(), Box<dyn std::error::Error>>;
 struct Cli {
     #[command(flatten)]
     gpu: GpuArgs,
+    /// Refuse a volume or image whose header claims more voxels (pixels) than this, before
+    /// reading it: a broken or hostile header cannot make lim allocate past it
+    #[arg(long, env = "LIM_MAX_VOXELS", global = true,
+          default_value_t = lim::io::limits::DEFAULT_MAX_VOXELS)]
+    max_voxels: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -169,6 +174,7 @@ pub fn main() -> ExitCode {
         unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
     }
     let cli = Cli::parse();
+    lim::io::limits::set_max_voxels(cli.max_voxels);
     let result = match &cli.command {
         Command::Info(args) => info::run(&cli.gpu, args),
         Command::Bench(cmd) => bench::run(&cli.gpu, cmd),

@@ -11,19 +11,31 @@ use std::path::Path;
 
 use crate::io::IoError;
 
-/// Decodes a PNG or JPEG file (by its content, whatever its name) that has pixels.
+/// Decodes a PNG or JPEG file (by its content, whatever its name) that has pixels. Its
+/// dimensions are checked against [`crate::io::limits::max_voxels`] before any pixel is
+/// allocated.
 pub fn decode_image(path: &Path) -> Result<image::DynamicImage, IoError> {
+    use image::ImageDecoder;
     crate::io::require_regular(path)?;
-    let image = image::ImageReader::open(path)
+    let cannot =
+        |e: image::ImageError| IoError::invalid(path, format!("cannot decode the image: {e}"));
+    let mut reader = image::ImageReader::open(path)
         .map_err(|e| IoError::io(path, e))?
         .with_guessed_format()
-        .map_err(|e| IoError::io(path, e))?
-        .decode()
-        .map_err(|e| IoError::invalid(path, format!("cannot decode the image: {e}")))?;
-    if image.width() == 0 || image.height() == 0 {
+        .map_err(|e| IoError::io(path, e))?;
+    // The voxel limit replaces the `image` crate's own (512 MiB), never a tighter one.
+    reader.no_limits();
+    let decoder = reader.into_decoder().map_err(cannot)?;
+    let (width, height) = decoder.dimensions();
+    crate::io::limits::check_voxels(
+        path,
+        "the image's width and height",
+        &[width as u64, height as u64],
+    )?;
+    if width == 0 || height == 0 {
         return Err(IoError::invalid(path, "the image is empty"));
     }
-    Ok(image)
+    image::DynamicImage::from_decoder(decoder).map_err(cannot)
 }
 
 /// A grey image as 16-bit values, row-major: 8-bit images are scaled by 257, so that

@@ -141,7 +141,11 @@ impl SliceList {
                 let reader = image::ImageReader::open(path)
                     .and_then(|r| r.with_guessed_format())
                     .map_err(|e| e.to_string());
+                let limit = crate::io::limits::max_voxels();
                 match reader.map(|r| r.into_dimensions()) {
+                    Ok(Ok((w, h))) if w as u64 * h as u64 > limit => Some(format!(
+                        "the image's header claims {w} x {h} pixels, past the limit of {limit} (--max-voxels)"
+                    )),
                     Ok(Ok((w, h))) if w > 0 && h > 0 => None,
                     Ok(Ok(_)) => Some("the image is empty".into()),
                     Ok(Err(e)) => Some(format!("not a readable image: {e}")),

@@ -6,7 +6,7 @@ pub mod gpu;
 pub mod pillow;
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 
 use thiserror::Error;
@@ -17,8 +17,9 @@ pub use pillow::Luma8;
 
 #[derive(Debug, Error)]
 pub enum HashError {
-    #[error("{}: cannot read the image: {reason}", path.display())]
-    Image { path: PathBuf, reason: String },
+    /// An image file lim could not read; the message names it.
+    #[error(transparent)]
+    Image(#[from] crate::io::IoError),
     #[error("`{0}` is not a hash: {1}")]
     Parse(String, &'static str),
     #[error("{0}")]
@@ -192,18 +193,7 @@ impl FromStr for Hash {
 
 /// Opens an image file (PNG or JPEG) as Pillow's `convert('L')` would give it.
 pub fn open_luma(path: &Path) -> Result<Luma8, HashError> {
-    let fail = |reason: String| HashError::Image {
-        path: path.to_path_buf(),
-        reason,
-    };
-    crate::io::require_regular(path).map_err(|e| fail(e.to_string()))?;
-    let image = image::ImageReader::open(path)
-        .map_err(|e| fail(e.to_string()))?
-        .with_guessed_format()
-        .map_err(|e| fail(e.to_string()))?
-        .decode()
-        .map_err(|e| fail(e.to_string()))?;
-    Ok(pillow::to_luma8(&image))
+    Ok(pillow::to_luma8(&crate::data::decode_image(path)?))
 }
 
 /// Hashes an 8-bit greyscale image on the CPU.

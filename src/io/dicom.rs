@@ -16,8 +16,8 @@ use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 use dicom_pixeldata::{DecodedPixelData, PixelDecoder, PixelRepresentation, PlanarConfiguration};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
-use super::IoError;
 use super::volume::{Format, Rescale, Samples, Volume};
+use super::{IoError, limits};
 
 /// Whether the file has the 128-byte preamble followed by `DICM`.
 pub fn has_preamble(path: &Path) -> bool {
@@ -143,6 +143,17 @@ pub fn scan(path: &Path) -> Result<Header, IoError> {
             what,
         });
     };
+    let frames = obj
+        .get(tags::NUMBER_OF_FRAMES)
+        .and_then(|e| e.to_int::<u32>().ok())
+        .unwrap_or(1)
+        .max(1);
+    // Decoders allocate what Rows, Columns and NumberOfFrames claim: check it first.
+    limits::check_voxels(
+        path,
+        "Columns, Rows and NumberOfFrames",
+        &[columns as u64, rows as u64, frames as u64],
+    )?;
     Ok(Header {
         path: path.to_path_buf(),
         series_uid: text(&obj, tags::SERIES_INSTANCE_UID),
@@ -150,11 +161,7 @@ pub fn scan(path: &Path) -> Result<Header, IoError> {
         series_number: text(&obj, tags::SERIES_NUMBER),
         rows,
         columns,
-        frames: obj
-            .get(tags::NUMBER_OF_FRAMES)
-            .and_then(|e| e.to_int::<u32>().ok())
-            .unwrap_or(1)
-            .max(1),
+        frames,
     })
 }
 
@@ -482,6 +489,15 @@ pub struct SeriesVolume {
 pub fn read_series(series: &Series, order: SliceOrder) -> Result<SeriesVolume, IoError> {
     let first = series.files.first().expect("a series has files");
     let head = scan(first)?;
+    let frames = series.frames.iter().map(|&f| f as u64).sum::<u64>();
+    limits::check_voxels(
+        first,
+        &format!(
+            "the series of {} files: Columns, Rows and frames",
+            series.files.len()
+        ),
+        &[head.columns as u64, head.rows as u64, frames],
+    )?;
     let mut slices = Vec::new();
     let mut file_errors = Vec::new();
     for (index, path) in series.files.iter().enumerate() {

@@ -2,6 +2,7 @@
 
 pub mod dicom;
 pub mod jsonl;
+pub mod limits;
 pub mod lock;
 pub mod names;
 pub mod nifti;
@@ -162,31 +163,165 @@ pub fn require_regular(path: &Path) -> Result<(), IoError> {
     }
 }
 
-/// The file's bytes, gunzipped when they start with the gzip magic.
-pub(crate) fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, IoError> {
-    let bytes = read_file(path)?;
-    if !bytes.starts_with(&[0x1f, 0x8b]) {
-        return Ok(bytes);
+/// The data of a file read by [`read_bounded`].
+pub(crate) struct Bounded {
+    bytes: Vec<u8>,
+    skip: usize,
+}
+
+impl Bounded {
+    /// The data: shorter than planned when the file ends first.
+    pub fn data(&self) -> &[u8] {
+        &self.bytes[self.skip..]
     }
-    // The gzip trailer holds the uncompressed size (mod 2^32): libdeflate decompresses a
-    // single-member file in one call, about twice as fast as streaming inflate.
-    let size = u32::from_le_bytes(
-        bytes[bytes.len().saturating_sub(4)..]
-            .try_into()
-            .unwrap_or([0; 4]),
-    ) as usize;
-    let mut out = vec![0; size];
-    if let Ok(n) = libdeflater::Decompressor::new().gzip_decompress(&bytes, &mut out)
-        && n == size
-    {
-        return Ok(out);
+}
+
+/// A plain or gzip file read in two steps, so that its header bounds what is read: `plan`
+/// sees the first `head` bytes (all of them, in a shorter file) and answers which bytes the
+/// data are. Nothing past their end is read or inflated, and nothing is allocated ahead of
+/// what arrives, so a header that claims more than the file holds costs no memory: the data
+/// come back short, for the caller to name the truncation.
+pub(crate) fn read_bounded(
+    path: &Path,
+    head: usize,
+    plan: impl FnOnce(&[u8]) -> Result<std::ops::Range<u64>, IoError>,
+) -> Result<Bounded, IoError> {
+    require_regular(path)?;
+    let file = std::fs::File::open(path).map_err(|e| IoError::io(path, e))?;
+    let mut file = std::io::BufReader::new(file);
+    let gzip = std::io::BufRead::fill_buf(&mut file)
+        .map_err(|e| IoError::io(path, e))?
+        .starts_with(&[0x1f, 0x8b]);
+    if !gzip {
+        let head = read_up_to(path, &mut file, head as u64)?;
+        let range = plan(&head)?;
+        let bytes = read_range(path, file, &head, range)?;
+        return Ok(Bounded { bytes, skip: 0 });
     }
-    // Several members, or a size past 4 GiB: stream.
-    out.clear();
-    flate2::read::MultiGzDecoder::new(&bytes[..])
+    let mut compressed = Vec::new();
+    file.read_to_end(&mut compressed)
+        .map_err(|e| IoError::io(path, e))?;
+    let mut inflater = flate2::read::MultiGzDecoder::new(&compressed[..]);
+    let head = read_up_to(path, &mut inflater, head as u64)?;
+    let range = plan(&head)?;
+    if let Some(whole) = inflate_whole(&compressed, range.end) {
+        let skip = (range.start as usize).min(whole.len());
+        return Ok(Bounded { bytes: whole, skip });
+    }
+    let bytes = read_range(path, &mut inflater, &head, range.clone())?;
+    if bytes.len() as u64 == range.end - range.start.min(range.end) {
+        refuse_more(path, inflater, range.end)?;
+    }
+    Ok(Bounded { bytes, skip: 0 })
+}
+
+/// An error when `inflater` holds more than the `claimed` bytes it was read to: a small gzip
+/// stream that inflates past what its header describes is a decompression bomb, refused
+/// after one more byte rather than inflated.
+pub(crate) fn refuse_more(
+    path: &Path,
+    mut inflater: impl Read,
+    claimed: u64,
+) -> Result<(), IoError> {
+    let mut byte = [0u8];
+    match inflater.read(&mut byte) {
+        Ok(0) => Ok(()),
+        Ok(_) => Err(IoError::invalid(
+            path,
+            format!(
+                "the gzip data inflate past the {claimed} bytes the header describes (a decompression bomb?)"
+            ),
+        )),
+        Err(e) => Err(read_error(path, e)),
+    }
+}
+
+/// Up to `limit` bytes of `reader`, fewer when it ends first.
+fn read_up_to(path: &Path, reader: &mut impl Read, limit: u64) -> Result<Vec<u8>, IoError> {
+    let mut out = Vec::new();
+    reader
+        .take(limit)
         .read_to_end(&mut out)
-        .map_err(|e| IoError::invalid(path, format!("corrupt or truncated gzip data: {e}")))?;
+        .map_err(|e| read_error(path, e))?;
     Ok(out)
+}
+
+/// The bytes `range` of a stream whose first `head.len()` bytes were `head` and the rest
+/// `rest`; shorter when the stream ends first.
+fn read_range(
+    path: &Path,
+    mut rest: impl Read,
+    head: &[u8],
+    range: std::ops::Range<u64>,
+) -> Result<Vec<u8>, IoError> {
+    let at = head.len() as u64;
+    let mut out = head[(range.start.min(at) as usize)..(range.end.min(at) as usize)].to_vec();
+    if range.start > at {
+        std::io::copy(
+            &mut (&mut rest).take(range.start - at),
+            &mut std::io::sink(),
+        )
+        .map_err(|e| read_error(path, e))?;
+    }
+    let wanted = range.end.saturating_sub(range.start.max(at));
+    rest.take(wanted)
+        .read_to_end(&mut out)
+        .map_err(|e| read_error(path, e))?;
+    Ok(out)
+}
+
+/// A gzip file inflated in one call when its trailer (the inflated size, mod 2^32) says it
+/// holds exactly `size` bytes: libdeflate is twice as fast as streaming. Deflate inflates at
+/// most 1032-fold, which bounds what a lying trailer can make this allocate.
+fn inflate_whole(compressed: &[u8], size: u64) -> Option<Vec<u8>> {
+    let at = compressed.len().checked_sub(4)?;
+    let trailer = u32::from_le_bytes(compressed[at..].try_into().expect("four bytes"));
+    let plausible = size <= (compressed.len() as u64).saturating_mul(1032);
+    if !plausible || trailer != size as u32 {
+        return None;
+    }
+    let mut whole = vec![0; usize::try_from(size).ok()?];
+    let n = libdeflater::Decompressor::new()
+        .gzip_decompress(compressed, &mut whole)
+        .ok()?;
+    (n == whole.len()).then_some(whole)
+}
+
+fn read_error(path: &Path, e: std::io::Error) -> IoError {
+    if e.kind() == std::io::ErrorKind::InvalidInput
+        || e.kind() == std::io::ErrorKind::InvalidData
+        || e.kind() == std::io::ErrorKind::UnexpectedEof
+    {
+        IoError::invalid(path, format!("corrupt or truncated gzip data: {e}"))
+    } else {
+        IoError::io(path, e)
+    }
+}
+
+/// A zip archive's member (of an `.npz`, a `.pt`), read no further than the size its
+/// directory claims, a claim refused past [`limits::max_voxels`] 8-byte values: a lying
+/// directory or a zip bomb costs no more memory than that.
+pub(crate) fn read_member(
+    path: &Path,
+    name: &str,
+    member: &mut zip::read::ZipFile<'_, impl Read>,
+) -> Result<Vec<u8>, IoError> {
+    let size = member.size();
+    let limit = limits::max_voxels().saturating_mul(8);
+    if size > limit {
+        return Err(IoError::invalid(
+            path,
+            format!(
+                "member {name} claims {size} bytes, past the limit of {limit} (8 bytes per voxel of --max-voxels)"
+            ),
+        ));
+    }
+    let mut bytes = Vec::new();
+    member
+        .take(size)
+        .read_to_end(&mut bytes)
+        .map_err(|e| IoError::invalid(path, format!("member {name}: {e}")))?;
+    Ok(bytes)
 }
 
 /// What a file on disk is, judged by its name and, for DICOM, its first bytes.

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::volume::{Format, Rescale, SampleType, Samples, Volume};
-use super::{IoError, read_maybe_gzip};
+use super::{IoError, limits, read_bounded};
 
 /// Little- or big-endian field access into a header.
 struct Fields<'a> {
@@ -56,6 +56,9 @@ struct Header {
     single_file: bool,
     big_endian: bool,
 }
+
+/// The size of a NIfTI-2 header, the longer of the two.
+const NIFTI2_HEADER: usize = 540;
 
 fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header, IoError> {
     let invalid = |reason: String| IoError::invalid(path, reason);
@@ -240,10 +243,15 @@ fn image_file(header: &Path) -> Result<PathBuf, IoError> {
         .ok_or_else(|| IoError::invalid(header, format!("header only: no {stem}.img beside it")))
 }
 
-/// Reads a NIfTI volume. `path` is the `.nii`/`.nii.gz` file or the `.hdr` of a pair.
-pub fn read(path: &Path) -> Result<Volume, IoError> {
-    let bytes = read_maybe_gzip(path)?;
-    let h = parse_header(path, &bytes)?;
+/// The voxels a header describes: its 3-D shape, their count (within
+/// [`limits::max_voxels`]) and their type.
+struct Layout {
+    shape: [usize; 3],
+    count: usize,
+    ty: SampleType,
+}
+
+fn layout(path: &Path, h: &Header) -> Result<Layout, IoError> {
     let ndim = h.dim[0];
     if !(1..=7).contains(&ndim) {
         return Err(IoError::invalid(
@@ -268,27 +276,42 @@ pub fn read(path: &Path) -> Result<Volume, IoError> {
             ),
         ));
     }
-    let size = |n: usize| dims.get(n).copied().unwrap_or(1) as usize;
-    let shape = [size(0), size(1), size(2)];
-    let count = shape
-        .iter()
-        .try_fold(1usize, |n, &d| n.checked_mul(d))
-        .ok_or_else(|| {
-            IoError::invalid(path, format!("image dimensions {shape:?} overflow memory"))
-        })?;
-    let image_bytes;
+    let size = |n: usize| dims.get(n).copied().unwrap_or(1) as u64;
+    let claimed = [size(0), size(1), size(2)];
+    let count = limits::check_voxels(path, "image dimensions", &claimed)?;
+    Ok(Layout {
+        shape: claimed.map(|d| d as usize),
+        count,
+        ty: sample_type(path, h.datatype)?,
+    })
+}
+
+/// Reads a NIfTI volume. `path` is the `.nii`/`.nii.gz` file or the `.hdr` of a pair. Only
+/// the bytes the header describes are read (or inflated), after its claim is checked.
+pub fn read(path: &Path) -> Result<Volume, IoError> {
+    let mut planned = None;
+    let file = read_bounded(path, NIFTI2_HEADER, |head| {
+        let h = parse_header(path, head)?;
+        let l = layout(path, &h)?;
+        let bytes = (l.count as u64).saturating_mul(l.ty.size() as u64);
+        let offset = h.vox_offset.max(0.0) as u64;
+        let range = if h.single_file {
+            offset..offset.saturating_add(bytes)
+        } else {
+            0..0
+        };
+        planned = Some((h, l, bytes));
+        Ok(range)
+    })?;
+    let (h, Layout { shape, count, ty }, bytes) = planned.expect("planned when read");
+    let image;
     let (sources, data): (Vec<PathBuf>, &[u8]) = if h.single_file {
-        let offset = h.vox_offset.max(0.0) as usize;
-        (
-            vec![path.to_path_buf()],
-            bytes.get(offset..).unwrap_or_default(),
-        )
+        (vec![path.to_path_buf()], file.data())
     } else {
         let img = image_file(path)?;
-        image_bytes = read_maybe_gzip(&img)?;
-        (vec![path.to_path_buf(), img], &image_bytes)
+        image = read_bounded(&img, 0, |_| Ok(0..bytes))?;
+        (vec![path.to_path_buf(), img], image.data())
     };
-    let ty = sample_type(path, h.datatype)?;
     let samples = Samples::decode(ty, data, count, h.big_endian)
         .map_err(|reason| IoError::invalid(sources.last().expect("one or two sources"), reason))?;
     // nibabel ignores a zero or non-finite slope, and a non-finite intercept.

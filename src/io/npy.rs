@@ -3,7 +3,6 @@
 //! how `lim embed` hands its features to Python.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 
 use super::IoError;
@@ -68,10 +67,7 @@ pub fn read_npz(path: &Path) -> Result<BTreeMap<String, Array>, IoError> {
         let Some(key) = name.strip_suffix(".npy") else {
             continue;
         };
-        let mut bytes = Vec::with_capacity(entry.size() as usize);
-        entry
-            .read_to_end(&mut bytes)
-            .map_err(|e| IoError::invalid(path, format!("{name}: {e}")))?;
+        let bytes = super::read_member(path, &name, &mut entry)?;
         let array =
             parse_npy(&bytes).map_err(|why| IoError::invalid(path, format!("{name}: {why}")))?;
         arrays.insert(key.to_string(), array);
@@ -164,6 +160,13 @@ fn decode(descr: &str, data: &[u8], count: usize) -> Result<Elements, String> {
         '>' => true,
         _ => return Err(format!("dtype `{descr}` is not supported")),
     };
+    let known = matches!(
+        (kind, size),
+        ('u' | 'b', 1) | ('u', 2 | 4 | 8) | ('i', 1 | 2 | 4 | 8) | ('f', 2 | 4 | 8)
+    );
+    if !known {
+        return Err(format!("dtype `{descr}` is not supported"));
+    }
     let need = count.checked_mul(size).ok_or("the array is too large")?;
     if data.len() < need {
         return Err(format!(

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::volume::{Format, Rescale, SampleType, Samples, Volume};
-use super::{IoError, read_file};
+use super::{IoError, limits, read_file};
 
 /// The sample type of a NRRD type name.
 fn type_name(t: &str) -> Option<SampleType> {
@@ -91,7 +91,7 @@ pub fn read(path: &Path) -> Result<Volume, IoError> {
     let dimension: usize = field("dimension")?
         .parse()
         .map_err(|_| invalid("bad `dimension`".into()))?;
-    let sizes: Vec<usize> = field("sizes")?
+    let sizes: Vec<u64> = field("sizes")?
         .split_whitespace()
         .filter_map(|s| s.parse().ok())
         .collect();
@@ -101,11 +101,9 @@ pub fn read(path: &Path) -> Result<Volume, IoError> {
             format!("a {dimension}-D image of sizes {sizes:?}; lim reads 2-D and 3-D"),
         ));
     }
-    let dims = [sizes[0], sizes[1], sizes.get(2).copied().unwrap_or(1)];
-    let count = dims
-        .iter()
-        .try_fold(1usize, |n, &d| n.checked_mul(d))
-        .ok_or_else(|| IoError::invalid(path, format!("sizes {dims:?} overflow memory")))?;
+    let claimed = [sizes[0], sizes[1], sizes.get(2).copied().unwrap_or(1)];
+    let count = limits::check_voxels(path, "sizes", &claimed)?;
+    let dims = claimed.map(|d| d as usize);
     let big = fields.get("endian").is_some_and(|e| e == "big");
 
     let detached: Option<PathBuf> = fields
@@ -125,10 +123,15 @@ pub fn read(path: &Path) -> Result<Volume, IoError> {
     let data: &[u8] = match field("encoding")?.as_str() {
         "raw" => raw,
         "gzip" | "gz" => {
+            // Inflated no further than the sizes claim: a bomb stops there.
+            let claimed = (count as u64).saturating_mul(ty.size() as u64);
+            let mut inflater = flate2::read::MultiGzDecoder::new(raw);
             let mut out = Vec::new();
-            flate2::read::MultiGzDecoder::new(raw)
+            (&mut inflater)
+                .take(claimed)
                 .read_to_end(&mut out)
                 .map_err(|e| IoError::invalid(data_path, format!("corrupt gzip data: {e}")))?;
+            super::refuse_more(data_path, inflater, claimed)?;
             decoded = out;
             &decoded
         }

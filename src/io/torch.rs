@@ -198,7 +198,6 @@ const WRAPPERS: [&str; 4] = ["model.", "encoder_q.", "online_network.encoder.", 
 /// the checkpoint itself, with a wrapping prefix taken off every name. Storages saved on a
 /// GPU read the same (their device is ignored); non-tensor entries are left out.
 pub fn load_state_dict(path: &Path) -> Result<Vec<(String, Vec<usize>, Values)>, IoError> {
-    use std::io::Read;
     let fail = |why: String| IoError::invalid(path, why);
     super::require_regular(path)?;
     let file = std::fs::File::open(path).map_err(|e| IoError::io(path, e))?;
@@ -220,11 +219,7 @@ pub fn load_state_dict(path: &Path) -> Result<Vec<(String, Vec<usize>, Values)>,
         let Ok(mut entry) = zip.by_name(name) else {
             return Ok(None);
         };
-        let mut bytes = Vec::with_capacity(entry.size() as usize);
-        entry
-            .read_to_end(&mut bytes)
-            .map_err(|e| fail(format!("{name}: {e}")))?;
-        Ok(Some(bytes))
+        super::read_member(path, name, &mut entry).map(Some)
     };
     let pickle_name = names
         .into_iter()
@@ -276,22 +271,28 @@ fn gather(storage: &[u8], t: &super::pickle::TensorRef, big: bool) -> Result<Val
         "ByteStorage" | "CharStorage" | "BoolStorage" => 1,
         other => return Err(format!("{other} tensors are not supported")),
     };
-    let numel: usize = t.shape.iter().product();
     if t.stride.len() != t.shape.len() {
         return Err("its strides do not match its shape".into());
     }
+    let limit = super::limits::max_voxels();
+    let numel = t
+        .shape
+        .iter()
+        .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+        .filter(|&n| n <= limit)
+        .ok_or_else(|| format!("shape {:?} claims more than {limit} elements", t.shape))?
+        as usize;
+    let past_the_end = "it reaches past the end of its storage";
     let mut index = vec![0usize; t.shape.len()];
-    let mut words = Vec::with_capacity(numel);
+    let mut words = Vec::new();
     for _ in 0..numel {
-        let at = t.offset
-            + index
-                .iter()
-                .zip(&t.stride)
-                .map(|(i, s)| i * s)
-                .sum::<usize>();
-        let bytes = storage
-            .get(at * size..(at + 1) * size)
-            .ok_or("it reaches past the end of its storage")?;
+        let at = index
+            .iter()
+            .zip(&t.stride)
+            .try_fold(t.offset, |at, (i, s)| at.checked_add(i.checked_mul(*s)?))
+            .and_then(|at| Some(at.checked_mul(size)?..at.checked_add(1)?.checked_mul(size)?))
+            .ok_or(past_the_end)?;
+        let bytes = storage.get(at).ok_or(past_the_end)?;
         let mut word = [0u8; 8];
         word[..size].copy_from_slice(bytes);
         if big {

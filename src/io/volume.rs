@@ -33,6 +33,18 @@ pub enum SampleType {
     F64,
 }
 
+impl SampleType {
+    /// Bytes per sample.
+    pub fn size(self) -> usize {
+        match self {
+            SampleType::U8 | SampleType::I8 => 1,
+            SampleType::U16 | SampleType::I16 => 2,
+            SampleType::U32 | SampleType::I32 | SampleType::F32 => 4,
+            SampleType::U64 | SampleType::I64 | SampleType::F64 => 8,
+        }
+    }
+}
+
 impl Samples {
     /// `count` samples of `ty` from raw bytes in little- or big-endian order, or how many
     /// bytes were missing.

@@ -10,7 +10,7 @@ mod resnet;
 mod state;
 
 pub use resnet::{Arch, ResNet, ResNetConfig};
-pub use state::{Entry, Random, StateDict, save, save_with};
+pub use state::{Checkpoint, Entry, Random, StateDict, save, save_with};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -82,23 +82,34 @@ fn invalid(path: &str, why: String) -> Error {
     Error::Io(IoError::invalid(Path::new(path), why))
 }
 
-impl StateDict {
+/// The tensors of a checkpoint file, read (on the CPU) and checked, by name.
+#[derive(Debug, Default)]
+pub struct Checkpoint {
+    /// f32 tensors: shape and values.
+    pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    /// int64 scalars (BatchNorm's `num_batches_tracked`).
+    pub counts: HashMap<String, i64>,
+    /// A safetensors file's `__metadata__`.
+    pub metadata: HashMap<String, String>,
+}
+
+impl Checkpoint {
     /// Reads `path`, a safetensors file or a PyTorch checkpoint (`torch.save`'s zip, read by
     /// [`crate::io::torch::load_state_dict`]'s rules): f32 (or f64, f16, bf16, converted)
     /// tensors and int64 counters.
-    pub fn load(gpu: &Arc<Gpu>, path: &Path) -> Result<StateDict> {
+    pub fn read(path: &Path) -> Result<Checkpoint> {
         let file = path.display().to_string();
+        crate::io::require_regular(path)?;
         let bytes = std::fs::read(path).map_err(|e| Error::Io(IoError::io(path, e)))?;
+        let mut out = Checkpoint::default();
         if bytes.starts_with(b"PK\x03\x04") {
-            let mut tensors = BTreeMap::new();
-            let mut counts = HashMap::new();
             for (name, shape, values) in crate::io::torch::load_state_dict(path)? {
                 match values {
                     Values::F32(v) => {
-                        tensors.insert(name, (shape, v));
+                        out.tensors.insert(name, (shape, v));
                     }
                     Values::I64(v) if v.len() == 1 => {
-                        counts.insert(name, v[0]);
+                        out.counts.insert(name, v[0]);
                     }
                     Values::I64(_) => {
                         return Err(invalid(
@@ -108,21 +119,13 @@ impl StateDict {
                     }
                 }
             }
-            return Ok(StateDict {
-                gpu: gpu.clone(),
-                file,
-                tensors,
-                counts,
-                metadata: HashMap::new(),
-            });
+            return Ok(out);
         }
         let st = SafeTensors::deserialize(&bytes)
             .map_err(|e| invalid(&file, format!("not a safetensors file: {e}")))?;
         let (_, header) = SafeTensors::read_metadata(&bytes)
             .map_err(|e| invalid(&file, format!("not a safetensors file: {e}")))?;
-        let metadata = header.metadata().clone().unwrap_or_default();
-        let mut tensors = BTreeMap::new();
-        let mut counts = HashMap::new();
+        out.metadata = header.metadata().clone().unwrap_or_default();
         for (name, view) in st.tensors() {
             let data = view.data();
             let values: Vec<f32> = match view.dtype() {
@@ -143,7 +146,8 @@ impl StateDict {
                     .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
                     .collect(),
                 Dtype::I64 if view.shape().iter().product::<usize>() == 1 => {
-                    counts.insert(name, i64::from_le_bytes(data[..8].try_into().unwrap()));
+                    out.counts
+                        .insert(name, i64::from_le_bytes(data[..8].try_into().unwrap()));
                     continue;
                 }
                 other => {
@@ -153,11 +157,23 @@ impl StateDict {
                     ));
                 }
             };
-            tensors.insert(name, (view.shape().to_vec(), values));
+            out.tensors.insert(name, (view.shape().to_vec(), values));
         }
+        Ok(out)
+    }
+}
+
+impl StateDict {
+    /// Reads `path` ([`Checkpoint::read`]) for loading onto `gpu`.
+    pub fn load(gpu: &Arc<Gpu>, path: &Path) -> Result<StateDict> {
+        let Checkpoint {
+            tensors,
+            counts,
+            metadata,
+        } = Checkpoint::read(path)?;
         Ok(StateDict {
             gpu: gpu.clone(),
-            file,
+            file: path.display().to_string(),
             tensors,
             counts,
             metadata,
