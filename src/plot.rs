@@ -243,11 +243,11 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
 /// Writes `image` to `path` as PNG, under a temporary name renamed into place (a reader never
 /// sees half a file).
 pub fn save_png(image: &RgbImage, path: &Path) -> Result<(), IoError> {
-    crate::io::atomically(path, |tmp| {
-        image
-            .save_with_format(tmp, image::ImageFormat::Png)
-            .map_err(|e| IoError::invalid(path, format!("cannot write the image: {e}")))
-    })
+    let mut encoded = std::io::Cursor::new(Vec::new());
+    image
+        .write_to(&mut encoded, image::ImageFormat::Png)
+        .map_err(|e| IoError::invalid(path, format!("cannot encode the image: {e}")))?;
+    crate::io::write_atomic(path, encoded.get_ref())
 }
 
 #[cfg(test)]

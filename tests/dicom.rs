@@ -145,7 +145,7 @@ fn every_sample_file_has_its_expected_outcome() {
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| l.rsplit_once(' ').unwrap())
         .collect();
-    let files = lim::io::walk(std::slice::from_ref(&root)).unwrap();
+    let files = lim::io::walk(std::slice::from_ref(&root)).unwrap().files;
     let mut wrong = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for file in files
@@ -195,6 +195,7 @@ fn jpeg_ls_needs_its_feature() {
 fn series_of(dir: &Path) -> Vec<Series> {
     let headers = lim::io::walk(&[dir.to_path_buf()])
         .unwrap()
+        .files
         .iter()
         .map(|f| dicom::scan(f).unwrap())
         .collect();

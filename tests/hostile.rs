@@ -253,7 +253,318 @@ fn an_image_claiming_ten_gigapixels_is_refused_before_decoding() {
 fn walk_pngs(dir: &Path) -> Vec<PathBuf> {
     lim::io::walk(&[dir.to_path_buf()])
         .unwrap()
+        .files
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "png"))
         .collect()
+}
+
+/// A tmpfs of `size` mounted on `dir` for the test's life: a disk that fills up. Mounting
+/// needs root, as CI runs.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(
+            mounted.success(),
+            "this test fills a tmpfs it mounts, which needs root (CI runs as root)"
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+
+    /// Frees space: the disk grows to `size`, its files kept.
+    fn grow(&self, size: &str) {
+        let grown = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(grown.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Asserts that a run into `out` failed on the full disk with the message that says what to
+/// do, and left only whole files under their final names: no temporary, every PNG decodes.
+fn assert_stopped_by_a_full_disk(run: &std::process::Output, out: &Path) {
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "the run should stop: {stderr}");
+    assert!(
+        stderr.contains("No space left on device")
+            && stderr.contains("The disk is full. Free some space and run the same command again"),
+        "{stderr}"
+    );
+    for file in lim::io::walk(&[out.to_path_buf()]).unwrap().files {
+        let name = file.to_string_lossy();
+        assert!(!name.contains(".lim-tmp"), "a temporary is left: {name}");
+        if name.ends_with(".png") {
+            image::open(&file).unwrap_or_else(|e| panic!("{name} is not whole: {e}"));
+        }
+    }
+}
+
+/// `lim preprocess` and `lim reduce` writing onto a disk that fills up stop with a message
+/// that names the file and says what to do, leave no half-written file under a final name,
+/// and, once space is freed, a rerun of the same command ends with exactly the files of a
+/// run that never ran out of space.
+#[test]
+fn a_full_disk_stops_the_run_with_whole_files_only_and_a_rerun_completes() {
+    let dir = fresh_dir("full-disk");
+    let real = common::samples().join("ct_volumes/ct_example.nii.gz");
+    let (slices, reduced) = (dir.join("slices"), dir.join("reduced"));
+    let preprocess = |out: &Path| {
+        common::lim(&[
+            "preprocess".as_ref(),
+            "--output".as_ref(),
+            out.as_os_str(),
+            real.as_os_str(),
+        ])
+    };
+    let reduce = |out: &Path| {
+        common::lim(&[
+            "reduce".as_ref(),
+            slices.as_os_str(),
+            out.as_os_str(),
+            "--sheets".as_ref(),
+            "1".as_ref(),
+        ])
+    };
+    assert!(preprocess(&slices).status.success());
+    assert!(reduce(&reduced).status.success());
+
+    // 26 slices of about 24 KiB each, onto 256 KiB.
+    let disk = Tmpfs::mount(&dir.join("disk"), "256k");
+    let out = disk.0.join("slices");
+    assert_stopped_by_a_full_disk(&preprocess(&out), &out);
+    disk.grow("64m");
+    let rerun = preprocess(&out);
+    assert!(
+        rerun.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rerun.stderr)
+    );
+    common::assert_same_files(&slices, &out, "after the disk filled up");
+    drop(disk);
+
+    // 5 kept slices and a contact sheet, onto 64 KiB.
+    let disk = Tmpfs::mount(&dir.join("disk2"), "64k");
+    let out = disk.0.join("reduced");
+    assert_stopped_by_a_full_disk(&reduce(&out), &out);
+    disk.grow("64m");
+    let rerun = reduce(&out);
+    assert!(
+        rerun.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rerun.stderr)
+    );
+    common::assert_same_files(&reduced, &out, "after the disk filled up");
+    drop(disk);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Runs lim as the unprivileged user `nobody` (through `setpriv` when the test runs as root,
+/// as CI does: root reads every file), from a copy of the binary that user may run.
+fn lim_unprivileged(dir: &Path, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("lim");
+    if !bin.exists() {
+        std::fs::copy(env!("CARGO_BIN_EXE_lim"), &bin).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut command = if unsafe { libc::geteuid() } == 0 {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&bin);
+        c
+    } else {
+        std::process::Command::new(&bin)
+    };
+    command.args(args).env("HOME", dir).output().unwrap()
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Files and folders the user may not read, among the inputs of `lim preprocess`, `lim hash`
+/// and `lim reduce`, are failures that name them (a DICOM file without an extension too: it
+/// used to be passed over as no image); the rest is processed.
+#[test]
+fn unreadable_files_and_folders_are_named_failures_and_the_rest_is_processed() {
+    let dir = fresh_dir("permissions");
+    chmod(&dir, 0o777);
+    let series = common::samples().join("dicom/lung1_series");
+    let inputs = dir.join("in");
+    std::fs::create_dir_all(inputs.join("locked")).unwrap();
+    for (from, to, mode) in [
+        ("IM0000.dcm", "IM0000.dcm", 0o644),
+        ("IM0001.dcm", "secret.dcm", 0o600),
+        ("IM0002.dcm", "noextension", 0o600),
+        ("IM0003.dcm", "locked/IM0003.dcm", 0o644),
+    ] {
+        std::fs::copy(series.join(from), inputs.join(to)).unwrap();
+        chmod(&inputs.join(to), mode);
+    }
+    chmod(&inputs.join("locked"), 0o700);
+    let named = |failures: &[lim::io::Failure], names: &[&str]| {
+        for name in names {
+            assert!(
+                failures.iter().any(|f| f.input.ends_with(name)
+                    && f.error.contains(name)
+                    && f.error.contains("Permission denied")),
+                "{name}: {failures:?}"
+            );
+        }
+    };
+
+    let out = dir.join("slices");
+    let run = lim_unprivileged(
+        &dir,
+        &[
+            "preprocess".as_ref(),
+            "--output".as_ref(),
+            out.as_os_str(),
+            inputs.as_os_str(),
+        ],
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let failures = common::failures_file(&out.join("failures.jsonl"));
+    named(&failures, &["secret.dcm", "noextension", "locked"]);
+    assert_eq!(failures.len(), 3, "{failures:?}");
+    assert_eq!(walk_pngs(&out).len(), 1, "the readable file is sliced");
+
+    // Slices: one unreadable, one in a folder that cannot be listed.
+    let slices = dir.join("ct");
+    let real = common::samples().join("ct_volumes/ct_example.nii.gz");
+    assert!(
+        common::lim(&[
+            "preprocess".as_ref(),
+            "--output".as_ref(),
+            slices.as_os_str(),
+            real.as_os_str()
+        ])
+        .status
+        .success()
+    );
+    let volume = slices.join("ct_example");
+    chmod(&volume.join("0003.png"), 0o600);
+    std::fs::create_dir_all(volume.join("locked")).unwrap();
+    std::fs::copy(volume.join("0004.png"), volume.join("locked/0004.png")).unwrap();
+    chmod(&volume.join("locked"), 0o700);
+
+    let hashed = lim_unprivileged(&dir, &["hash".as_ref(), volume.as_os_str()]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&hashed.stdout),
+        String::from_utf8_lossy(&hashed.stderr),
+    );
+    assert_eq!(
+        stdout.lines().count(),
+        25,
+        "every readable slice is hashed: {stdout}"
+    );
+    for name in ["0003.png", "locked"] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains(name) && l.contains("Permission denied")),
+            "{name}: {stderr}"
+        );
+    }
+
+    // Without its manifest, reduce walks the folder.
+    std::fs::remove_file(slices.join("manifest.jsonl")).unwrap();
+    let reduced = dir.join("reduced");
+    let run = lim_unprivileged(
+        &dir,
+        &["reduce".as_ref(), slices.as_os_str(), reduced.as_os_str()],
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let failures = common::failures_file(&reduced.join("failures.jsonl"));
+    named(&failures, &["0003.png", "locked"]);
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    chmod(&volume.join("locked"), 0o755);
+    chmod(&inputs.join("locked"), 0o755);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A volume's file that vanishes after the inputs were listed, before it is read (a NIfTI
+/// file, and one file of a DICOM series), is a failure that names it; the rest is processed.
+#[test]
+fn a_file_that_vanishes_mid_run_is_a_named_failure() {
+    use lim::preprocess::{Made, NoProgress, Options, Sink, Written};
+    /// Writes nothing; when handed the first volume, deletes `victims`.
+    struct Deleting(Vec<PathBuf>);
+    impl Sink for Deleting {
+        fn volume(&self, slices: Vec<Made>, _: &Path) -> lim::Result<Written> {
+            for victim in &self.0 {
+                let _ = std::fs::remove_file(victim);
+            }
+            Ok(Written {
+                records: slices.into_iter().map(|m| m.record).collect(),
+                written: 0,
+                existing: 0,
+            })
+        }
+    }
+    let dir = fresh_dir("vanish");
+    let inputs = dir.join("in");
+    std::fs::create_dir_all(inputs.join("series")).unwrap();
+    let real = common::samples().join("ct_volumes/ct_example.nii.gz");
+    for name in ["a.nii.gz", "b.nii.gz"] {
+        std::fs::copy(&real, inputs.join(name)).unwrap();
+    }
+    let series = common::samples().join("dicom/lung1_series");
+    for name in ["IM0000.dcm", "IM0001.dcm", "IM0002.dcm"] {
+        std::fs::copy(series.join(name), inputs.join("series").join(name)).unwrap();
+    }
+    let victims = vec![inputs.join("b.nii.gz"), inputs.join("series/IM0001.dcm")];
+    let mut opts = Options::new(dir.join("out"));
+    opts.jobs = Some(1);
+    let report = lim::preprocess::run_with(
+        &[inputs.clone()],
+        &opts,
+        &NoProgress,
+        &Deleting(victims.clone()),
+    )
+    .unwrap();
+    assert_eq!(
+        report.volumes, 2,
+        "a.nii.gz and the series: {:?}",
+        report.failures
+    );
+    for victim in &victims {
+        assert!(
+            report
+                .failures
+                .iter()
+                .any(|f| &f.input == victim && f.error.contains("No such file or directory")),
+            "{}: {:?}",
+            victim.display(),
+            report.failures
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

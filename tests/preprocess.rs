@@ -201,6 +201,7 @@ fn resized_and_16_bit_output() {
 fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
     lim::io::walk(&[dir.to_path_buf()])
         .unwrap()
+        .files
         .into_iter()
         .map(|p| {
             let m = std::fs::metadata(&p).unwrap();
@@ -258,6 +259,7 @@ fn a_rerun_skips_complete_slices_and_rewrites_missing_ones() {
     assert_eq!(manifest(&out).len(), 26);
     let leftovers: Vec<_> = lim::io::walk(std::slice::from_ref(&out))
         .unwrap()
+        .files
         .into_iter()
         .filter(|p| p.to_string_lossy().contains(".lim-tmp"))
         .collect();

@@ -234,6 +234,7 @@ fn reducing_from_volumes_equals_preprocessing_then_reducing() {
         let walk = |d: &Path| -> Vec<PathBuf> {
             lim::io::walk(&[d.to_path_buf()])
                 .unwrap()
+                .files
                 .into_iter()
                 .map(|p| p.strip_prefix(d).unwrap().to_path_buf())
                 .collect()
@@ -334,6 +335,7 @@ fn hard_links_contact_sheets_and_untouched_inputs() {
     let listing = || -> Vec<(PathBuf, u64, std::time::SystemTime)> {
         lim::io::walk(&[slices().to_path_buf()])
             .unwrap()
+            .files
             .into_iter()
             .map(|p| {
                 let meta = std::fs::metadata(&p).unwrap();

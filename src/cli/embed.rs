@@ -71,10 +71,13 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
             encoder.arch
         );
     }
-    let files = list_images(&args.images)?;
+    let lim::io::Walk { files, unreadable } = list_images(&args.images)?;
     let bar = counting_bar(files.len() as u64, "images");
     let mut rows: Vec<(PathBuf, Vec<f32>)> = Vec::new();
-    let mut failures: Vec<Failure> = Vec::new();
+    for e in &unreadable {
+        eprintln!("{e}");
+    }
+    let mut failures: Vec<Failure> = unreadable.iter().map(Failure::from).collect();
     for chunk in files.chunks(args.batch.max(1)) {
         for (path, features) in chunk.iter().zip(encoder.embed_files(&gpu, chunk)?) {
             match features {

@@ -175,7 +175,7 @@ fn completed(dir: &Path) -> Option<Value> {
 /// The step of `every-n` whose kept slices (the first of every n in each volume) come
 /// nearest `target`.
 fn every_n(slices: &Path, target: f64) -> Result<usize, Failure> {
-    let volumes = lim::select::collect(slices, &lim::select::VolumePattern::Auto)?;
+    let (volumes, _) = lim::select::collect(slices, &lim::select::VolumePattern::Auto)?;
     let longest = volumes.values().map(Vec::len).max().unwrap_or(1);
     let kept = |n: usize| volumes.values().map(|v| v.len().div_ceil(n)).sum::<usize>() as f64;
     Ok((1..=longest.max(1))

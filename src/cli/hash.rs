@@ -26,15 +26,18 @@ pub struct Args {
     json: bool,
 }
 
-/// Image files under `paths`: files as given, folders walked recursively, sorted.
-pub fn list_images(paths: &[PathBuf]) -> Result<Vec<PathBuf>, lim::io::IoError> {
-    let mut out = Vec::new();
+/// Image files under `paths` (files as given, folders walked recursively, sorted), and
+/// what the walk could not read.
+pub fn list_images(paths: &[PathBuf]) -> Result<lim::io::Walk, lim::io::IoError> {
+    let mut out = lim::io::Walk::default();
     for path in paths {
         if path.is_dir() {
             let found = lim::io::walk(std::slice::from_ref(path))?;
-            out.extend(found.into_iter().filter(|p| lim::data::is_image(p)));
+            out.files
+                .extend(found.files.into_iter().filter(|p| lim::data::is_image(p)));
+            out.unreadable.extend(found.unreadable);
         } else {
-            out.push(path.clone());
+            out.files.push(path.clone());
         }
     }
     Ok(out)
@@ -42,7 +45,10 @@ pub fn list_images(paths: &[PathBuf]) -> Result<Vec<PathBuf>, lim::io::IoError> 
 
 pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
     let kind = HashKind::new(args.algo.parse::<Algorithm>()?, args.hash_size)?;
-    let files = list_images(&args.paths)?;
+    let lim::io::Walk { files, unreadable } = list_images(&args.paths)?;
+    for e in &unreadable {
+        eprintln!("{e}");
+    }
     let images: Vec<_> = files.par_iter().map(|p| hash::open_luma(p)).collect();
     let hashing = args.device.hashing(gpu_args, kind)?;
     let ok: Vec<&lim::hash::Luma8> = images.iter().filter_map(|i| i.as_ref().ok()).collect();
@@ -65,7 +71,8 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
             (Ok(_), None) => unreachable!("every readable image is hashed"),
         }
     }
-    if failed > 0 && failed == files.len() {
+    let failed = failed + unreadable.len();
+    if failed > 0 && failed == files.len() + unreadable.len() {
         return Err("no image could be read".into());
     }
     Ok(())

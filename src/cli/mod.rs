@@ -191,6 +191,12 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
+            if lim::io::disk_full(e.as_ref()) {
+                eprintln!(
+                    "The disk is full. Free some space and run the same command again: every \
+                     file already written is whole and is kept, and the run goes on from there."
+                );
+            }
             ExitCode::FAILURE
         }
     }

@@ -107,7 +107,13 @@ pub fn find_slices(inputs: &[PathBuf]) -> Result<SliceList, IoError> {
                 reduced(input, &log, &mut out)?;
                 continue;
             }
-            for file in io::walk(std::slice::from_ref(input))? {
+            let walked = io::walk(std::slice::from_ref(input))?;
+            out.skipped
+                .extend(walked.unreadable.iter().map(|e| Skipped {
+                    path: e.path().to_path_buf(),
+                    why: e.to_string(),
+                }));
+            for file in walked.files {
                 if is_image(&file) {
                     out.files.push(file);
                 } else if !is_side_file(&file) {

@@ -496,7 +496,11 @@ fn from_folders(root: &Path, seed: u64) -> Result<Dataset, IoError> {
             return Ok(None);
         }
         let mut out = Vec::new();
-        for file in crate::io::walk(std::slice::from_ref(&dir))? {
+        let walked = crate::io::walk(std::slice::from_ref(&dir))?;
+        if let Some(e) = walked.unreadable.into_iter().next() {
+            return Err(e);
+        }
+        for file in walked.files {
             if !crate::data::is_image(&file) {
                 continue;
             }

@@ -19,13 +19,20 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use super::volume::{Format, Rescale, Samples, Volume};
 use super::{IoError, limits};
 
-/// Whether the file has the 128-byte preamble followed by `DICM`.
+/// Whether the file has the 128-byte preamble followed by `DICM`; or, a file that cannot
+/// be opened (its permissions, or it vanished), so that the DICOM reader names why instead
+/// of the file being passed over as no image.
 pub fn has_preamble(path: &Path) -> bool {
     let mut head = [0u8; 132];
-    path.is_file()
-        && std::fs::File::open(path)
-            .and_then(|mut f| f.read_exact(&mut head))
-            .is_ok_and(|()| &head[128..] == b"DICM")
+    match std::fs::metadata(path) {
+        // Opening a FIFO would wait for a writer.
+        Ok(meta) if !meta.is_file() => false,
+        Ok(_) => match std::fs::File::open(path) {
+            Ok(mut f) => f.read_exact(&mut head).is_ok() && &head[128..] == b"DICM",
+            Err(_) => true,
+        },
+        Err(_) => true,
+    }
 }
 
 /// What the scan learns from a file's header.

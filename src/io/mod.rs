@@ -58,6 +58,12 @@ impl IoError {
         }
     }
 
+    /// A write that failed because the disk (or the user's quota, or the file size limit) is
+    /// full: the run's fault, not the input's, so runs stop on it.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, IoError::Io { source, .. } if disk_full(source))
+    }
+
     /// Objects that are not images are skipped rather than failed.
     pub fn is_skip(&self) -> bool {
         matches!(self, IoError::NotAnImage { .. })
@@ -72,6 +78,25 @@ impl IoError {
             | IoError::Io { path, .. } => path,
         }
     }
+}
+
+/// Whether `e` is (or is caused by) a full disk, quota or file size limit.
+pub fn disk_full(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull
+                    | std::io::ErrorKind::QuotaExceeded
+                    | std::io::ErrorKind::FileTooLarge
+            )
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// An input a command could not use: one line of `failures.jsonl`, in the same form for every
@@ -355,44 +380,73 @@ pub fn kind_of(path: &Path) -> Kind {
     }
 }
 
-/// Every file under `inputs` (files as given, folders walked recursively, following
-/// symbolic links but never around a cycle of them), sorted by the bytes of their paths. An
-/// entry the walk cannot follow (a dangling link, one that vanished) is listed too, so that
-/// the reader that opens it names it in its failures instead of the walk stopping the run.
-pub fn walk(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, IoError> {
-    let mut files = Vec::new();
+/// What [`walk`] found under its inputs.
+#[derive(Debug, Default)]
+pub struct Walk {
+    /// Files, sorted by the bytes of their paths.
+    pub files: Vec<PathBuf>,
+    /// What the walk could not follow (a folder it may not list, a dangling link, an entry
+    /// that vanished), each an error that names it: the caller's failures.
+    pub unreadable: Vec<IoError>,
+}
+
+/// Every file under `inputs` (files as given, folders walked recursively), sorted by the
+/// bytes of their paths. Symbolic links are followed, but each real folder and file is
+/// visited once, by device and inode: a link back up (`sub/up -> ..`) or a second link to
+/// one folder adds nothing. An input that does not exist is an error; anything below it the
+/// walk cannot follow is listed in [`Walk::unreadable`], and the walk goes on.
+pub fn walk(inputs: &[PathBuf]) -> Result<Walk, IoError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut found = Vec::new();
+    let mut unreadable = Vec::new();
+    let mut folders = std::collections::HashSet::new();
     for input in inputs {
         let meta = std::fs::metadata(input).map_err(|e| IoError::io(input, e))?;
         if !meta.is_dir() {
-            files.push(input.clone());
+            found.push((input.clone(), Some((meta.dev(), meta.ino()))));
             continue;
         }
-        for entry in walkdir::WalkDir::new(input).follow_links(true) {
+        // Siblings in name order, so that of two ways into one folder the first is kept.
+        let entries = walkdir::WalkDir::new(input)
+            .follow_links(true)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_entry(|e| {
+                !e.file_type().is_dir()
+                    || e.metadata()
+                        .map_or(true, |m| folders.insert((m.dev(), m.ino())))
+            });
+        for entry in entries {
             match entry {
-                Ok(e) if !e.file_type().is_dir() => files.push(e.into_path()),
+                Ok(e) if !e.file_type().is_dir() => {
+                    let id = e.metadata().ok().map(|m| (m.dev(), m.ino()));
+                    found.push((e.into_path(), id));
+                }
                 Ok(_) => {}
                 // A link back to a folder above it: its files are listed once already.
                 Err(e) if e.loop_ancestor().is_some() => {}
-                Err(e) if e.depth() > 0 && e.path().is_some() => {
-                    files.extend(e.path().map(Path::to_path_buf));
-                }
                 Err(e) => {
                     let at = e.path().unwrap_or(input).to_path_buf();
                     let source = e
                         .into_io_error()
-                        .unwrap_or_else(|| std::io::Error::other("the walk failed"));
-                    return Err(IoError::io(&at, source));
+                        .unwrap_or_else(|| std::io::Error::other("the walk could not follow it"));
+                    unreadable.push(IoError::io(&at, source));
                 }
             }
         }
     }
-    files.sort_by(|a, b| {
-        a.as_os_str()
+    found.sort_by(|a, b| {
+        a.0.as_os_str()
             .as_encoded_bytes()
-            .cmp(b.as_os_str().as_encoded_bytes())
+            .cmp(b.0.as_os_str().as_encoded_bytes())
     });
-    files.dedup();
-    Ok(files)
+    let mut files_seen = std::collections::HashSet::new();
+    let files = found
+        .into_iter()
+        .filter(|(_, id)| id.is_none_or(|id| files_seen.insert(id)))
+        .map(|(path, _)| path)
+        .collect();
+    Ok(Walk { files, unreadable })
 }
 
 /// Reads a NIfTI or NRRD file (DICOM goes through [`dicom`], by series).
@@ -437,21 +491,30 @@ mod tests {
     }
 
     #[test]
-    fn the_walk_sorts_by_bytes_and_goes_round_no_link_cycle() {
+    fn the_walk_sorts_by_bytes_and_visits_each_real_folder_and_file_once() {
         let dir = std::env::temp_dir().join(format!("lim-walk-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("a")).unwrap();
         std::fs::write(dir.join("a/b.png"), b"").unwrap();
         std::fs::write(dir.join("a.b.png"), b"").unwrap();
         std::fs::write(dir.join("a-c.png"), b"").unwrap();
-        #[cfg(unix)]
+        // A link back up, a second way into `a`, a hard link and a dangling link.
         std::os::unix::fs::symlink(&dir, dir.join("a/up")).unwrap();
-        let names: Vec<String> = walk(std::slice::from_ref(&dir))
-            .unwrap()
+        std::os::unix::fs::symlink(dir.join("a"), dir.join("c")).unwrap();
+        std::fs::hard_link(dir.join("a/b.png"), dir.join("d.png")).unwrap();
+        std::os::unix::fs::symlink(dir.join("nowhere"), dir.join("gone.png")).unwrap();
+        let found = walk(&[dir.clone(), dir.join("a")]).unwrap();
+        let names: Vec<String> = found
+            .files
             .iter()
             .map(|p| p.strip_prefix(&dir).unwrap().display().to_string())
             .collect();
         // '-' and '.' come before '/' in bytes, though `Path`'s order puts "a/..." first.
         assert_eq!(names, ["a-c.png", "a.b.png", "a/b.png"]);
+        let unreadable: Vec<String> = found.unreadable.iter().map(|e| e.to_string()).collect();
+        assert!(
+            unreadable.len() == 1 && unreadable[0].contains("gone.png"),
+            "{unreadable:?}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

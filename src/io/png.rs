@@ -1,7 +1,6 @@
 //! PNG slices: 8- or 16-bit greyscale, written under a temporary name and renamed into place,
 //! so a slice that exists is complete.
 
-use std::io::BufWriter;
 use std::path::Path;
 
 use image::ImageEncoder;
@@ -15,15 +14,13 @@ pub enum Pixels {
     Gray16(Vec<u16>),
 }
 
-/// Writes `pixels` (`width` x `height`) to `path` atomically.
+/// Writes `pixels` (`width` x `height`) to `path` atomically. Encoded in memory and written
+/// in one call, so that a failed write (a full disk) is an error, never a short file.
 pub fn write(path: &Path, width: usize, height: usize, pixels: &Pixels) -> Result<(), IoError> {
     crate::io::atomically(path, |tmp| {
-        let file = std::fs::File::create(tmp).map_err(|e| IoError::io(tmp, e))?;
-        let encoder = PngEncoder::new_with_quality(
-            BufWriter::new(file),
-            CompressionType::Fast,
-            FilterType::Adaptive,
-        );
+        let mut encoded = Vec::new();
+        let encoder =
+            PngEncoder::new_with_quality(&mut encoded, CompressionType::Fast, FilterType::Adaptive);
         let (bytes, color) = match pixels {
             Pixels::Gray8(p) => (
                 std::borrow::Cow::Borrowed(&p[..]),
@@ -37,6 +34,7 @@ pub fn write(path: &Path, width: usize, height: usize, pixels: &Pixels) -> Resul
         };
         encoder
             .write_image(&bytes, width as u32, height as u32, color)
-            .map_err(|e| IoError::invalid(path, format!("cannot write PNG: {e}")))
+            .map_err(|e| IoError::invalid(path, format!("cannot encode PNG: {e}")))?;
+        std::fs::write(tmp, encoded).map_err(|e| IoError::io(tmp, e))
     })
 }

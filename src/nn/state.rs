@@ -288,8 +288,11 @@ pub fn save_with(
         views.push((name.clone(), view));
     }
     let metadata = (!metadata.is_empty()).then(|| metadata.clone());
-    crate::io::atomically(path, |tmp| {
-        safetensors::serialize_to_file(views, metadata, tmp)
-            .map_err(|e| invalid(&path.display().to_string(), format!("cannot write: {e}")))
-    })
+    let bytes = safetensors::serialize(views, metadata).map_err(|e| {
+        invalid(
+            &path.display().to_string(),
+            format!("cannot serialise: {e}"),
+        )
+    })?;
+    Ok(crate::io::write_atomic(path, &bytes)?)
 }

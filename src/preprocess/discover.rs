@@ -59,11 +59,12 @@ pub(super) fn discover(
     inputs: &[PathBuf],
     mode: Mode,
 ) -> Result<(Vec<Job>, Vec<Failure>, usize), IoError> {
-    let files = io::walk(inputs)?;
+    let walked = io::walk(inputs)?;
+    let files = walked.files;
     let explicit: HashSet<&PathBuf> = inputs.iter().filter(|p| p.is_file()).collect();
     let mut volume_files = Vec::new();
     let mut dicom_files = Vec::new();
-    let mut failures = Vec::new();
+    let mut failures: Vec<Failure> = walked.unreadable.iter().map(Failure::from).collect();
     let mut ignored = 0;
     for file in files {
         match io::kind_of(&file) {

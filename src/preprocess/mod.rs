@@ -132,7 +132,8 @@ pub struct Made {
 pub trait Sink: Sync {
     /// Takes one volume's slices in slice order; returns the records for the manifest, and
     /// how many slices were written and how many were already there. An [`Error::Io`] is
-    /// that volume's failure; any other error (the GPU's) stops the run.
+    /// that volume's failure, unless the disk is full; a full disk and any other error (the
+    /// GPU's) stop the run.
     fn volume(&self, slices: Vec<Made>, output: &Path) -> crate::Result<Written>;
 }
 
@@ -279,7 +280,7 @@ struct Done {
 fn process(job: &Job, opts: &Options, sink: &dyn Sink) -> Result<Done, Failed> {
     let (made, failures) = make_slices(job, opts).map_err(Failed::Inputs)?;
     let written = sink.volume(made, &opts.output).map_err(|e| match e {
-        Error::Io(e) => Failed::Inputs(vec![e.into()]),
+        Error::Io(e) if !e.is_disk_full() => Failed::Inputs(vec![e.into()]),
         other => Failed::Run(other),
     })?;
     Ok(Done {

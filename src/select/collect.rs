@@ -117,12 +117,14 @@ impl VolumePattern {
 }
 
 /// The slices of `input` by volume, sorted (volumes by name, slices by path bytes): from
-/// `input/manifest.jsonl` where it exists, else from the file names and `pattern`.
+/// `input/manifest.jsonl` where it exists, else from the file names and `pattern`; and what
+/// the walk could not read.
 pub fn collect(
     input: &Path,
     pattern: &VolumePattern,
-) -> Result<BTreeMap<String, Vec<String>>, IoError> {
+) -> Result<(BTreeMap<String, Vec<String>>, Vec<IoError>), IoError> {
     let mut volumes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut unreadable = Vec::new();
     match manifest_lines(input)? {
         Some(lines) => {
             for line in lines {
@@ -130,8 +132,10 @@ pub fn collect(
             }
         }
         None => {
-            let files = crate::io::walk(&[input.to_path_buf()])?;
-            for file in files
+            let walked = crate::io::walk(&[input.to_path_buf()])?;
+            unreadable = walked.unreadable;
+            for file in walked
+                .files
                 .iter()
                 .filter(|f| f.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")))
             {
@@ -150,7 +154,7 @@ pub fn collect(
     for slices in volumes.values_mut() {
         slices.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
     }
-    Ok(volumes)
+    Ok((volumes, unreadable))
 }
 
 /// One line of a slice folder's `manifest.jsonl`.

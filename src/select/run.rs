@@ -106,7 +106,7 @@ pub fn run(
     progress: &dyn preprocess::Progress,
 ) -> Result<Report> {
     refuse_output_in_input(input, output)?;
-    let mut volumes = collect(input, &opts.pattern)?;
+    let (mut volumes, unreadable) = collect(input, &opts.pattern)?;
     if opts.scope == Scope::Global {
         let mut all: Vec<String> = std::mem::take(&mut volumes)
             .into_values()
@@ -118,7 +118,10 @@ pub fn run(
     std::fs::create_dir_all(output).map_err(|e| IoError::io(output, e))?;
     let _lock = crate::io::lock::OutputLock::acquire(output)?;
     progress.start(volumes.len());
-    let mut report = Report::default();
+    let mut report = Report {
+        failures: unreadable.iter().map(Failure::from).collect(),
+        ..Report::default()
+    };
     for (index, (volume, slices)) in volumes.iter().enumerate() {
         let loaded: Vec<Result<Luma8, HashError>> = slices
             .par_iter()

@@ -231,6 +231,7 @@ pub fn failures_file(path: &std::path::Path) -> Vec<lim::io::Failure> {
 fn tree(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     lim::io::walk(&[dir.to_path_buf()])
         .unwrap()
+        .files
         .into_iter()
         .filter(|p| !p.ends_with(lim::io::lock::LOCK_FILE))
         .map(|p| {
@@ -274,13 +275,18 @@ pub fn assert_killed_runs_end_as_whole(
     }
     assert!(interrupted > 0, "no kill found the run still going");
     finish(&killed);
-    let (want, got) = (tree(&whole), tree(&killed));
+    assert_same_files(&whole, &killed, "after the kills");
+}
+
+/// Asserts that `got` holds the same files as `want`, byte for byte (the lock aside).
+pub fn assert_same_files(want: &std::path::Path, got: &std::path::Path, when: &str) {
+    let (want, got) = (tree(want), tree(got));
     assert_eq!(
         want.keys().collect::<Vec<_>>(),
         got.keys().collect::<Vec<_>>(),
-        "the same files"
+        "the same files {when}"
     );
     for (name, bytes) in &want {
-        assert!(got[name] == *bytes, "{name} differs after the kills");
+        assert!(got[name] == *bytes, "{name} differs {when}");
     }
 }

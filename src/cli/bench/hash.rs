@@ -127,6 +127,7 @@ pub fn run(gpu_args: &GpuArgs, args: &HashArgs) -> CliResult {
         None => sample_slices()?,
     };
     let files: Vec<PathBuf> = lim::io::walk(std::slice::from_ref(&dir))?
+        .files
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")))
         .collect();
