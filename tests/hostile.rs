@@ -544,7 +544,7 @@ fn a_file_that_vanishes_mid_run_is_a_named_failure() {
     let mut opts = Options::new(dir.join("out"));
     opts.jobs = Some(1);
     let report = lim::preprocess::run_with(
-        &[inputs.clone()],
+        std::slice::from_ref(&inputs),
         &opts,
         &NoProgress,
         &Deleting(victims.clone()),

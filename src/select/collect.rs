@@ -116,14 +116,14 @@ impl VolumePattern {
     }
 }
 
+/// Slices (relative paths) by volume.
+pub type Volumes = BTreeMap<String, Vec<String>>;
+
 /// The slices of `input` by volume, sorted (volumes by name, slices by path bytes): from
 /// `input/manifest.jsonl` where it exists, else from the file names and `pattern`; and what
 /// the walk could not read.
-pub fn collect(
-    input: &Path,
-    pattern: &VolumePattern,
-) -> Result<(BTreeMap<String, Vec<String>>, Vec<IoError>), IoError> {
-    let mut volumes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+pub fn collect(input: &Path, pattern: &VolumePattern) -> Result<(Volumes, Vec<IoError>), IoError> {
+    let mut volumes = Volumes::new();
     let mut unreadable = Vec::new();
     match manifest_lines(input)? {
         Some(lines) => {
