@@ -55,3 +55,33 @@ demo: deps $(SAMPLES)
 		--limit 600 --out data/demo/evaluate data/pneumoniamnist-subset.npz
 	$(CARGO) run --release -- info
 	$(CARGO) run --release -- bench matmul --sizes 256,512,1024
+
+# Fuzzing (fuzz/README.md): libFuzzer targets for every reader a user's file reaches, run
+# through cargo-fuzz on the nightly toolchain, both installed here when missing.
+FUZZ_TARGETS := nifti nrrd dicom image checkpoint npz
+FUZZ_SECONDS ?= 20
+FUZZ_RUNS ?= 1000000
+FUZZ = $(CARGO) +nightly fuzz
+
+.PHONY: fuzz-deps fuzz-seeds fuzz-check fuzz-long
+
+fuzz-deps:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+
+# Seeds: small files of every kind, made by the example, and the small sample files.
+fuzz-seeds: $(SAMPLES)
+	$(CARGO) run --quiet --example fuzz_seeds -- fuzz/corpus
+
+# CI: every target builds, then runs FUZZ_SECONDS from the seeds.
+fuzz-check: fuzz-deps fuzz-seeds
+	$(FUZZ) build -O --codegen-units 16
+	for t in $(FUZZ_TARGETS); do \
+		$(FUZZ) run -O --codegen-units 16 $$t fuzz/corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -malloc_limit_mb=2048 || exit 1; \
+	done
+
+# The long runs: FUZZ_RUNS executions of each target; figures in fuzz/results.tsv.
+fuzz-long: fuzz-deps fuzz-seeds
+	$(FUZZ) build -O --codegen-units 16
+	scripts/fuzz-long.sh $(FUZZ_RUNS) $(FUZZ_TARGETS)

@@ -21,6 +21,7 @@ pub mod data;
 pub mod dtype;
 pub mod error;
 pub mod eval;
+pub mod fuzz;
 pub mod gpu;
 pub mod hash;
 pub mod io;

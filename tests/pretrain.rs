@@ -176,9 +176,10 @@ fn a_run_folder_holds_config_log_curve_crops_and_checkpoints() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A run killed with SIGKILL and resumed ends with the same weights, optimiser state and
-/// batch counts, bit for bit, as the same run never stopped (and so two runs of one seed
-/// agree); another seed does not.
+/// A run killed with SIGKILL, and killed again while resuming, several times at different
+/// moments, ends with the same weights, optimiser state, batch counts and losses, bit for
+/// bit, as the same run never stopped (and so two runs of one seed agree); another seed does
+/// not.
 #[test]
 fn a_killed_run_resumes_bit_for_bit() {
     let dir = temp_dir("resume");
@@ -215,17 +216,29 @@ fn a_killed_run_resumes_bit_for_bit() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(!broken.join("checkpoints/step-0000008.safetensors").exists());
-    let text = ok(&common::lim(&[
+    let resume = [
         "--tuning",
         "off",
         "pretrain",
         "--resume",
         broken.to_str().unwrap(),
-    ]));
+    ];
+    // Resumed runs killed again at other moments: while starting, stepping or writing.
+    for delay in [250, 900, 1600] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lim"))
+            .args(resume)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let text = ok(&common::lim(&resume));
     // `last.safetensors` is copied after each step's checkpoint is written, so a kill between
-    // the two resumes from the checkpoint before; step 2's was last before step 4's existed.
+    // the two resumes from the checkpoint before; the first kill came after step 4's existed.
     assert!(
-        ["steps 3..8", "steps 5..8", "steps 7..8"]
+        ["steps 3..8", "steps 5..8", "steps 7..8", "steps 9..8"]
             .iter()
             .any(|s| text.contains(s)),
         "{text}"

@@ -86,7 +86,9 @@ fn open(path: &Path, until_pixels: bool) -> Result<DefaultDicomObject, IoError> 
     if until_pixels {
         options = options.read_until(tags::PIXEL_DATA);
     }
-    super::require_regular(path)?;
+    let bytes = super::read_file(path)?;
+    let limit = limits::max_voxels().saturating_mul(8);
+    super::dicom_lengths::check(path, &bytes, limit)?;
     options.open_file(path).map_err(|e| {
         let chain = error_chain(&e);
         if chain.contains("meta group") {

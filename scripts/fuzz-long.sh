@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The long fuzz runs: RUNS executions of each target from its corpus (fuzz/corpus/<target>,
+# which grows with what libFuzzer finds), two targets at a time. Writes fuzz/results.tsv
+# (executions, seconds, coverage, corpus, peak memory, crashes) and each run's log under
+# fuzz/logs/. A crash stops its target; its input is saved under fuzz/artifacts/<target>/.
+#
+#   scripts/fuzz-long.sh RUNS TARGET...        (make fuzz-long runs it)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+runs=$1
+shift
+mkdir -p fuzz/logs
+bin=fuzz/target/x86_64-unknown-linux-gnu/release
+
+fuzz_one() {
+    local target=$1 log=fuzz/logs/$1.log start end status
+    mkdir -p "fuzz/artifacts/$target"
+    start=$(date +%s)
+    "$bin/$target" "fuzz/corpus/$target" -runs="$runs" -rss_limit_mb=2048 -malloc_limit_mb=2048 \
+        -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$target/" >"$log" 2>&1
+    status=$?
+    end=$(date +%s)
+    local execs cov ft corpus rss crashes
+    execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | grep -o '[0-9]*$')
+    rss=$(grep -o 'stat::peak_rss_mb: [0-9]*' "$log" | grep -o '[0-9]*$')
+    cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | grep -oE '[0-9]+')
+    ft=$(grep -oE 'ft: [0-9]+' "$log" | tail -1 | grep -oE '[0-9]+')
+    corpus=$(ls "fuzz/corpus/$target" | wc -l)
+    crashes=$(ls "fuzz/artifacts/$target" | wc -l)
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "${execs:-0}" "$((end - start))" \
+        "${cov:-?}" "${ft:-?}" "$corpus" "${rss:-?}" "$crashes" "$status" >"fuzz/logs/$target.tsv"
+}
+
+for target in "$@"; do
+    fuzz_one "$target" &
+    while [ "$(jobs -rp | wc -l)" -ge 2 ]; do sleep 5; done
+done
+wait
+{
+    printf 'target\texecutions\tseconds\tcoverage\tfeatures\tcorpus\tpeak_rss_mb\tcrash_inputs\texit\n'
+    for target in "$@"; do cat "fuzz/logs/$target.tsv"; done
+} >fuzz/results.tsv
+column -t fuzz/results.tsv
