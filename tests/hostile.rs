@@ -568,3 +568,18 @@ fn a_file_that_vanishes_mid_run_is_a_named_failure() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A size past what the adapter allows, asked of a command, is an error that names the
+/// adapter, the limit, the size and what to do: no panic, no abort (`lim bench matmul` used
+/// to allocate its 40 GB host operands first, and abort).
+#[test]
+fn an_allocation_past_the_adapters_limit_is_an_error_from_the_command() {
+    let run = common::lim(&["--tuning", "off", "bench", "matmul", "--sizes", "100000"]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("a 100000 x 100000 f32 operand needs 40000000000")
+            && stderr.contains("(max_buffer_size); split the work into smaller pieces"),
+        "{stderr}"
+    );
+}

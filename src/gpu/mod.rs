@@ -293,6 +293,15 @@ impl Gpu {
         }
     }
 
+    /// Fails unless the adapter allows a buffer of `bytes` (`max_buffer_size`).
+    pub fn check_buffer(&self, what: &str, bytes: u64) -> Result<(), GpuError> {
+        let max = self.limits.max_buffer_size;
+        if bytes > max {
+            return Err(self.limit_error(what, "max_buffer_size", bytes, max));
+        }
+        Ok(())
+    }
+
     /// Fails unless a buffer of `bytes` may be bound as one storage binding.
     pub fn check_binding(&self, what: &str, bytes: u64) -> Result<(), GpuError> {
         let allowed = self.limits.max_storage_buffer_binding_size;
@@ -309,11 +318,8 @@ impl Gpu {
         usage: wgpu::BufferUsages,
         what: &str,
     ) -> Result<PooledBuffer, GpuError> {
-        let max = self.limits.max_buffer_size;
-        if bytes > max {
-            return Err(self.limit_error(what, "max_buffer_size", bytes, max));
-        }
-        let size = size_class(bytes).min(max & !3);
+        self.check_buffer(what, bytes)?;
+        let size = size_class(bytes).min(self.limits.max_buffer_size & !3);
         if let Some(buffer) = self.pool.take(size, usage) {
             return Ok(self.pool.wrap(buffer));
         }

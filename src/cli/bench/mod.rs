@@ -159,6 +159,9 @@ fn matmul(gpu_args: &GpuArgs, args: &MatmulArgs) -> CliResult {
     }
     let mut rng = StdRng::seed_from_u64(1);
     for &n in &args.sizes {
+        // Refused before the host copies are made.
+        let bytes = (n as u64).saturating_mul(n as u64).saturating_mul(4);
+        gpu.check_buffer(&format!("a {n} x {n} f32 operand"), bytes)?;
         // The criterion bench's operands.
         let (ha, hb) = (lim::bench::pattern(n * n), lim::bench::pattern(n * n));
         let a = Tensor::from_slice(&gpu, &[n, n], &ha)?;
