@@ -16,7 +16,7 @@ fuzz_one() {
     local target=$1 log=fuzz/logs/$1.log start end status
     mkdir -p "fuzz/artifacts/$target"
     start=$(date +%s)
-    "$bin/$target" "fuzz/corpus/$target" -runs="$runs" -rss_limit_mb=2048 -malloc_limit_mb=2048 \
+    "$bin/$target" "fuzz/corpus/$target" -runs="$runs" -timeout=30 -rss_limit_mb=2048 -malloc_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$target/" >"$log" 2>&1
     status=$?
     end=$(date +%s)

@@ -12,9 +12,9 @@ use crate::eval::dataset::{Dataset, Transform};
 use crate::hash::{Algorithm, HashKind};
 use crate::preprocess::{Made, Mode, NoProgress, Options, Sink, Written};
 
-/// The voxel limit while fuzzing: 2^20 (8 MiB of 8-byte samples), which keeps each execution
-/// fast; larger claims meet the same check.
-pub const FUZZ_MAX_VOXELS: u64 = 1 << 20;
+/// The voxel limit while fuzzing: 2^18 (a 512 x 512 slice, a 64³ volume), which keeps each
+/// execution fast; larger claims meet the same check.
+pub const FUZZ_MAX_VOXELS: u64 = 1 << 18;
 
 /// NIfTI-1/2 through `lim preprocess`: as one file (plain, or gzip when the bytes start with
 /// its magic), gzipped here (so that mutations reach the header under gzip too), or as a
@@ -61,12 +61,14 @@ pub fn image(data: &[u8]) {
     let dir = inputs(&[("x.png", data)]);
     let path = dir.join("x.png");
     let _ = crate::data::find_slices(std::slice::from_ref(&dir)).map(|list| list.checked());
-    let _ = crate::data::GreyImage::open(&path);
-    if let Ok(luma) = crate::hash::open_luma(&path) {
+    // Decoded once: `hash::open_luma` and `GreyImage::open` are this decode and a conversion.
+    if let Ok(image) = crate::data::decode_image(&path) {
+        let luma = crate::hash::pillow::to_luma8(&image);
         for algorithm in [Algorithm::Dhash, Algorithm::Ahash, Algorithm::Phash] {
             let kind = HashKind::new(algorithm, 8).expect("a valid kind");
             crate::hash::hash_luma(&luma, kind);
         }
+        crate::data::GreyImage::from_image(image);
     }
 }
 
@@ -116,6 +118,7 @@ pub const TARGETS: [(&str, Target); 6] = [
 /// input.
 fn scratch() -> PathBuf {
     crate::io::limits::set_max_voxels(FUZZ_MAX_VOXELS);
+    contain_dependency_panics();
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
         let shm = Path::new("/dev/shm");
@@ -129,6 +132,27 @@ fn scratch() -> PathBuf {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir.join("in")).expect("a scratch folder");
     dir.clone()
+}
+
+/// Lets a panic raised in a dependency's code unwind, printed but not fatal, so that where lim
+/// catches it (the DICOM pixel decoders) it becomes the file's failure, as in a user's run.
+/// Every other panic still goes to the fuzzer's hook, which aborts; and one lim does not
+/// catch reaches libfuzzer-sys's own `catch_unwind`, which aborts too.
+fn contain_dependency_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let fuzzer = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let in_dependency = info
+                .location()
+                .is_some_and(|l| l.file().contains("/.cargo/registry/"));
+            if in_dependency {
+                eprintln!("a dependency panicked (lim catches it): {info}");
+            } else {
+                fuzzer(info);
+            }
+        }));
+    });
 }
 
 /// Writes `files` (name, bytes) into a fresh scratch `in` folder and returns it.

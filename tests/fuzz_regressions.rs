@@ -47,3 +47,51 @@ fn a_dicom_element_claiming_more_than_the_file_holds_is_refused_unread() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The second: an RLE DICOM file whose segment decodes short, on which dicom-pixeldata's RLE
+/// decoder indexes past its buffer and panics; now the file's failure, saying so.
+#[test]
+fn a_dicom_decoder_panic_is_the_files_failure() {
+    let input = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/fuzz/dicom/panic-rle-segment-short-9900");
+    let dir = std::env::temp_dir().join(format!("lim-fuzz-rle-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("in")).unwrap();
+    std::fs::copy(&input, dir.join("in/x.dcm")).unwrap();
+    let opts = lim::preprocess::Options::new(dir.join("out"));
+    let report =
+        lim::preprocess::run(&[dir.join("in")], &opts, &lim::preprocess::NoProgress).unwrap();
+    assert!(
+        report.failures.len() == 1
+            && report.failures[0].error.contains(
+                "x.dcm: cannot decode pixel data: the decoder failed (index out of bounds"
+            ),
+        "{:?}",
+        report.failures
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The third and fourth: deflated data sets that break off, one claiming a 775 MB element
+/// first, which the parser allocated and zeroed before it met the break (a minute and more
+/// under the fuzzer per input); now refused by the length check, which inflates first.
+#[test]
+fn a_broken_deflated_data_set_is_refused_before_parsing() {
+    let dir = std::env::temp_dir().join(format!("lim-fuzz-deflate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["slow-deflate-claims-774975030", "slow-deflate-corrupt"] {
+        let file = dir.join(format!("{name}.dcm"));
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/fuzz/dicom")
+                .join(name),
+            &file,
+        )
+        .unwrap();
+        let err = lim::io::dicom::scan(&file).unwrap_err().to_string();
+        assert!(
+            err.contains(name) && err.contains("corrupt deflated data set"),
+            "{err}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

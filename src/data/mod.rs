@@ -51,7 +51,11 @@ impl GreyImage {
     /// Decodes a PNG or JPEG file. Colour images become their luma (ITU-R 601-2, as
     /// Pillow's `convert("L")`); alpha is dropped.
     pub fn open(path: &Path) -> Result<GreyImage, IoError> {
-        let image = decode_image(path)?;
+        Ok(GreyImage::from_image(decode_image(path)?))
+    }
+
+    /// A decoded image's grey values, as [`GreyImage::open`] makes them.
+    pub fn from_image(image: image::DynamicImage) -> GreyImage {
         let (width, height) = (image.width() as usize, image.height() as usize);
         use image::DynamicImage::*;
         let pixels: Vec<u16> = match image {
@@ -68,10 +72,10 @@ impl GreyImage {
                 })
                 .collect(),
         };
-        Ok(GreyImage {
+        GreyImage {
             width,
             height,
             pixels,
-        })
+        }
     }
 }

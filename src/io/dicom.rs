@@ -280,9 +280,20 @@ fn decode_file(path: &Path, file: usize, columns: u32, rows: u32) -> Result<Vec<
     if obj.get(tags::PIXEL_DATA).is_none() && obj.get(tags::FLOAT_PIXEL_DATA).is_none() {
         return Err(IoError::invalid(path, "image header but no pixel data"));
     }
-    let decoded = obj
-        .decode_pixel_data()
-        .map_err(|e| decode_error(path, "decode pixel data", &e))?;
+    // The decoders are dicom-pixeldata's; one that panics on a corrupt stream (its RLE
+    // decoder indexes past a short segment) fails this file, not the run.
+    let decoded =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| obj.decode_pixel_data()))
+            .map_err(|panic| {
+                IoError::invalid(
+                    path,
+                    format!(
+                        "cannot decode pixel data: the decoder failed ({}); the data are corrupt",
+                        crate::error::panic_text(panic.as_ref())
+                    ),
+                )
+            })?
+            .map_err(|e| decode_error(path, "decode pixel data", &e))?;
     if decoded.rows() != rows || decoded.columns() != columns {
         return Err(IoError::invalid(
             path,

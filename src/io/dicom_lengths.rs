@@ -77,8 +77,13 @@ pub fn check(path: &Path, bytes: &[u8], limit: u64) -> Result<(), IoError> {
             let read = flate2::read::DeflateDecoder::new(data)
                 .take(limit.saturating_add(1))
                 .read_to_end(&mut inflated);
-            if read.is_err() {
-                return Ok(());
+            // The parser inflates the same stream, allocating each value's claimed length
+            // as it goes: a stream that breaks off is refused here, before that.
+            if let Err(e) = read {
+                return Err(IoError::invalid(
+                    path,
+                    format!("not a readable DICOM file: corrupt deflated data set: {e}"),
+                ));
             }
             if inflated.len() as u64 > limit {
                 return Err(IoError::invalid(

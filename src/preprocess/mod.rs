@@ -210,15 +210,11 @@ pub fn run_with(
                     process(job, opts, sink)
                 }))
                 .unwrap_or_else(|panic| {
-                    let what = panic
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
                     Err(Failed::Inputs(vec![Failure {
                         input: job.source.path().to_path_buf(),
                         error: format!(
                             "internal error while processing: {}",
-                            what.unwrap_or_default()
+                            crate::error::panic_text(panic.as_ref())
                         ),
                         skipped: false,
                     }]))
