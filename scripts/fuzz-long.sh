@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The long fuzz runs: RUNS executions of each target from its corpus (fuzz/corpus/<target>,
-# which grows with what libFuzzer finds), two targets at a time. Writes fuzz/results.tsv
-# (executions, seconds, coverage, corpus, peak memory, crashes) and each run's log under
-# fuzz/logs/. A crash stops its target; its input is saved under fuzz/artifacts/<target>/.
+# which grows with what libFuzzer finds), two targets at a time, each stopped after
+# MAX_SECONDS if it has not reached RUNS. Writes fuzz/results.tsv (executions, seconds,
+# coverage, corpus, peak memory, crash inputs) and each run's log under fuzz/logs/. A crash
+# stops its target; its input is saved under fuzz/artifacts/<target>/.
 #
-#   scripts/fuzz-long.sh RUNS TARGET...        (make fuzz-long runs it)
+#   scripts/fuzz-long.sh RUNS MAX_SECONDS TARGET...        (make fuzz-long runs it)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 runs=$1
-shift
+max_seconds=$2
+shift 2
 mkdir -p fuzz/logs
 bin=fuzz/target/x86_64-unknown-linux-gnu/release
 
@@ -16,7 +18,7 @@ fuzz_one() {
     local target=$1 log=fuzz/logs/$1.log start end status
     mkdir -p "fuzz/artifacts/$target"
     start=$(date +%s)
-    "$bin/$target" "fuzz/corpus/$target" -runs="$runs" -timeout=30 -rss_limit_mb=2048 -malloc_limit_mb=2048 \
+    "$bin/$target" "fuzz/corpus/$target" -runs="$runs" -max_total_time="$max_seconds" -timeout=30 -rss_limit_mb=2048 -malloc_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$target/" >"$log" 2>&1
     status=$?
     end=$(date +%s)

@@ -95,3 +95,25 @@ fn a_broken_deflated_data_set_is_refused_before_parsing() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The fifth: an `.npz` whose label is 0x1818181818181818, from which `lim evaluate` made a
+/// class name per index up to it; now refused: more classes than samples.
+#[test]
+fn an_npz_label_past_its_samples_is_refused() {
+    let dir = std::env::temp_dir().join(format!("lim-fuzz-npz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("x.npz");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz/npz/oom-label-classes"),
+        &file,
+    )
+    .unwrap();
+    let err = lim::eval::dataset::Dataset::open(&file, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("x.npz") && err.contains("more classes than the"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -336,6 +336,14 @@ fn from_npz(path: &Path) -> Result<Dataset, IoError> {
             });
         }
     }
+    // Every class must have samples (`check`): more classes than samples is a broken label.
+    let samples: usize = splits.iter().map(Vec::len).sum();
+    if max_label >= samples {
+        return Err(IoError::invalid(
+            path,
+            format!("a label of {max_label}: more classes than the {samples} samples"),
+        ));
+    }
     Ok(Dataset {
         source: path.into(),
         classes: (0..=max_label).map(|c| c.to_string()).collect(),
