@@ -117,3 +117,25 @@ fn an_npz_label_past_its_samples_is_refused() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The sixth: a 31 KB DICOM file with a 6-byte AT value (tags are 4 bytes); the parser read
+/// one tag, went on two bytes early, and met a claim of 1.4 GB it allocated; now refused.
+#[test]
+fn a_binary_value_of_a_broken_length_is_refused() {
+    let dir = std::env::temp_dir().join(format!("lim-fuzz-at-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("x.dcm");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/fuzz/dicom/oom-misaligned-by-a-6-byte-tag"),
+        &file,
+    )
+    .unwrap();
+    let err = lim::io::dicom::scan(&file).unwrap_err().to_string();
+    assert!(
+        err.contains("x.dcm")
+            && err.contains("(0028,2112) holds 6 bytes, not a whole number of 4-byte values"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

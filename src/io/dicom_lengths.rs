@@ -110,6 +110,7 @@ fn meta(path: &Path, bytes: &[u8], mut at: usize) -> Result<(usize, String), IoE
             break;
         }
         let value = at + header.size;
+        whole_values(path, &header)?;
         let end = fits(path, bytes.len(), &header, value)?;
         if header.tag == Tag(0x0002, 0x0010) {
             syntax = String::from_utf8_lossy(&bytes[value..end]).into_owned();
@@ -207,6 +208,29 @@ fn fits(path: &Path, bound: usize, h: &Header, value: usize) -> Result<usize, Io
     Ok(end)
 }
 
+/// Refuses a binary value whose length is not a whole number of its values: the parser reads
+/// `length / size` of them and goes on from a misaligned position, where anything it reads
+/// next can claim a length no check saw.
+fn whole_values(path: &Path, h: &Header) -> Result<(), IoError> {
+    use VR::*;
+    let size = match h.vr {
+        Some(US | SS) => 2,
+        Some(AT | FL | SL | UL | OF | OL) => 4,
+        Some(FD | SV | UV | OD | OV) => 8,
+        _ => return Ok(()),
+    };
+    if h.length % size == 0 {
+        return Ok(());
+    }
+    Err(IoError::invalid(
+        path,
+        format!(
+            "not a readable DICOM file: element ({:04X},{:04X}) holds {} bytes, not a whole number of {size}-byte values",
+            h.tag.0, h.tag.1, h.length
+        ),
+    ))
+}
+
 /// Walks a data set's elements, entering sequences and items.
 fn walk(path: &Path, bytes: &[u8], e: Encoding) -> Result<(), IoError> {
     let mut open: Vec<Container> = Vec::new();
@@ -266,6 +290,7 @@ fn walk(path: &Path, bytes: &[u8], e: Encoding) -> Result<(), IoError> {
                 });
             }
             _ => {
+                whole_values(path, &h)?;
                 at = fits(path, bound, &h, value)?;
                 continue;
             }
