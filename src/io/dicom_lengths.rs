@@ -219,7 +219,7 @@ fn whole_values(path: &Path, h: &Header) -> Result<(), IoError> {
         Some(FD | SV | UV | OD | OV) => 8,
         _ => return Ok(()),
     };
-    if h.length % size == 0 {
+    if h.length.is_multiple_of(size) {
         return Ok(());
     }
     Err(IoError::invalid(

@@ -235,20 +235,29 @@ pub(crate) fn read_bounded(
         return Ok(Bounded { bytes: whole, skip });
     }
     let bytes = read_range(path, &mut inflater, &head, range.clone())?;
-    if bytes.len() as u64 == range.end - range.start.min(range.end) {
+    if bytes.len() as u64 == range.end.saturating_sub(range.start) {
         refuse_more(path, inflater, range.end)?;
     }
     Ok(Bounded { bytes, skip: 0 })
 }
 
+/// The gzip stream `compressed` inflated to at most `claimed` bytes (fewer when it ends
+/// first); one that inflates past them is refused as [`refuse_more`] says.
+pub(crate) fn inflate_at_most(
+    path: &Path,
+    compressed: &[u8],
+    claimed: u64,
+) -> Result<Vec<u8>, IoError> {
+    let mut inflater = flate2::read::MultiGzDecoder::new(compressed);
+    let data = read_up_to(path, &mut inflater, claimed)?;
+    refuse_more(path, inflater, claimed)?;
+    Ok(data)
+}
+
 /// An error when `inflater` holds more than the `claimed` bytes it was read to: a small gzip
 /// stream that inflates past what its header describes is a decompression bomb, refused
 /// after one more byte rather than inflated.
-pub(crate) fn refuse_more(
-    path: &Path,
-    mut inflater: impl Read,
-    claimed: u64,
-) -> Result<(), IoError> {
+fn refuse_more(path: &Path, mut inflater: impl Read, claimed: u64) -> Result<(), IoError> {
     let mut byte = [0u8];
     match inflater.read(&mut byte) {
         Ok(0) => Ok(()),

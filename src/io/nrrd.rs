@@ -2,7 +2,6 @@
 //! `space directions` / `space origin` geometry. The chest CTs of the sample data are NRRD.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::volume::{Format, Rescale, SampleType, Samples, Volume};
@@ -123,16 +122,8 @@ pub fn read(path: &Path) -> Result<Volume, IoError> {
     let data: &[u8] = match field("encoding")?.as_str() {
         "raw" => raw,
         "gzip" | "gz" => {
-            // Inflated no further than the sizes claim: a bomb stops there.
             let claimed = (count as u64).saturating_mul(ty.size() as u64);
-            let mut inflater = flate2::read::MultiGzDecoder::new(raw);
-            let mut out = Vec::new();
-            (&mut inflater)
-                .take(claimed)
-                .read_to_end(&mut out)
-                .map_err(|e| IoError::invalid(data_path, format!("corrupt gzip data: {e}")))?;
-            super::refuse_more(data_path, inflater, claimed)?;
-            decoded = out;
+            decoded = super::inflate_at_most(data_path, raw, claimed)?;
             &decoded
         }
         other => {
