@@ -259,45 +259,6 @@ fn walk_pngs(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// A tmpfs of `size` mounted on `dir` for the test's life: a disk that fills up. Mounting
-/// needs root, as CI runs.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(dir).unwrap();
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(
-            mounted.success(),
-            "this test fills a tmpfs it mounts, which needs root (CI runs as root)"
-        );
-        Tmpfs(dir.to_path_buf())
-    }
-
-    /// Frees space: the disk grows to `size`, its files kept.
-    fn grow(&self, size: &str) {
-        let grown = std::process::Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .status()
-            .unwrap();
-        assert!(grown.success());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 /// Asserts that a run into `out` failed on the full disk with the message that says what to
 /// do, and left only whole files under their final names: no temporary, every PNG decodes.
 fn assert_stopped_by_a_full_disk(run: &std::process::Output, out: &Path) {
@@ -347,7 +308,7 @@ fn a_full_disk_stops_the_run_with_whole_files_only_and_a_rerun_completes() {
     assert!(reduce(&reduced).status.success());
 
     // 26 slices of about 24 KiB each, onto 256 KiB.
-    let disk = Tmpfs::mount(&dir.join("disk"), "256k");
+    let disk = common::Tmpfs::mount(&dir.join("disk"), "256k");
     let out = disk.0.join("slices");
     assert_stopped_by_a_full_disk(&preprocess(&out), &out);
     disk.grow("64m");
@@ -361,7 +322,7 @@ fn a_full_disk_stops_the_run_with_whole_files_only_and_a_rerun_completes() {
     drop(disk);
 
     // 5 kept slices and a contact sheet, onto 64 KiB.
-    let disk = Tmpfs::mount(&dir.join("disk2"), "64k");
+    let disk = common::Tmpfs::mount(&dir.join("disk2"), "64k");
     let out = disk.0.join("reduced");
     assert_stopped_by_a_full_disk(&reduce(&out), &out);
     disk.grow("64m");

@@ -269,6 +269,81 @@ fn a_killed_run_resumes_bit_for_bit() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A run whose disk fills up stops with the message that says what to do and leaves only
+/// whole checkpoints under their names; resumed once space is freed, it ends bit for bit
+/// where a run that never ran out of space ends.
+#[test]
+fn a_full_disk_stops_the_run_and_a_resume_ends_bit_for_bit() {
+    let dir = temp_dir("full-disk");
+    let data = slices(&dir);
+    let data_s = data.to_str().unwrap();
+    let steps = ["--max-steps", "8", "--checkpoint-every", "2"];
+    let whole = dir.join("whole");
+    ok(&lim_with(
+        TOY,
+        &[&steps[..], &["--out", whole.to_str().unwrap(), data_s]].concat(),
+    ));
+    let checkpoint = std::fs::metadata(whole.join("checkpoints/step-0000002.safetensors"))
+        .unwrap()
+        .len();
+
+    // Room for about three checkpoints: the run stops at step 4 or 6 of 8.
+    let disk = common::Tmpfs::mount(
+        &dir.join("disk"),
+        &format!("{}k", checkpoint * 7 / 2 / 1024),
+    );
+    let run = disk.0.join("run");
+    let stopped = lim_with(
+        TOY,
+        &[&steps[..], &["--out", run.to_str().unwrap(), data_s]].concat(),
+    );
+    let stderr = String::from_utf8_lossy(&stopped.stderr);
+    assert!(!stopped.status.success(), "the run should stop: {stderr}");
+    assert!(
+        stderr.contains("No space left on device")
+            && stderr.contains("The disk is full. Free some space and run the same command again"),
+        "{stderr}"
+    );
+    assert!(run.join("checkpoints/step-0000002.safetensors").exists());
+    assert!(!run.join("checkpoints/step-0000008.safetensors").exists());
+    for file in lim::io::walk(std::slice::from_ref(&run)).unwrap().files {
+        let name = file.to_string_lossy();
+        assert!(!name.contains(".lim-tmp"), "a temporary is left: {name}");
+        if name.ends_with(".safetensors") {
+            let bytes = std::fs::read(&file).unwrap();
+            safetensors::SafeTensors::deserialize(&bytes)
+                .unwrap_or_else(|e| panic!("{name} is not whole: {e}"));
+        }
+    }
+
+    disk.grow("64m");
+    let resumed = ok(&common::lim(&[
+        "--tuning",
+        "off",
+        "pretrain",
+        "--resume",
+        run.to_str().unwrap(),
+    ]));
+    assert!(
+        ["steps 3..8", "steps 5..8", "steps 7..8"]
+            .iter()
+            .any(|s| resumed.contains(s)),
+        "{resumed}"
+    );
+    let a = tensors(&whole.join("checkpoints/last.safetensors"));
+    let b = tensors(&run.join("checkpoints/last.safetensors"));
+    assert!(a == b, "the resumed run's weights differ");
+    let log = |run: &Path| std::fs::read_to_string(run.join("log.jsonl")).unwrap();
+    let losses = |text: String| -> Vec<String> {
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].to_string())
+            .collect()
+    };
+    assert_eq!(losses(log(&whole)), losses(log(&run)));
+    drop(disk);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn a_non_finite_loss_stops_the_run_and_names_the_last_good_checkpoint() {
     let dir = temp_dir("nan");

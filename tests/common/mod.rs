@@ -290,3 +290,42 @@ pub fn assert_same_files(want: &std::path::Path, got: &std::path::Path, when: &s
         assert!(got[name] == *bytes, "{name} differs {when}");
     }
 }
+
+/// A tmpfs of `size` mounted on `dir` for the test's life: a disk that fills up. Mounting
+/// needs root, as CI runs.
+pub struct Tmpfs(pub std::path::PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(
+            mounted.success(),
+            "this test fills a tmpfs it mounts, which needs root (CI runs as root)"
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+
+    /// Frees space: the disk grows to `size`, its files kept.
+    pub fn grow(&self, size: &str) {
+        let grown = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(grown.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
