@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use dicom_core::dictionary::UidDictionary;
 use dicom_dictionary_std::{StandardSopClassDictionary, tags};
 use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+use dicom_object::file::ReadPreamble;
 use dicom_object::mem::InMemElement;
 use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 use dicom_pixeldata::{DecodedPixelData, PixelDecoder, PixelRepresentation, PlanarConfiguration};
@@ -89,7 +90,17 @@ fn open(path: &Path, until_pixels: bool) -> Result<DefaultDicomObject, IoError> 
     let bytes = super::read_file(path)?;
     let limit = limits::max_voxels().saturating_mul(8);
     super::dicom_lengths::check(path, &bytes, limit)?;
-    options.open_file(path).map_err(|e| {
+    // Parsed from the bytes already read, with the preamble rule of dicom-rs's `open_file`:
+    // skipped unless the file starts with the DICM magic itself.
+    let preamble = if bytes.get(128..132) != Some(b"DICM") && bytes.starts_with(b"DICM") {
+        ReadPreamble::Never
+    } else {
+        ReadPreamble::Always
+    };
+    let read = options
+        .read_preamble(preamble)
+        .from_reader(bytes.as_slice());
+    read.map_err(|e| {
         let chain = error_chain(&e);
         if chain.contains("meta group") {
             IoError::invalid(
