@@ -121,6 +121,38 @@ fn paper_mode_on_dicom_counts_slices_across_series_in_file_name_order() {
     std::fs::remove_dir_all(&out).unwrap();
 }
 
+/// Paper mode names DICOM slices by the patient folder of the LIDC layout
+/// (`<patient>/<study>/<series>/*.dcm`), as the LIDC script does, not by the PatientID inside
+/// the files (`PYRADIOMICS-LUNG1`): given the archive or the patient folder itself.
+#[test]
+fn paper_mode_on_dicom_names_slices_by_the_lidc_patient_folder() {
+    let d = common::samples().join("dicom");
+    let dir = fresh_dir("paper-lidc-layout");
+    let archive = dir.join("archive");
+    let series = archive.join("LIDC-IDRI-0042/01-01-2000-30178/3000566.000000-03192");
+    std::fs::create_dir_all(&series).unwrap();
+    for entry in std::fs::read_dir(d.join("lung1_series")).unwrap() {
+        let file = entry.unwrap().path();
+        std::fs::copy(&file, series.join(file.file_name().unwrap())).unwrap();
+    }
+    for input in [archive.clone(), archive.join("LIDC-IDRI-0042")] {
+        let out = dir.join("out");
+        let opts = Options {
+            mode: Mode::Paper,
+            ..Options::new(&out)
+        };
+        preprocess::run(&[input], &opts, &NoProgress).unwrap();
+        let names: Vec<String> = manifest(&out)
+            .iter()
+            .map(|r| r["path"].as_str().unwrap().to_string())
+            .collect();
+        let want: Vec<String> = (0..48).map(|i| format!("LIDC-IDRI-0042_{i}.png")).collect();
+        assert_eq!(names, want);
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn default_mode_writes_axial_windowed_slices_inferior_to_superior() {
     let s = common::samples();

@@ -54,6 +54,26 @@ fn parent_name(path: &Path) -> Option<String> {
     path.parent()?.file_name()?.to_str().map(safe_name)
 }
 
+/// The patient folder of the paper's LIDC layout, `<patient>/<study>/<series>/<file>`, as its
+/// script names slices: the folder three levels above `file`, when that is the input folder
+/// holding the file or lies inside it. None in another layout.
+fn lidc_patient_folder(file: &Path, inputs: &[PathBuf]) -> Option<String> {
+    let root = inputs
+        .iter()
+        .filter(|root| file != *root && file.starts_with(root))
+        .max_by_key(|root| root.components().count())?;
+    let folders: Vec<_> = file.strip_prefix(root).ok()?.parent()?.iter().collect();
+    let patient = match folders.len() {
+        0 | 1 => return None,
+        2 => std::fs::canonicalize(root)
+            .ok()?
+            .file_name()?
+            .to_os_string(),
+        n => folders[n - 3].to_os_string(),
+    };
+    Some(safe_name(&patient.to_string_lossy()))
+}
+
 /// Finds the volumes among `inputs` and names them.
 pub(super) fn discover(
     inputs: &[PathBuf],
@@ -145,7 +165,7 @@ pub(super) fn discover(
         let naming = match mode {
             Mode::Default => Naming::Folder,
             Mode::Paper => Naming::Counter {
-                patient,
+                patient: lidc_patient_folder(first, inputs).unwrap_or(patient),
                 first: counter,
             },
         };
