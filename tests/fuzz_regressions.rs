@@ -139,3 +139,27 @@ fn a_binary_value_of_a_broken_length_is_refused() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The seventh: a deflated file whose meta group length (0002,0000) covers an element of
+/// group 0003 after the group 0002 elements. The parser reads the meta group by that length,
+/// so its data set starts later than where group 0002 ends, where the length check used to
+/// inflate an empty stream and find nothing to check; the parser then met a 1.3 GB claim and
+/// allocated it. The check now ends the meta group where the parser does.
+#[test]
+fn the_meta_group_ends_where_its_length_says() {
+    let dir = std::env::temp_dir().join(format!("lim-fuzz-meta-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("x.dcm");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/fuzz/dicom/oom-meta-group-length-past-its-group"),
+        &file,
+    )
+    .unwrap();
+    let err = lim::io::dicom::scan(&file).unwrap_err().to_string();
+    assert!(
+        err.contains("x.dcm") && err.contains("corrupt deflated data set"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

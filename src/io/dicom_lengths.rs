@@ -97,16 +97,34 @@ pub fn check(path: &Path, bytes: &[u8], limit: u64) -> Result<(), IoError> {
     }
 }
 
-/// The file meta group (explicit VR little endian, group 0002) from `at`: where it ends and
-/// its transfer syntax UID.
+/// The file meta group (explicit VR little endian) from `at`: where it ends and its transfer
+/// syntax UID. Where the group starts with its length (0002,0000), the parser reads the
+/// elements that length covers, whatever their group, and the data set starts after them;
+/// without it, the parser refuses the file, and the group 0002 elements are walked.
 fn meta(path: &Path, bytes: &[u8], mut at: usize) -> Result<(usize, String), IoError> {
     let le = Encoding {
         explicit: true,
         little: true,
     };
+    let group_length = match header(bytes, at, le) {
+        Some(h) if h.tag == Tag(0x0002, 0x0000) && h.length == 4 => {
+            let value = at + h.size;
+            let Some(length) = bytes.get(value..value + 4) else {
+                return Ok((value, String::new()));
+            };
+            at = value + 4;
+            Some(u32::from_le_bytes(length.try_into().expect("4 bytes")) as usize)
+        }
+        _ => None,
+    };
+    let mut covered = 0;
     let mut syntax = String::new();
     while let Some(header) = header(bytes, at, le) {
-        if header.tag.0 != 0x0002 {
+        let in_meta = match group_length {
+            Some(length) => covered < length,
+            None => header.tag.0 == 0x0002,
+        };
+        if !in_meta {
             break;
         }
         let value = at + header.size;
@@ -115,6 +133,7 @@ fn meta(path: &Path, bytes: &[u8], mut at: usize) -> Result<(usize, String), IoE
         if header.tag == Tag(0x0002, 0x0010) {
             syntax = String::from_utf8_lossy(&bytes[value..end]).into_owned();
         }
+        covered += end - at;
         at = end;
     }
     Ok((at, syntax))
