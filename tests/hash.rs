@@ -88,6 +88,15 @@ fn check_all(dir: &Path, tsv: &Path, gpu: bool) {
                 "{file} {algorithm}{size} on the {}",
                 if gpu { "GPU" } else { "CPU" }
             );
+            if !gpu {
+                // From the file: 8-bit grey PNGs row by row as they decode, the rest whole.
+                let streamed = hash::hash_file(&dir.join(file), kind).unwrap();
+                assert_eq!(
+                    streamed.to_string(),
+                    want[k],
+                    "{file} {algorithm}{size} from the file"
+                );
+            }
         }
     }
 }
@@ -248,6 +257,51 @@ fn unreadable_images_are_errors_that_name_the_file() {
     );
 }
 
+/// A slice that breaks off, or whose last image-data chunk is damaged, comes out of
+/// `hash_file` (which hashes 8-bit grey PNGs row by row as they decode) as it comes out of a
+/// whole decode: the same hash or the same error, naming the file.
+#[test]
+fn a_broken_png_fails_from_the_file_as_it_fails_whole() {
+    let slice = lim::io::walk(&[paper_slices().to_path_buf()])
+        .unwrap()
+        .files
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "png"))
+        .unwrap();
+    let bytes = std::fs::read(&slice).unwrap();
+    let dir = std::env::temp_dir().join(format!("lim-hash-broken-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let last_data = bytes.windows(4).rposition(|w| w == b"IDAT").unwrap();
+    let length = u32::from_be_bytes(bytes[last_data - 4..last_data].try_into().unwrap()) as usize;
+    let mut bad_crc = bytes.clone();
+    bad_crc[last_data + 4 + length] ^= 0xff;
+    let mut bad_data = bytes.clone();
+    bad_data[last_data + 4 + length / 2] ^= 0xff;
+    let kind = HashKind::new(Algorithm::Dhash, 8).unwrap();
+    for (name, content) in [
+        ("cut.png", &bytes[..bytes.len() / 2]),
+        ("crc.png", &bad_crc[..]),
+        ("data.png", &bad_data[..]),
+    ] {
+        let file = dir.join(name);
+        std::fs::write(&file, content).unwrap();
+        let whole = hash::open_luma(&file).map(|i| hash::hash_luma(&i, kind).to_string());
+        let streamed = hash::hash_file(&file, kind).map(|h| h.to_string());
+        match (&whole, &streamed) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{name}"),
+            (Err(a), Err(b)) => {
+                assert_eq!(a.to_string(), b.to_string(), "{name}");
+                assert!(a.to_string().contains(name), "{a}");
+            }
+            _ => panic!("{name}: whole {whole:?}, from the file {streamed:?}"),
+        }
+        if name == "cut.png" {
+            assert!(whole.is_err());
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn the_hash_command_prints_what_imagehash_prints() {
     let dir = fixtures().join("hash_images");
@@ -329,10 +383,24 @@ fn the_hash_bench_names_its_adapter_and_every_path() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let adapter = common::gpu().info().name.clone();
-    for what in ["decode", "decode + dhash, GPU", "phash only, CPU"] {
+    for what in [
+        "read",
+        "read + decode, png crate",
+        "decode",
+        "decode + dhash, CPU",
+        "decode + dhash, GPU",
+        "phash only, CPU",
+    ] {
         let row = rows.iter().find(|r| r["what"] == what).unwrap();
         assert_eq!(row["adapter"], adapter.as_str());
         assert!(row["images_per_s"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    let stages = rows
+        .iter()
+        .find(|r| r["what"] == "stages per image and core")
+        .unwrap();
+    for stage in ["read_ms", "decode_ms", "dhash_ms", "hash_vs_decode_bound"] {
+        assert!(stages[stage].as_f64().unwrap() > 0.0, "{stages}");
     }
     assert!(String::from_utf8_lossy(&out.stderr).contains("imagehash not measured"));
 }

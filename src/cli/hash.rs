@@ -2,8 +2,7 @@
 
 use std::path::PathBuf;
 
-use lim::hash::{self, Algorithm, HashKind};
-use rayon::prelude::*;
+use lim::hash::{Algorithm, HashKind};
 use serde_json::json;
 
 use super::{CliResult, GpuArgs, HashDevice};
@@ -43,32 +42,28 @@ pub fn list_images(paths: &[PathBuf]) -> Result<lim::io::Walk, lim::io::IoError>
     Ok(out)
 }
 
+/// Files hashed at a time.
+const CHUNK: usize = 1024;
+
 pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
     let kind = HashKind::new(args.algo.parse::<Algorithm>()?, args.hash_size)?;
     let lim::io::Walk { files, unreadable } = list_images(&args.paths)?;
     for e in &unreadable {
         eprintln!("{e}");
     }
-    let images: Vec<_> = files.par_iter().map(|p| hash::open_luma(p)).collect();
     let hashing = args.device.hashing(gpu_args, kind)?;
-    let ok: Vec<&lim::hash::Luma8> = images.iter().filter_map(|i| i.as_ref().ok()).collect();
-    let mut computed = hashing.hash(&ok)?.into_iter();
-    let hashes: Vec<_> = images
-        .iter()
-        .map(|i| i.as_ref().ok().and_then(|_| computed.next()))
-        .collect();
     let mut failed = 0;
-    for ((path, image), hash) in files.iter().zip(&images).zip(hashes) {
-        match (image, hash) {
-            (Err(e), _) => {
-                eprintln!("{e}");
-                failed += 1;
+    // A chunk at a time, so that an archive's images are never all in memory at once.
+    for chunk in files.chunks(CHUNK) {
+        for (path, hash) in chunk.iter().zip(hashing.hash_files(chunk)?) {
+            match hash {
+                Err(e) => {
+                    eprintln!("{e}");
+                    failed += 1;
+                }
+                Ok(h) if args.json => println!("{}", json!({"path": path, "hash": h.to_string()})),
+                Ok(h) => println!("{}\t{h}", path.display()),
             }
-            (Ok(_), Some(h)) if args.json => {
-                println!("{}", json!({"path": path, "hash": h.to_string()}))
-            }
-            (Ok(_), Some(h)) => println!("{}\t{h}", path.display()),
-            (Ok(_), None) => unreachable!("every readable image is hashed"),
         }
     }
     let failed = failed + unreadable.len();

@@ -15,12 +15,15 @@ use crate::io::IoError;
 /// dimensions are checked against [`crate::io::limits::max_voxels`] before any pixel is
 /// allocated.
 pub fn decode_image(path: &Path) -> Result<image::DynamicImage, IoError> {
+    decode_image_bytes(path, &crate::io::read_file(path)?)
+}
+
+/// [`decode_image`] of a file's bytes, read already; `path` names it in errors.
+pub fn decode_image_bytes(path: &Path, bytes: &[u8]) -> Result<image::DynamicImage, IoError> {
     use image::ImageDecoder;
-    crate::io::require_regular(path)?;
     let cannot =
         |e: image::ImageError| IoError::invalid(path, format!("cannot decode the image: {e}"));
-    let mut reader = image::ImageReader::open(path)
-        .map_err(|e| IoError::io(path, e))?
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| IoError::io(path, e))?;
     // The voxel limit replaces the `image` crate's own (512 MiB), never a tighter one.

@@ -196,6 +196,59 @@ pub fn open_luma(path: &Path) -> Result<Luma8, HashError> {
     Ok(pillow::to_luma8(&crate::data::decode_image(path)?))
 }
 
+/// Hashes an image file (PNG or JPEG) on the CPU, as [`open_luma`] then [`hash_luma`] would.
+/// An 8-bit grey PNG, as `lim preprocess` writes them, is hashed row by row as it decodes
+/// ([`pillow::RowResizer`]), so the image itself is never held; anything else (colour, 16-bit,
+/// interlaced, JPEG, or a PNG that does not decode) goes through [`open_luma`].
+pub fn hash_file(path: &Path, kind: HashKind) -> Result<Hash, HashError> {
+    let bytes = crate::io::read_file(path)?;
+    if let Some(hash) = hash_grey_png(path, &bytes, kind)? {
+        return Ok(hash);
+    }
+    let image = crate::data::decode_image_bytes(path, &bytes)?;
+    Ok(hash_luma(&pillow::to_luma8(&image), kind))
+}
+
+/// [`hash_file`]'s row-by-row path, or `None` where it does not apply (the whole decode then
+/// names any error).
+fn hash_grey_png(path: &Path, bytes: &[u8], kind: HashKind) -> Result<Option<Hash>, HashError> {
+    if !bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return Ok(None);
+    }
+    let Ok(mut reader) = png::Decoder::new(std::io::Cursor::new(bytes)).read_info() else {
+        return Ok(None);
+    };
+    let info = reader.info();
+    let grey8 = info.color_type == png::ColorType::Grayscale
+        && info.bit_depth == png::BitDepth::Eight
+        && !info.interlaced;
+    if !grey8 {
+        return Ok(None);
+    }
+    let (width, height) = (info.width as usize, info.height as usize);
+    crate::io::limits::check_voxels(
+        path,
+        "the image's width and height",
+        &[width as u64, height as u64],
+    )?;
+    let (w, h) = kind.resized();
+    let mut resizer = pillow::RowResizer::new(width, height, w, h);
+    for _ in 0..height {
+        let row = resizer.push_with(|slot| match reader.read_row(slot) {
+            Ok(Some(_)) => Ok(()),
+            _ => Err(()),
+        });
+        if row.is_err() {
+            return Ok(None);
+        }
+    }
+    // To the end of the image data, as a whole decode reads it (a broken last chunk fails).
+    if !matches!(reader.read_row(&mut []), Ok(None)) {
+        return Ok(None);
+    }
+    Ok(Some(bits_of(&resizer.finish().pixels, kind)))
+}
+
 /// Hashes an 8-bit greyscale image on the CPU.
 pub fn hash_luma(image: &Luma8, kind: HashKind) -> Hash {
     let (width, height) = kind.resized();

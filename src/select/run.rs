@@ -49,6 +49,29 @@ impl Hashing {
         }
     }
 
+    /// Hashes image files, each to its hash or the error that names it: on the CPU each file
+    /// as it decodes ([`hash::hash_file`]), on the GPU decoded first, then in one batch.
+    pub fn hash_files(
+        &self,
+        files: &[PathBuf],
+    ) -> std::result::Result<Vec<std::result::Result<Hash, HashError>>, HashError> {
+        match self {
+            Hashing::Cpu(kind) => Ok(files
+                .par_iter()
+                .map(|f| hash::hash_file(f, *kind))
+                .collect()),
+            Hashing::Gpu(hasher) => {
+                let images: Vec<_> = files.par_iter().map(|f| hash::open_luma(f)).collect();
+                let readable: Vec<&Luma8> = images.iter().filter_map(|i| i.as_ref().ok()).collect();
+                let mut hashes = hasher.hash_images(&readable)?.into_iter();
+                Ok(images
+                    .into_iter()
+                    .map(|i| i.map(|_| hashes.next().expect("a hash per readable image")))
+                    .collect())
+            }
+        }
+    }
+
     pub fn hash(&self, images: &[&Luma8]) -> std::result::Result<Vec<Hash>, HashError> {
         match self {
             Hashing::Cpu(kind) => Ok(images
