@@ -1,5 +1,6 @@
-//! Pillow's LANCZOS resize on the CPU, and hashing a batch of 512 x 512 slices on the GPU and
-//! the CPU; throughput is in images/s.
+//! Pillow's LANCZOS resize on the CPU, the stages of hashing PNG files (read, decode, hash as
+//! it decodes), and hashing a batch of 512 x 512 slices on the GPU and the CPU; throughput is
+//! in images/s.
 
 mod common;
 
@@ -68,5 +69,52 @@ fn batched(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, resize, batched);
+/// The stages of `lim hash` on one file, one thread: reading it, decoding it (the `png`
+/// crate, the bound), and hashing it as it decodes (what `lim hash` does on the CPU).
+fn from_files(c: &mut Criterion) {
+    let dir = std::env::temp_dir().join(format!("lim-bench-hash-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let files: Vec<_> = (0..8)
+        .map(|seed| {
+            let path = dir.join(format!("{seed}.png"));
+            let image = slice(seed);
+            let pixels = lim::io::png::Pixels::Gray8(image.pixels);
+            lim::io::png::write(&path, image.width, image.height, &pixels).unwrap();
+            path
+        })
+        .collect();
+    let kind = HashKind::new(Algorithm::Dhash, 8).unwrap();
+    let mut group = c.benchmark_group("a 512x512 grey PNG slice, CPU, one thread");
+    group.throughput(Throughput::Elements(files.len() as u64));
+    group.bench_function("read", |b| {
+        b.iter(|| {
+            for f in &files {
+                std::hint::black_box(std::fs::read(f).unwrap());
+            }
+        })
+    });
+    group.bench_function("read + decode (png crate)", |b| {
+        b.iter(|| {
+            for f in &files {
+                let bytes = std::fs::read(f).unwrap();
+                let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
+                    .read_info()
+                    .unwrap();
+                let mut buffer = vec![0; reader.output_buffer_size().unwrap()];
+                reader.next_frame(&mut buffer).unwrap();
+            }
+        })
+    });
+    group.bench_function("read + decode + dhash (hash_file)", |b| {
+        b.iter(|| {
+            for f in &files {
+                hash::hash_file(f, kind).unwrap();
+            }
+        })
+    });
+    group.finish();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+criterion_group!(benches, resize, from_files, batched);
 criterion_main!(benches);

@@ -65,6 +65,27 @@ fn time<T, E: Into<Box<dyn std::error::Error>>>(
     Ok(times[times.len() / 2])
 }
 
+/// The decode bound: a PNG decoded by the `png` crate (which `image` uses) into a buffer.
+fn png_decode(path: &Path) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let cannot = |e: png::DecodingError| format!("{}: {e}", path.display());
+    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
+        .read_info()
+        .map_err(cannot)?;
+    let mut buffer = vec![0; reader.output_buffer_size().unwrap_or(0)];
+    reader.next_frame(&mut buffer).map_err(cannot)?;
+    Ok(buffer)
+}
+
+/// Per image and core, in milliseconds: reading a file, decoding it (the `png` crate), and
+/// dHash of the decoded image; and `lim hash`'s rate as a fraction of read + decode's.
+struct Stages {
+    read_ms: f64,
+    decode_ms: f64,
+    hash_ms: f64,
+    of_bound: f64,
+}
+
 /// Runs imagehash over `files` in one Python process, as ../shared/peers/hash_bench.py does.
 const PYTHON: &str = r#"
 import json, statistics, sys, time
@@ -140,6 +161,9 @@ pub fn run(gpu_args: &GpuArgs, args: &HashArgs) -> CliResult {
     let threads = rayon::current_num_threads();
     let n = files.len() as f64;
     let lim_tool = format!("lim-{}", env!("CARGO_PKG_VERSION"));
+    let read_all = || -> Result<Vec<Vec<u8>>, std::io::Error> {
+        files.par_iter().map(std::fs::read).collect()
+    };
     let decode_all = || -> Result<Vec<Luma8>, hash::HashError> {
         files.par_iter().map(|p| hash::open_luma(p)).collect()
     };
@@ -155,14 +179,26 @@ pub fn run(gpu_args: &GpuArgs, args: &HashArgs) -> CliResult {
             images_per_s: n / seconds,
         })
     };
+    let read = time(args.passes, read_all)?;
+    add("read", read);
+    let bound = time(args.passes, || {
+        files
+            .par_iter()
+            .map(|p| png_decode(p))
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    add("read + decode, png crate", bound);
     add("decode", time(args.passes, decode_all)?);
+    let mut streamed = f64::NAN;
+    let mut hash_only = f64::NAN;
     for algorithm in [Algorithm::Dhash, Algorithm::Phash] {
         let kind = HashKind::new(algorithm, 8)?;
         let hasher = Hasher::with_gpu(gpu.clone(), kind)?;
+        // `lim hash` on the CPU: each file hashed as it decodes.
         let cpu = || -> CliResult {
             files
                 .par_iter()
-                .map(|p| hash::open_luma(p).map(|i| hash::hash_luma(&i, kind)))
+                .map(|p| hash::hash_file(p, kind))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(())
         };
@@ -170,10 +206,8 @@ pub fn run(gpu_args: &GpuArgs, args: &HashArgs) -> CliResult {
             hasher.hash_images(&decode_all()?.iter().collect::<Vec<_>>())?;
             Ok(())
         };
-        add(
-            &format!("decode + {algorithm}, CPU"),
-            time(args.passes, cpu)?,
-        );
+        let seconds = time(args.passes, cpu)?;
+        add(&format!("decode + {algorithm}, CPU"), seconds);
         add(
             &format!("decode + {algorithm}, GPU"),
             time(args.passes, on_gpu)?,
@@ -183,15 +217,25 @@ pub fn run(gpu_args: &GpuArgs, args: &HashArgs) -> CliResult {
             Ok(())
         };
         let gpu_only = || hasher.hash_images(&decoded_refs);
-        add(
-            &format!("{algorithm} only, CPU"),
-            time(args.passes, cpu_only)?,
-        );
+        let only = time(args.passes, cpu_only)?;
+        add(&format!("{algorithm} only, CPU"), only);
         add(
             &format!("{algorithm} only, GPU"),
             time(args.passes, gpu_only)?,
         );
+        if algorithm == Algorithm::Dhash {
+            (streamed, hash_only) = (seconds, only);
+        }
     }
+    // Per image and core: what each stage costs, and where `lim hash` stands against the
+    // bound of reading and decoding the files.
+    let per_core_ms = |seconds: f64| seconds * threads as f64 / n * 1e3;
+    let stages = Stages {
+        read_ms: per_core_ms(read),
+        decode_ms: per_core_ms(bound - read),
+        hash_ms: per_core_ms(hash_only),
+        of_bound: bound / streamed,
+    };
     let python = match args.python.as_str() {
         "none" => Err("skipped (--python none)".to_string()),
         python => python_rows(python, &files, args.passes),
@@ -209,6 +253,17 @@ pub fn run(gpu_args: &GpuArgs, args: &HashArgs) -> CliResult {
     }
 
     if args.json {
+        let line = json!({
+            "tool": lim_tool,
+            "what": "stages per image and core",
+            "shape": shape,
+            "read_ms": stages.read_ms,
+            "decode_ms": stages.decode_ms,
+            "dhash_ms": stages.hash_ms,
+            "hash_vs_decode_bound": stages.of_bound,
+            "threads": threads,
+        });
+        super::print_json(line, &gpu);
         for (i, r) in rows.iter().enumerate() {
             let line = json!({
                 "tool": r.tool,
@@ -243,6 +298,16 @@ pub fn run(gpu_args: &GpuArgs, args: &HashArgs) -> CliResult {
                 r.what, r.tool, r.threads, r.images_per_s
             );
         }
+    }
+    if !args.json {
+        println!(
+            "per image and core: read {:.3} ms, PNG decode {:.3} ms, dHash {:.3} ms; \
+             `lim hash` (decode + dHash, CPU) runs at {:.0}% of read + decode",
+            stages.read_ms,
+            stages.decode_ms,
+            stages.hash_ms,
+            100.0 * stages.of_bound
+        );
     }
     if let Err(why) = python {
         eprintln!("imagehash not measured: {why}");
