@@ -163,3 +163,18 @@ fn the_meta_group_ends_where_its_length_says() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The eighth: 22 KB of pickle that wraps a value in a tuple and memoizes it, thousands of
+/// times over. Python shares what the memo holds; the reader copied it, a deeper tuple each
+/// time, so the copies grew quadratically (two seconds and a gigabyte per input). Nesting is
+/// now bounded (here the refusal), and so are copies (`io::pickle`'s tests).
+#[test]
+fn a_pickle_that_copies_through_its_memo_is_refused() {
+    let bytes = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/fuzz/checkpoint/slow-memo-copies-quadratic"),
+    )
+    .unwrap();
+    let err = lim::io::pickle::parse(&bytes).unwrap_err();
+    assert!(err.contains("values nest deeper than 100"), "{err}");
+}

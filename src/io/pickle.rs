@@ -60,17 +60,46 @@ impl Value {
     }
 }
 
-/// Stack entries: values and MARKs.
+/// How deep values may nest: a state dict nests a few levels; a hostile pickle could nest a
+/// value a million deep, which the recursive drop (and any walk) of it would overflow the
+/// stack on.
+const MAX_DEPTH: usize = 100;
+
+/// Values the memo and DUP may copy in all: Python shares the object where this reader copies
+/// it, so a few bytes that copy a copy again and again would otherwise build a value that
+/// grows quadratically or doubles at each step.
+const MAX_COPIED: usize = 1 << 22;
+
+/// Stack entries: values, with how deep they nest (0 for a scalar), and MARKs.
 enum Entry {
     Mark,
-    Value(Value),
+    Value(Value, usize),
 }
 
 struct Machine<'a> {
     bytes: &'a [u8],
     at: usize,
     stack: Vec<Entry>,
-    memo: std::collections::HashMap<u32, Value>,
+    memo: std::collections::HashMap<u32, (Value, usize)>,
+    /// Values copied so far.
+    copied: usize,
+}
+
+/// The values in `v`, itself included.
+fn count(v: &Value) -> usize {
+    1 + match v {
+        Value::Tuple(items) | Value::List(items) => items.iter().map(count).sum(),
+        Value::Dict(items) => items.iter().map(|(k, v)| count(k) + count(v)).sum(),
+        Value::Object { args, state, .. } => {
+            args.iter().map(count).sum::<usize>() + state.as_deref().map_or(0, count)
+        }
+        _ => 0,
+    }
+}
+
+/// How deep a value made of `items` nests.
+fn depth_over<'v>(items: impl IntoIterator<Item = &'v usize>) -> usize {
+    1 + items.into_iter().copied().max().unwrap_or(0)
 }
 
 impl<'a> Machine<'a> {
@@ -117,27 +146,60 @@ impl<'a> Machine<'a> {
         Ok(line)
     }
 
+    /// A scalar.
     fn push(&mut self, v: Value) {
-        self.stack.push(Entry::Value(v));
+        self.stack.push(Entry::Value(v, 0));
+    }
+
+    /// A value that nests `depth` deep.
+    fn push_nested(&mut self, v: Value, depth: usize) -> Result<(), String> {
+        if depth > MAX_DEPTH {
+            return Err(format!("values nest deeper than {MAX_DEPTH}"));
+        }
+        self.stack.push(Entry::Value(v, depth));
+        Ok(())
     }
 
     fn pop(&mut self) -> Result<Value, String> {
+        self.pop_nested().map(|(v, _)| v)
+    }
+
+    fn pop_nested(&mut self) -> Result<(Value, usize), String> {
         match self.stack.pop() {
-            Some(Entry::Value(v)) => Ok(v),
+            Some(Entry::Value(v, depth)) => Ok((v, depth)),
             Some(Entry::Mark) => Err("a MARK where a value was expected".into()),
             None => Err("the stack is empty".into()),
         }
     }
 
-    fn top(&mut self) -> Result<&mut Value, String> {
+    fn top(&mut self) -> Result<(&mut Value, &mut usize), String> {
         match self.stack.last_mut() {
-            Some(Entry::Value(v)) => Ok(v),
+            Some(Entry::Value(v, depth)) => Ok((v, depth)),
             _ => Err("no value on the stack".into()),
         }
     }
 
-    /// The values above the topmost MARK, which is removed.
-    fn pop_mark(&mut self) -> Result<Vec<Value>, String> {
+    /// Counts `values` more copied against [`MAX_COPIED`], before they are copied.
+    fn charge(&mut self, values: usize) -> Result<(), String> {
+        self.copied = self.copied.saturating_add(values);
+        if self.copied > MAX_COPIED {
+            return Err(format!(
+                "the pickle copies more than {MAX_COPIED} values through its memo"
+            ));
+        }
+        Ok(())
+    }
+
+    /// A copy of the top of the stack.
+    fn copy_top(&mut self) -> Result<(Value, usize), String> {
+        let values = count(self.top()?.0);
+        self.charge(values)?;
+        let (v, depth) = self.top()?;
+        Ok((v.clone(), *depth))
+    }
+
+    /// The values above the topmost MARK, which is removed, and how deep they nest.
+    fn pop_mark(&mut self) -> Result<(Vec<Value>, usize), String> {
         let mark = self
             .stack
             .iter()
@@ -145,27 +207,52 @@ impl<'a> Machine<'a> {
             .ok_or("no MARK on the stack")?;
         let items = self.stack.split_off(mark + 1);
         self.stack.pop();
-        Ok(items
+        let mut depth = 0;
+        let values = items
             .into_iter()
             .map(|e| match e {
-                Entry::Value(v) => v,
+                Entry::Value(v, d) => {
+                    depth = depth.max(d);
+                    v
+                }
                 Entry::Mark => unreachable!("the topmost mark"),
             })
-            .collect())
+            .collect();
+        Ok((values, depth))
     }
 
-    fn memo_get(&self, i: u32) -> Result<Value, String> {
-        self.memo
+    fn memo_get(&mut self, i: u32) -> Result<(), String> {
+        let (v, _) = self
+            .memo
             .get(&i)
-            .cloned()
-            .ok_or_else(|| format!("memo {i} is empty"))
+            .ok_or_else(|| format!("memo {i} is empty"))?;
+        self.charge(count(v))?;
+        let (v, depth) = self.memo[&i].clone();
+        self.push_nested(v, depth)
     }
 
-    fn set_items(&mut self, items: Vec<Value>) -> Result<(), String> {
+    fn memo_put(&mut self, i: u32) -> Result<(), String> {
+        let entry = self.copy_top()?;
+        self.memo.insert(i, entry);
+        Ok(())
+    }
+
+    /// Raises the depth of the value on top of the stack to hold values `inner` deep.
+    fn deepen_top(&mut self, inner: usize) -> Result<(), String> {
+        let (_, depth) = self.top()?;
+        *depth = (*depth).max(inner + 1);
+        if *depth > MAX_DEPTH {
+            return Err(format!("values nest deeper than {MAX_DEPTH}"));
+        }
+        Ok(())
+    }
+
+    fn set_items(&mut self, items: Vec<Value>, depth: usize) -> Result<(), String> {
         if !items.len().is_multiple_of(2) {
             return Err("SETITEMS with an odd number of values".into());
         }
-        let Value::Dict(dict) = self.top()? else {
+        self.deepen_top(depth)?;
+        let (Value::Dict(dict), _) = self.top()? else {
             return Err("SETITEM on something that is not a dict".into());
         };
         let mut it = items.into_iter();
@@ -178,8 +265,9 @@ impl<'a> Machine<'a> {
         Ok(())
     }
 
-    fn append(&mut self, items: Vec<Value>) -> Result<(), String> {
-        match self.top()? {
+    fn append(&mut self, items: Vec<Value>, depth: usize) -> Result<(), String> {
+        self.deepen_top(depth)?;
+        match self.top()?.0 {
             Value::List(list) => list.extend(items),
             Value::Object { args, .. } => args.extend(items),
             _ => return Err("APPEND on something that is not a list".into()),
@@ -206,8 +294,8 @@ impl<'a> Machine<'a> {
                     self.pop_mark()?;
                 }
                 b'2' => {
-                    let v = self.top()?.clone();
-                    self.push(v);
+                    let (v, depth) = self.copy_top()?;
+                    self.push_nested(v, depth)?;
                 }
                 b'N' => self.push(Value::None),
                 0x88 => self.push(Value::Bool(true)),
@@ -267,54 +355,48 @@ impl<'a> Machine<'a> {
                     let b = self.take(n)?.to_vec();
                     self.push(Value::Bytes(b));
                 }
-                b')' => self.push(Value::Tuple(Vec::new())),
+                b')' => self.push_nested(Value::Tuple(Vec::new()), 1)?,
                 b't' => {
-                    let items = self.pop_mark()?;
-                    self.push(Value::Tuple(items));
+                    let (items, depth) = self.pop_mark()?;
+                    self.push_nested(Value::Tuple(items), depth + 1)?;
                 }
                 0x85..=0x87 => {
                     let n = (code - 0x84) as usize;
-                    let mut items: Vec<Value> =
-                        (0..n).map(|_| self.pop()).collect::<Result<_, _>>()?;
+                    let mut items: Vec<(Value, usize)> = (0..n)
+                        .map(|_| self.pop_nested())
+                        .collect::<Result<_, _>>()?;
                     items.reverse();
-                    self.push(Value::Tuple(items));
+                    let depth = depth_over(items.iter().map(|(_, d)| d));
+                    let items = items.into_iter().map(|(v, _)| v).collect();
+                    self.push_nested(Value::Tuple(items), depth)?;
                 }
-                b']' => self.push(Value::List(Vec::new())),
-                b'l' => {
-                    let items = self.pop_mark()?;
-                    self.push(Value::List(items));
+                b']' | 0x8f => self.push_nested(Value::List(Vec::new()), 1)?,
+                b'l' | 0x91 => {
+                    let (items, depth) = self.pop_mark()?;
+                    self.push_nested(Value::List(items), depth + 1)?;
                 }
                 b'a' => {
-                    let v = self.pop()?;
-                    self.append(vec![v])?;
+                    let (v, depth) = self.pop_nested()?;
+                    self.append(vec![v], depth)?;
                 }
-                b'e' => {
-                    let items = self.pop_mark()?;
-                    self.append(items)?;
+                b'e' | 0x90 => {
+                    let (items, depth) = self.pop_mark()?;
+                    self.append(items, depth)?;
                 }
-                b'}' => self.push(Value::Dict(Vec::new())),
+                b'}' => self.push_nested(Value::Dict(Vec::new()), 1)?,
                 b'd' => {
-                    let items = self.pop_mark()?;
-                    self.push(Value::Dict(Vec::new()));
-                    self.set_items(items)?;
+                    let (items, depth) = self.pop_mark()?;
+                    self.push_nested(Value::Dict(Vec::new()), 1)?;
+                    self.set_items(items, depth)?;
                 }
                 b's' => {
-                    let v = self.pop()?;
-                    let k = self.pop()?;
-                    self.set_items(vec![k, v])?;
+                    let (v, dv) = self.pop_nested()?;
+                    let (k, dk) = self.pop_nested()?;
+                    self.set_items(vec![k, v], dv.max(dk))?;
                 }
                 b'u' => {
-                    let items = self.pop_mark()?;
-                    self.set_items(items)?;
-                }
-                0x8f => self.push(Value::List(Vec::new())),
-                0x90 => {
-                    let items = self.pop_mark()?;
-                    self.append(items)?;
-                }
-                0x91 => {
-                    let items = self.pop_mark()?;
-                    self.push(Value::List(items));
+                    let (items, depth) = self.pop_mark()?;
+                    self.set_items(items, depth)?;
                 }
                 b'c' => {
                     let module = self.line()?;
@@ -333,56 +415,56 @@ impl<'a> Machine<'a> {
                     if code == 0x92 {
                         self.pop()?;
                     }
-                    let args = match self.pop()? {
-                        Value::Tuple(args) => args,
+                    let (args, depth) = match self.pop_nested()? {
+                        (Value::Tuple(args), depth) => (args, depth),
                         _ => return Err("a call whose arguments are not a tuple".into()),
                     };
                     let callable = self.pop()?;
                     let v = call(callable, args)?;
-                    self.push(v);
+                    self.push_nested(v, depth + 1)?;
                 }
                 b'b' => {
-                    let state = self.pop()?;
-                    match self.top()? {
+                    let (state, depth) = self.pop_nested()?;
+                    match self.top()?.0 {
                         Value::Dict(_) => {
                             if let Value::Dict(items) = state {
                                 let flat = items.into_iter().flat_map(|(k, v)| [k, v]).collect();
-                                self.set_items(flat)?;
+                                self.set_items(flat, depth)?;
                             }
                         }
-                        Value::Object { state: slot, .. } => *slot = Some(Box::new(state)),
+                        Value::Object { .. } => {
+                            self.deepen_top(depth)?;
+                            if let (Value::Object { state: slot, .. }, _) = self.top()? {
+                                *slot = Some(Box::new(state));
+                            }
+                        }
                         // A tensor's or parameter's extra state: nothing a state dict needs.
                         _ => {}
                     }
                 }
                 b'q' => {
                     let i = self.u8()? as u32;
-                    let v = self.top()?.clone();
-                    self.memo.insert(i, v);
+                    self.memo_put(i)?;
                 }
                 b'r' => {
                     let i = self.u32()?;
-                    let v = self.top()?.clone();
-                    self.memo.insert(i, v);
+                    self.memo_put(i)?;
                 }
                 0x94 => {
                     let i = self.memo.len() as u32;
-                    let v = self.top()?.clone();
-                    self.memo.insert(i, v);
+                    self.memo_put(i)?;
                 }
                 b'h' => {
                     let i = self.u8()? as u32;
-                    let v = self.memo_get(i)?;
-                    self.push(v);
+                    self.memo_get(i)?;
                 }
                 b'j' => {
                     let i = self.u32()?;
-                    let v = self.memo_get(i)?;
-                    self.push(v);
+                    self.memo_get(i)?;
                 }
                 b'Q' => {
                     let pid = self.pop()?;
-                    self.push(persistent(pid)?);
+                    self.push_nested(persistent(pid)?, 1)?;
                 }
                 other => {
                     return Err(format!(
@@ -470,6 +552,7 @@ pub fn parse(bytes: &[u8]) -> Result<Value, String> {
         at: 0,
         stack: Vec::new(),
         memo: Default::default(),
+        copied: 0,
     }
     .run()
 }
@@ -523,5 +606,32 @@ mod tests {
         assert!(parse(b"\x80\x02I1\n.").unwrap_err().contains("opcode 0x49"));
         assert!(parse(b"\x80\x02h\x05.").unwrap_err().contains("memo 5"));
         assert!(parse(b".").unwrap_err().contains("empty"));
+    }
+
+    /// A value copied through the memo doubles at each step (a "billion laughs"): refused once
+    /// the copies pass their bound, long before memory runs out.
+    #[test]
+    fn copies_that_double_are_refused() {
+        let mut bytes = b"\x80\x04N\x94".to_vec();
+        for i in 0..64u8 {
+            bytes.extend_from_slice(&[b'h', i, b'h', i, 0x86, 0x94, b'0']);
+        }
+        bytes.extend_from_slice(b"h\x40.");
+        let err = parse(&bytes).unwrap_err();
+        assert!(err.contains("copies more than 4194304 values"), "{err}");
+    }
+
+    /// A million nested tuples: refused at the depth bound, not a stack overflow.
+    #[test]
+    fn deep_nesting_is_refused() {
+        let mut bytes = b"\x80\x04N".to_vec();
+        bytes.extend(std::iter::repeat_n(0x85u8, 1_000_000));
+        bytes.push(b'.');
+        let err = parse(&bytes).unwrap_err();
+        assert!(err.contains("nest deeper than 100"), "{err}");
+        let mut lists = b"\x80\x04".to_vec();
+        lists.extend(std::iter::repeat_n([b']', b'('], 150).flatten());
+        lists.extend(std::iter::repeat_n(b'e', 150));
+        assert!(parse(&lists).unwrap_err().contains("nest deeper than 100"));
     }
 }
