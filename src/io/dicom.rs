@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use crate::simd::with_avx2;
 use dicom_core::dictionary::UidDictionary;
 use dicom_dictionary_std::{StandardSopClassDictionary, tags};
 use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
@@ -392,6 +393,41 @@ enum FrameValues {
     Real(Vec<f64>),
 }
 
+/// Grey levels of `size`-byte samples, keeping the stored bits (the lowest `32 - shift`),
+/// sign-extended when `signed`.
+fn grey_ints(bytes: &[u8], size: usize, signed: bool, shift: u32) -> Vec<i32> {
+    with_avx2!(if signed {
+        grey_ints_body(bytes, size, |raw| ((raw << shift) as i32) >> shift)
+    } else {
+        grey_ints_body(bytes, size, |raw| ((raw << shift) >> shift) as i32)
+    })
+}
+
+/// Into a buffer of the right size: a loop the compiler vectorises (collecting from
+/// `chunks_exact` did not).
+#[inline(always)]
+fn grey_ints_body(bytes: &[u8], size: usize, keep: impl Fn(u32) -> i32) -> Vec<i32> {
+    let mut out = vec![0; bytes.len() / size];
+    match size {
+        1 => {
+            for (o, &b) in out.iter_mut().zip(bytes) {
+                *o = keep(b as u32);
+            }
+        }
+        2 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = keep(u16::from_ne_bytes([c[0], c[1]]) as u32);
+            }
+        }
+        _ => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = keep(u32::from_ne_bytes([c[0], c[1], c[2], c[3]]));
+            }
+        }
+    }
+    out
+}
+
 /// The stored values of one frame (no rescale), one grey value per pixel: colour is turned
 /// into BT.601 luma (or its Y plane, for YBR). Read from the decoded bytes (native byte order)
 /// directly, for every layout DICOM allows: 1, 8, 16 or 32 bits, signed or not, bits stored
@@ -424,24 +460,7 @@ fn grey_values(d: &DecodedPixelData, frame: u32) -> Result<FrameValues, String> 
         let bytes = data
             .get(start..start + pixels * size)
             .ok_or_else(|| format!("frame {frame} is past the end of the pixel data"))?;
-        fn convert(bytes: &[u8], size: usize, keep: impl Fn(u32) -> i32) -> Vec<i32> {
-            match size {
-                1 => bytes.iter().map(|&b| keep(b as u32)).collect(),
-                2 => bytes
-                    .chunks_exact(2)
-                    .map(|c| keep(u16::from_ne_bytes([c[0], c[1]]) as u32))
-                    .collect(),
-                _ => bytes
-                    .chunks_exact(4)
-                    .map(|c| keep(u32::from_ne_bytes([c[0], c[1], c[2], c[3]])))
-                    .collect(),
-            }
-        }
-        let values = if signed {
-            convert(bytes, size, |raw| ((raw << shift) as i32) >> shift)
-        } else {
-            convert(bytes, size, |raw| ((raw << shift) >> shift) as i32)
-        };
+        let values = grey_ints(bytes, size, signed, shift);
         return Ok(FrameValues::Int(values));
     }
 
@@ -609,16 +628,13 @@ pub fn read_series(series: &Series, order: SliceOrder) -> Result<SeriesVolume, I
         .iter()
         .all(|s| matches!(s.values, FrameValues::Int(_)))
     {
-        Samples::I32(
-            slices
-                .iter()
-                .flat_map(|s| match &s.values {
-                    FrameValues::Int(v) => v.as_slice(),
-                    FrameValues::Real(_) => &[],
-                })
-                .copied()
-                .collect(),
-        )
+        let mut all = Vec::with_capacity(slices.len() * rows * columns);
+        for slice in &slices {
+            if let FrameValues::Int(v) = &slice.values {
+                all.extend_from_slice(v);
+            }
+        }
+        Samples::I32(all)
     } else {
         Samples::F64(
             slices
