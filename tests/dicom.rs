@@ -199,7 +199,7 @@ fn series_of(dir: &Path) -> Vec<Series> {
         .iter()
         .map(|f| dicom::scan(f).unwrap())
         .collect();
-    dicom::group(headers)
+    dicom::group(headers, false)
 }
 
 #[test]

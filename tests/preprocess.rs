@@ -123,19 +123,39 @@ fn paper_mode_on_dicom_counts_slices_across_series_in_file_name_order() {
 
 /// Paper mode names DICOM slices by the patient folder of the LIDC layout
 /// (`<patient>/<study>/<series>/*.dcm`), as the LIDC script does, not by the PatientID inside
-/// the files (`PYRADIOMICS-LUNG1`): given the archive or the patient folder itself.
+/// the files (`PYRADIOMICS-LUNG1`): given the archive or the patient folder itself. Like the
+/// script, it takes each series folder for itself, even where two hold the same series (the
+/// same SeriesInstanceUID), which the default mode would join.
 #[test]
 fn paper_mode_on_dicom_names_slices_by_the_lidc_patient_folder() {
     let d = common::samples().join("dicom");
     let dir = fresh_dir("paper-lidc-layout");
     let archive = dir.join("archive");
-    let series = archive.join("LIDC-IDRI-0042/01-01-2000-30178/3000566.000000-03192");
-    std::fs::create_dir_all(&series).unwrap();
-    for entry in std::fs::read_dir(d.join("lung1_series")).unwrap() {
-        let file = entry.unwrap().path();
-        std::fs::copy(&file, series.join(file.file_name().unwrap())).unwrap();
+    for patient in ["LIDC-IDRI-0042", "LIDC-IDRI-0043"] {
+        let series = archive
+            .join(patient)
+            .join("01-01-2000-30178/3000566.000000-03192");
+        std::fs::create_dir_all(&series).unwrap();
+        for entry in std::fs::read_dir(d.join("lung1_series")).unwrap() {
+            let file = entry.unwrap().path();
+            std::fs::copy(&file, series.join(file.file_name().unwrap())).unwrap();
+        }
     }
-    for input in [archive.clone(), archive.join("LIDC-IDRI-0042")] {
+    let numbered = |patient: &str, numbers: std::ops::Range<usize>| -> Vec<String> {
+        numbers.map(|i| format!("{patient}_{i}.png")).collect()
+    };
+    let both = [
+        numbered("LIDC-IDRI-0042", 0..48),
+        numbered("LIDC-IDRI-0043", 48..96),
+    ]
+    .concat();
+    for (input, want) in [
+        (archive.clone(), both),
+        (
+            archive.join("LIDC-IDRI-0042"),
+            numbered("LIDC-IDRI-0042", 0..48),
+        ),
+    ] {
         let out = dir.join("out");
         let opts = Options {
             mode: Mode::Paper,
@@ -146,7 +166,6 @@ fn paper_mode_on_dicom_names_slices_by_the_lidc_patient_folder() {
             .iter()
             .map(|r| r["path"].as_str().unwrap().to_string())
             .collect();
-        let want: Vec<String> = (0..48).map(|i| format!("LIDC-IDRI-0042_{i}.png")).collect();
         assert_eq!(names, want);
         std::fs::remove_dir_all(&out).unwrap();
     }
@@ -346,7 +365,7 @@ fn monochrome1_is_inverted_and_padding_is_black_and_out_of_the_range() {
     // Declare the slice's lowest stored value (air outside the body) its padding value.
     let original = s.join("lung1_series/IM0000.dcm");
     let read = |path: &Path| {
-        let series = lim::io::dicom::group(vec![lim::io::dicom::scan(path).unwrap()]);
+        let series = lim::io::dicom::group(vec![lim::io::dicom::scan(path).unwrap()], false);
         lim::io::dicom::read_series(&series[0], lim::io::dicom::SliceOrder::Position)
             .unwrap()
             .volume

@@ -186,17 +186,22 @@ pub fn scan(path: &Path) -> Result<Header, IoError> {
     })
 }
 
-/// Groups scanned files into series (by SeriesInstanceUID and image size; a file without a
-/// SeriesInstanceUID is a series of its own), each sorted by path, in order of first file.
-pub fn group(headers: Vec<Header>) -> Vec<Series> {
-    let mut groups: BTreeMap<(String, u32, u32), Series> = BTreeMap::new();
-    let mut first_seen: Vec<(String, u32, u32)> = Vec::new();
+/// Groups scanned files into series (by SeriesInstanceUID and image size, and by folder when
+/// `by_folder`, as the paper's LIDC script takes each series folder for itself; a file without
+/// a SeriesInstanceUID is a series of its own), each sorted by path, in order of first file.
+pub fn group(headers: Vec<Header>, by_folder: bool) -> Vec<Series> {
+    type Key = (String, u32, u32, Option<PathBuf>);
+    let mut groups: BTreeMap<Key, Series> = BTreeMap::new();
+    let mut first_seen: Vec<Key> = Vec::new();
     for h in headers {
         let uid = h
             .series_uid
             .clone()
             .unwrap_or_else(|| format!("file:{}", h.path.display()));
-        let key = (uid, h.rows, h.columns);
+        let folder = by_folder
+            .then(|| h.path.parent().map(Path::to_path_buf))
+            .flatten();
+        let key = (uid, h.rows, h.columns, folder);
         let series = groups.entry(key.clone()).or_insert_with(|| {
             first_seen.push(key);
             Series {

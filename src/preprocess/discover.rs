@@ -149,7 +149,7 @@ pub(super) fn discover(
         });
     }
     let mut counter = 0;
-    for series in dicom::group(headers) {
+    for series in dicom::group(headers, mode == Mode::Paper) {
         let first = &series.files[0];
         let patient = series
             .patient_id
