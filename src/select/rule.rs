@@ -113,17 +113,18 @@ fn leader(n: usize, alike: impl Fn(usize, usize) -> Option<Decision> + Sync) -> 
     decisions
 }
 
-/// Decides for one group of slices (in order) what `strategy` keeps. `hashes` must be given
-/// for [`Strategy::Hash`] and `features` for [`Strategy::Embedding`], one per image; `group`
-/// names the group (it seeds [`Strategy::Random`]).
+/// Decides for one group of `n` slices (in order) what `strategy` keeps. `hashes` must be
+/// given for [`Strategy::Hash`], `features` for [`Strategy::Embedding`] and `images` for
+/// [`Strategy::Ssim`] and [`Strategy::Mi`], one per slice; `group` names the group (it seeds
+/// [`Strategy::Random`]).
 pub fn decide(
     strategy: &Strategy,
+    n: usize,
     images: &[&Luma8],
     hashes: Option<&[Hash]>,
     features: Option<&[Vec<f32>]>,
     group: &str,
 ) -> Vec<Decision> {
-    let n = images.len();
     match strategy {
         Strategy::Hash { threshold, .. } => {
             let hashes = hashes.expect("hashed before deciding");

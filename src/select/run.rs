@@ -146,6 +146,37 @@ pub fn run(
         ..Report::default()
     };
     for (index, (volume, slices)) in volumes.iter().enumerate() {
+        // The paper's rule needs only hashes: without a contact sheet, each slice is hashed
+        // as it decodes, and no image of the volume is held.
+        if let (Strategy::Hash { .. }, false) = (&opts.strategy, index < opts.sheets) {
+            let files: Vec<PathBuf> = slices.iter().map(|rel| input.join(rel)).collect();
+            let mut paths = Vec::new();
+            let mut hashes = Vec::new();
+            for (rel, hash) in slices.iter().zip(hashing.hash_files(&files)?) {
+                match hash {
+                    Ok(hash) => {
+                        paths.push(rel.clone());
+                        hashes.push(hash);
+                    }
+                    Err(e) => report.failures.push(Failure {
+                        input: input.join(rel),
+                        error: e.to_string(),
+                        skipped: false,
+                    }),
+                }
+            }
+            let records = records(volume, &paths, &opts.strategy, &[], Some(hashes), None);
+            for record in records.iter().filter(|r| r.kept) {
+                place(
+                    &input.join(&record.path),
+                    &output.join(&record.path),
+                    opts.link,
+                )?;
+            }
+            progress.volume_done(volume, records.len());
+            report.records.extend(records);
+            continue;
+        }
         let loaded: Vec<Result<Luma8, HashError>> = slices
             .par_iter()
             .map(|rel| hash::open_luma(&input.join(rel)))
@@ -264,14 +295,28 @@ fn select_group(
         Strategy::Embedding { embedder, .. } => Some(embedder.0.embed(images)?),
         _ => None,
     };
+    Ok(records(volume, paths, strategy, images, hashes, features))
+}
+
+/// The decisions for the slices `paths` of `volume`, from what the strategy needs (images,
+/// hashes or features), as records.
+fn records(
+    volume: &str,
+    paths: &[String],
+    strategy: &Strategy,
+    images: &[&Luma8],
+    hashes: Option<Vec<Hash>>,
+    features: Option<Vec<Vec<f32>>>,
+) -> Vec<Record> {
     let decisions = decide(
         strategy,
+        paths.len(),
         images,
         hashes.as_deref(),
         features.as_deref(),
         volume,
     );
-    Ok(decisions
+    decisions
         .iter()
         .enumerate()
         .map(|(i, d)| Record {
@@ -283,7 +328,7 @@ fn select_group(
             distance: d.distance,
             similarity: d.similarity,
         })
-        .collect())
+        .collect()
 }
 
 /// Copies (or hard-links) a kept slice to its place in the output, never over the input.
