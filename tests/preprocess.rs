@@ -125,7 +125,8 @@ fn paper_mode_on_dicom_counts_slices_across_series_in_file_name_order() {
 /// (`<patient>/<study>/<series>/*.dcm`), as the LIDC script does, not by the PatientID inside
 /// the files (`PYRADIOMICS-LUNG1`): given the archive or the patient folder itself. Like the
 /// script, it takes each series folder for itself, even where two hold the same series (the
-/// same SeriesInstanceUID), which the default mode would join.
+/// same SeriesInstanceUID), which the default mode would join, and passes over a series
+/// folder of 10 files or fewer (an X-ray).
 #[test]
 fn paper_mode_on_dicom_names_slices_by_the_lidc_patient_folder() {
     let d = common::samples().join("dicom");
@@ -140,6 +141,12 @@ fn paper_mode_on_dicom_names_slices_by_the_lidc_patient_folder() {
             let file = entry.unwrap().path();
             std::fs::copy(&file, series.join(file.file_name().unwrap())).unwrap();
         }
+    }
+    // An X-ray among the CTs: a series folder of 2 files, which the script passes over.
+    let xray = archive.join("LIDC-IDRI-0041/01-01-2000-30178/3000522.000000-04919");
+    std::fs::create_dir_all(&xray).unwrap();
+    for name in ["IM0000.dcm", "IM0001.dcm"] {
+        std::fs::copy(d.join("lung1_series").join(name), xray.join(name)).unwrap();
     }
     let numbered = |patient: &str, numbers: std::ops::Range<usize>| -> Vec<String> {
         numbers.map(|i| format!("{patient}_{i}.png")).collect()
@@ -161,12 +168,18 @@ fn paper_mode_on_dicom_names_slices_by_the_lidc_patient_folder() {
             mode: Mode::Paper,
             ..Options::new(&out)
         };
-        preprocess::run(&[input], &opts, &NoProgress).unwrap();
+        let report = preprocess::run(&[input.clone()], &opts, &NoProgress).unwrap();
         let names: Vec<String> = manifest(&out)
             .iter()
             .map(|r| r["path"].as_str().unwrap().to_string())
             .collect();
         assert_eq!(names, want);
+        if input == archive {
+            assert_eq!(report.failures.len(), 1);
+            let skipped = &report.failures[0];
+            assert!(skipped.skipped && skipped.input == xray, "{skipped:?}");
+            assert!(skipped.error.contains("more than 10"), "{}", skipped.error);
+        }
         std::fs::remove_dir_all(&out).unwrap();
     }
     std::fs::remove_dir_all(&dir).unwrap();

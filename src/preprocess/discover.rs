@@ -74,6 +74,16 @@ fn lidc_patient_folder(file: &Path, inputs: &[PathBuf]) -> Option<String> {
     Some(safe_name(&patient.to_string_lossy()))
 }
 
+/// The entries of `folder` that Python's `glob('*')` lists: all but hidden ones.
+fn visible_entries(folder: &Path) -> usize {
+    std::fs::read_dir(folder).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .count()
+    })
+}
+
 /// Finds the volumes among `inputs` and names them.
 pub(super) fn discover(
     inputs: &[PathBuf],
@@ -162,10 +172,32 @@ pub(super) fn discover(
             (Some(_), Some(number)) => format!("{patient}_{}", safe_name(number)),
             (Some(_), None) => patient.clone(),
         };
-        let naming = match mode {
-            Mode::Default => Naming::Folder,
-            Mode::Paper => Naming::Counter {
-                patient: lidc_patient_folder(first, inputs).unwrap_or(patient),
+        let naming = match (mode, lidc_patient_folder(first, inputs)) {
+            (Mode::Default, _) => Naming::Folder,
+            (Mode::Paper, Some(folder)) => {
+                // The LIDC script converts a series folder only if it holds more than 10
+                // files, which passes over the X-rays (CR, DX) among the CTs.
+                let series_folder = first.parent().unwrap_or(first);
+                let files = visible_entries(series_folder);
+                if files <= 10 {
+                    failures.push(Failure {
+                        input: series_folder.to_path_buf(),
+                        error: format!(
+                            "{}: a series folder of {files} files; the paper's LIDC script \
+                             converts only those of more than 10 (it passes over X-rays); skipped",
+                            series_folder.display()
+                        ),
+                        skipped: true,
+                    });
+                    continue;
+                }
+                Naming::Counter {
+                    patient: folder,
+                    first: counter,
+                }
+            }
+            (Mode::Paper, None) => Naming::Counter {
+                patient,
                 first: counter,
             },
         };
