@@ -168,7 +168,7 @@ fn paper_mode_on_dicom_names_slices_by_the_lidc_patient_folder() {
             mode: Mode::Paper,
             ..Options::new(&out)
         };
-        let report = preprocess::run(&[input.clone()], &opts, &NoProgress).unwrap();
+        let report = preprocess::run(std::slice::from_ref(&input), &opts, &NoProgress).unwrap();
         let names: Vec<String> = manifest(&out)
             .iter()
             .map(|r| r["path"].as_str().unwrap().to_string())
