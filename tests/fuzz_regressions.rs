@@ -178,3 +178,26 @@ fn a_pickle_that_copies_through_its_memo_is_refused() {
     let err = lim::io::pickle::parse(&bytes).unwrap_err();
     assert!(err.contains("values nest deeper than 100"), "{err}");
 }
+
+/// The ninth: a 343-byte file with a sequence delimiter (FFFE,E0DD) among an item's elements,
+/// claiming 4,294,967,040 bytes. The parser takes such a tag for an element there and
+/// allocated (and zeroed) its claim, 8 GB; the length check took every delimiter for one.
+/// Delimiters now count where the parser counts them, and the claim is refused.
+#[test]
+fn a_delimiter_among_elements_is_an_element_whose_claim_is_checked() {
+    let dir = std::env::temp_dir().join(format!("lim-fuzz-delimiter-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("x.dcm");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/fuzz/dicom/oom-sequence-delimiter-among-elements"),
+        &file,
+    )
+    .unwrap();
+    let err = lim::io::dicom::scan(&file).unwrap_err().to_string();
+    assert!(
+        err.contains("x.dcm") && err.contains("element (FFFE,E0DD) claims 4294967040 bytes"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

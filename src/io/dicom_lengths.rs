@@ -268,32 +268,41 @@ fn walk(path: &Path, bytes: &[u8], e: Encoding) -> Result<(), IoError> {
         };
         let value = at + h.size;
         let holds = open.last().map_or(Holds::Elements, |c| c.holds);
-        match (h.tag, h.length) {
-            (Tag(0xFFFE, 0xE00D) | Tag(0xFFFE, 0xE0DD), _) => {
+        // Delimiters and items are what the parser takes them for where they stand: in a
+        // sequence, items and its end; among elements, only an item's end; any other such
+        // tag among elements is an element, whose length the parser allocates.
+        let item_tag = |element| h.tag == Tag(0xFFFE, element);
+        match (holds, h.length) {
+            (Holds::Items | Holds::Fragments, _) if item_tag(0xE0DD) || item_tag(0xE00D) => {
+                open.pop();
+                at = value;
+                continue;
+            }
+            (Holds::Elements, _) if item_tag(0xE00D) => {
                 open.pop();
                 at = value;
                 continue;
             }
             // A fragment of pixel data: raw bytes.
-            (Tag(0xFFFE, 0xE000), length) if holds == Holds::Fragments => {
+            (Holds::Fragments, length) if item_tag(0xE000) => {
                 if length == UNDEFINED {
                     return Ok(());
                 }
                 at = fits(path, bound, &h, value)?;
                 continue;
             }
-            (Tag(0xFFFE, 0xE000), UNDEFINED) => open.push(Container {
+            (Holds::Items, UNDEFINED) if item_tag(0xE000) => open.push(Container {
                 holds: Holds::Elements,
                 end: None,
             }),
-            (Tag(0xFFFE, 0xE000), _) => {
+            (Holds::Items, _) if item_tag(0xE000) => {
                 let end = fits(path, bound, &h, value)?;
                 open.push(Container {
                     holds: Holds::Elements,
                     end: Some(end),
                 });
             }
-            (Tag(0x7FE0, 0x0010), UNDEFINED) => open.push(Container {
+            (_, UNDEFINED) if h.tag == Tag(0x7FE0, 0x0010) => open.push(Container {
                 holds: Holds::Fragments,
                 end: None,
             }),
