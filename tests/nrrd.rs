@@ -4,6 +4,8 @@ mod common;
 
 use lim::io::{Samples, nrrd};
 
+/// A path in this process's scratch folder, which the tests share: each test names its own
+/// files (two tests writing one name raced).
 fn scratch(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("lim-nrrd-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -146,7 +148,7 @@ fn huge_claimed_sizes_are_clear_errors() {
             "30000 30000 30000",
             "past the limit of 1073741824",
         ),
-        ("short.nrrd", "1000 1000 1000", "truncated image data"),
+        ("claims-more.nrrd", "1000 1000 1000", "truncated image data"),
         (
             "overflowing.nrrd",
             "4294967296 4294967296 4294967296",
