@@ -201,3 +201,30 @@ fn a_delimiter_among_elements_is_an_element_whose_claim_is_checked() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The tenth: a 3 KB JPEG 2000 file whose header says 100 x 100 but whose codestream declares
+/// a 100 x 4,194,404 image in 41,945 tiles; openjp2 allocated 5 GB for it before failing.
+/// Codestreams (JPEG 2000 and JPEG) are now held to the header's size before decoding.
+#[test]
+fn a_codestream_larger_than_its_header_is_refused_before_decoding() {
+    let dir = std::env::temp_dir().join(format!("lim-fuzz-j2k-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("in")).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/fuzz/dicom/oom-jpeg2000-codestream-past-its-header"),
+        dir.join("in/x.dcm"),
+    )
+    .unwrap();
+    let opts = lim::preprocess::Options::new(dir.join("out"));
+    let report =
+        lim::preprocess::run(&[dir.join("in")], &opts, &lim::preprocess::NoProgress).unwrap();
+    assert!(
+        report.failures.len() == 1
+            && report.failures[0].error.contains(
+                "x.dcm: cannot decode pixel data: its codestream declares a 100 x 4194404 image"
+            ),
+        "{:?}",
+        report.failures
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -297,6 +297,11 @@ fn decode_file(path: &Path, file: usize, columns: u32, rows: u32) -> Result<Vec<
     if obj.get(tags::PIXEL_DATA).is_none() && obj.get(tags::FLOAT_PIXEL_DATA).is_none() {
         return Err(IoError::invalid(path, "image header but no pixel data"));
     }
+    if let Some(dicom_core::value::Value::PixelSequence(sequence)) =
+        obj.get(tags::PIXEL_DATA).map(|e| e.value())
+    {
+        super::dicom_codestream::check(path, sequence.fragments(), columns, rows)?;
+    }
     // The decoders are dicom-pixeldata's; one that panics on a corrupt stream (its RLE
     // decoder indexes past a short segment) fails this file, not the run.
     let decoded =

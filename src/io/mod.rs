@@ -1,6 +1,7 @@
 //! Reading medical volumes (NIfTI, DICOM series, NRRD) and writing PNG slices.
 
 pub mod dicom;
+mod dicom_codestream;
 mod dicom_lengths;
 pub mod jsonl;
 pub mod limits;
