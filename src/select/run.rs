@@ -146,58 +146,25 @@ pub fn run(
         ..Report::default()
     };
     for (index, (volume, slices)) in volumes.iter().enumerate() {
+        let sheet = index < opts.sheets;
         // The paper's rule needs only hashes: without a contact sheet, each slice is hashed
         // as it decodes, and no image of the volume is held.
-        if let (Strategy::Hash { .. }, false) = (&opts.strategy, index < opts.sheets) {
+        let (records, images) = if matches!(opts.strategy, Strategy::Hash { .. }) && !sheet {
             let files: Vec<PathBuf> = slices.iter().map(|rel| input.join(rel)).collect();
-            let mut paths = Vec::new();
-            let mut hashes = Vec::new();
-            for (rel, hash) in slices.iter().zip(hashing.hash_files(&files)?) {
-                match hash {
-                    Ok(hash) => {
-                        paths.push(rel.clone());
-                        hashes.push(hash);
-                    }
-                    Err(e) => report.failures.push(Failure {
-                        input: input.join(rel),
-                        error: e.to_string(),
-                        skipped: false,
-                    }),
-                }
-            }
+            let hashed = hashing.hash_files(&files)?;
+            let (paths, hashes) = readable(input, slices, hashed, &mut report.failures);
             let records = records(volume, &paths, &opts.strategy, &[], Some(hashes), None);
-            for record in records.iter().filter(|r| r.kept) {
-                place(
-                    &input.join(&record.path),
-                    &output.join(&record.path),
-                    opts.link,
-                )?;
-            }
-            progress.volume_done(volume, records.len());
-            report.records.extend(records);
-            continue;
-        }
-        let loaded: Vec<Result<Luma8, HashError>> = slices
-            .par_iter()
-            .map(|rel| hash::open_luma(&input.join(rel)))
-            .collect();
-        let mut paths = Vec::new();
-        let mut readable = Vec::new();
-        for (rel, image) in slices.iter().zip(loaded) {
-            match image {
-                Ok(image) => {
-                    paths.push(rel.clone());
-                    readable.push(image);
-                }
-                Err(e) => report.failures.push(Failure {
-                    input: input.join(rel),
-                    error: e.to_string(),
-                    skipped: false,
-                }),
-            }
-        }
-        let images: Vec<&Luma8> = readable.iter().collect();
-        let records = select_group(volume, &paths, &images, &opts.strategy, hashing)?;
+            (records, Vec::new())
+        } else {
+            let loaded: Vec<Result<Luma8, HashError>> = slices
+                .par_iter()
+                .map(|rel| hash::open_luma(&input.join(rel)))
+                .collect();
+            let (paths, images) = readable(input, slices, loaded, &mut report.failures);
+            let refs: Vec<&Luma8> = images.iter().collect();
+            let records = select_group(volume, &paths, &refs, &opts.strategy, hashing)?;
+            (records, images)
+        };
         for record in records.iter().filter(|r| r.kept) {
             place(
                 &input.join(&record.path),
@@ -205,8 +172,9 @@ pub fn run(
                 opts.link,
             )?;
         }
-        if index < opts.sheets {
-            sheet::write(output, volume, &images, &records)?;
+        if sheet {
+            let refs: Vec<&Luma8> = images.iter().collect();
+            sheet::write(output, volume, &refs, &records)?;
         }
         progress.volume_done(volume, records.len());
         report.records.extend(records);
@@ -230,6 +198,32 @@ pub fn run(
         crate::io::write_atomic(&path, text.as_bytes())?;
     }
     Ok(report)
+}
+
+/// The slices (paths relative to `input`) whose reading succeeded, with what it gave; each
+/// failure goes to `failures`, naming its file.
+fn readable<T>(
+    input: &Path,
+    slices: &[String],
+    results: Vec<std::result::Result<T, HashError>>,
+    failures: &mut Vec<Failure>,
+) -> (Vec<String>, Vec<T>) {
+    let mut paths = Vec::new();
+    let mut values = Vec::new();
+    for (rel, result) in slices.iter().zip(results) {
+        match result {
+            Ok(value) => {
+                paths.push(rel.clone());
+                values.push(value);
+            }
+            Err(e) => failures.push(Failure {
+                input: input.join(rel),
+                error: e.to_string(),
+                skipped: false,
+            }),
+        }
+    }
+    (paths, values)
 }
 
 /// Kept slices are copied over any file at their place in `output`: never let that be the
