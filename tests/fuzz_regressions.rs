@@ -15,6 +15,37 @@ fn crash_inputs(target: &str) -> Vec<std::path::PathBuf> {
     lim::io::walk(&[dir]).unwrap().files
 }
 
+/// A committed crash input, `tests/fixtures/fuzz/<target>/<name>`.
+fn crash_input(target: &str, name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/fuzz")
+        .join(target)
+        .join(name)
+}
+
+/// The error `lim::io::dicom::scan` gives for DICOM crash input `name`, copied to `x.dcm`.
+fn scan_error(name: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("lim-fuzz-scan-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("x.dcm");
+    std::fs::copy(crash_input("dicom", name), &file).unwrap();
+    let err = lim::io::dicom::scan(&file).unwrap_err().to_string();
+    std::fs::remove_dir_all(&dir).unwrap();
+    err
+}
+
+/// The failures `lim preprocess` reports for DICOM crash input `name`, copied to `x.dcm`.
+fn preprocess_failures(name: &str) -> Vec<lim::io::Failure> {
+    let dir = std::env::temp_dir().join(format!("lim-fuzz-run-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("in")).unwrap();
+    std::fs::copy(crash_input("dicom", name), dir.join("in/x.dcm")).unwrap();
+    let opts = lim::preprocess::Options::new(dir.join("out"));
+    let report =
+        lim::preprocess::run(&[dir.join("in")], &opts, &lim::preprocess::NoProgress).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    report.failures
+}
+
 #[test]
 fn every_crash_input_the_fuzzers_found_now_fails_cleanly() {
     let mut replayed = 0;
@@ -34,41 +65,25 @@ fn every_crash_input_the_fuzzers_found_now_fails_cleanly() {
 /// the DICOM parser allocated before reading; now refused by its claim.
 #[test]
 fn a_dicom_element_claiming_more_than_the_file_holds_is_refused_unread() {
-    let input = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/fuzz/dicom/oom-element-length-3758161918");
-    let dir = std::env::temp_dir().join(format!("lim-fuzz-regression-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("x.dcm");
-    std::fs::copy(&input, &file).unwrap();
-    let err = lim::io::dicom::scan(&file).unwrap_err().to_string();
+    let err = scan_error("oom-element-length-3758161918");
     assert!(
         err.contains("x.dcm") && err.contains("claims 3758161918 bytes, but only"),
         "{err}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// The second: an RLE DICOM file whose segment decodes short, on which dicom-pixeldata's RLE
 /// decoder indexes past its buffer and panics; now the file's failure, saying so.
 #[test]
 fn a_dicom_decoder_panic_is_the_files_failure() {
-    let input = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/fuzz/dicom/panic-rle-segment-short-9900");
-    let dir = std::env::temp_dir().join(format!("lim-fuzz-rle-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("in")).unwrap();
-    std::fs::copy(&input, dir.join("in/x.dcm")).unwrap();
-    let opts = lim::preprocess::Options::new(dir.join("out"));
-    let report =
-        lim::preprocess::run(&[dir.join("in")], &opts, &lim::preprocess::NoProgress).unwrap();
+    let failures = preprocess_failures("panic-rle-segment-short-9900");
     assert!(
-        report.failures.len() == 1
-            && report.failures[0].error.contains(
+        failures.len() == 1
+            && failures[0].error.contains(
                 "x.dcm: cannot decode pixel data: the decoder failed (index out of bounds"
             ),
-        "{:?}",
-        report.failures
+        "{failures:?}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// The third and fourth: deflated data sets that break off, one claiming a 775 MB element
@@ -76,24 +91,13 @@ fn a_dicom_decoder_panic_is_the_files_failure() {
 /// under the fuzzer per input); now refused by the length check, which inflates first.
 #[test]
 fn a_broken_deflated_data_set_is_refused_before_parsing() {
-    let dir = std::env::temp_dir().join(format!("lim-fuzz-deflate-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     for name in ["slow-deflate-claims-774975030", "slow-deflate-corrupt"] {
-        let file = dir.join(format!("{name}.dcm"));
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/fuzz/dicom")
-                .join(name),
-            &file,
-        )
-        .unwrap();
-        let err = lim::io::dicom::scan(&file).unwrap_err().to_string();
+        let err = scan_error(name);
         assert!(
-            err.contains(name) && err.contains("corrupt deflated data set"),
-            "{err}"
+            err.contains("x.dcm") && err.contains("corrupt deflated data set"),
+            "{name}: {err}"
         );
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// The fifth: an `.npz` whose label is 0x1818181818181818, from which `lim evaluate` made a
@@ -103,11 +107,7 @@ fn an_npz_label_past_its_samples_is_refused() {
     let dir = std::env::temp_dir().join(format!("lim-fuzz-npz-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("x.npz");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz/npz/oom-label-classes"),
-        &file,
-    )
-    .unwrap();
+    std::fs::copy(crash_input("npz", "oom-label-classes"), &file).unwrap();
     let err = lim::eval::dataset::Dataset::open(&file, 0)
         .unwrap_err()
         .to_string();
@@ -122,22 +122,12 @@ fn an_npz_label_past_its_samples_is_refused() {
 /// one tag, went on two bytes early, and met a claim of 1.4 GB it allocated; now refused.
 #[test]
 fn a_binary_value_of_a_broken_length_is_refused() {
-    let dir = std::env::temp_dir().join(format!("lim-fuzz-at-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("x.dcm");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/fuzz/dicom/oom-misaligned-by-a-6-byte-tag"),
-        &file,
-    )
-    .unwrap();
-    let err = lim::io::dicom::scan(&file).unwrap_err().to_string();
+    let err = scan_error("oom-misaligned-by-a-6-byte-tag");
     assert!(
         err.contains("x.dcm")
             && err.contains("(0028,2112) holds 6 bytes, not a whole number of 4-byte values"),
         "{err}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// The seventh: a deflated file whose meta group length (0002,0000) covers an element of
@@ -147,21 +137,11 @@ fn a_binary_value_of_a_broken_length_is_refused() {
 /// allocated it. The check now ends the meta group where the parser does.
 #[test]
 fn the_meta_group_ends_where_its_length_says() {
-    let dir = std::env::temp_dir().join(format!("lim-fuzz-meta-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("x.dcm");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/fuzz/dicom/oom-meta-group-length-past-its-group"),
-        &file,
-    )
-    .unwrap();
-    let err = lim::io::dicom::scan(&file).unwrap_err().to_string();
+    let err = scan_error("oom-meta-group-length-past-its-group");
     assert!(
         err.contains("x.dcm") && err.contains("corrupt deflated data set"),
         "{err}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// The eighth: 22 KB of pickle that wraps a value in a tuple and memoizes it, thousands of
@@ -170,11 +150,7 @@ fn the_meta_group_ends_where_its_length_says() {
 /// now bounded (here the refusal), and so are copies (`io::pickle`'s tests).
 #[test]
 fn a_pickle_that_copies_through_its_memo_is_refused() {
-    let bytes = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/fuzz/checkpoint/slow-memo-copies-quadratic"),
-    )
-    .unwrap();
+    let bytes = std::fs::read(crash_input("checkpoint", "slow-memo-copies-quadratic")).unwrap();
     let err = lim::io::pickle::parse(&bytes).unwrap_err();
     assert!(err.contains("values nest deeper than 100"), "{err}");
 }
@@ -185,21 +161,11 @@ fn a_pickle_that_copies_through_its_memo_is_refused() {
 /// Delimiters now count where the parser counts them, and the claim is refused.
 #[test]
 fn a_delimiter_among_elements_is_an_element_whose_claim_is_checked() {
-    let dir = std::env::temp_dir().join(format!("lim-fuzz-delimiter-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("x.dcm");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/fuzz/dicom/oom-sequence-delimiter-among-elements"),
-        &file,
-    )
-    .unwrap();
-    let err = lim::io::dicom::scan(&file).unwrap_err().to_string();
+    let err = scan_error("oom-sequence-delimiter-among-elements");
     assert!(
         err.contains("x.dcm") && err.contains("element (FFFE,E0DD) claims 4294967040 bytes"),
         "{err}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// The tenth: a 3 KB JPEG 2000 file whose header says 100 x 100 but whose codestream declares
@@ -207,24 +173,12 @@ fn a_delimiter_among_elements_is_an_element_whose_claim_is_checked() {
 /// Codestreams (JPEG 2000 and JPEG) are now held to the header's size before decoding.
 #[test]
 fn a_codestream_larger_than_its_header_is_refused_before_decoding() {
-    let dir = std::env::temp_dir().join(format!("lim-fuzz-j2k-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("in")).unwrap();
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/fuzz/dicom/oom-jpeg2000-codestream-past-its-header"),
-        dir.join("in/x.dcm"),
-    )
-    .unwrap();
-    let opts = lim::preprocess::Options::new(dir.join("out"));
-    let report =
-        lim::preprocess::run(&[dir.join("in")], &opts, &lim::preprocess::NoProgress).unwrap();
+    let failures = preprocess_failures("oom-jpeg2000-codestream-past-its-header");
     assert!(
-        report.failures.len() == 1
-            && report.failures[0].error.contains(
+        failures.len() == 1
+            && failures[0].error.contains(
                 "x.dcm: cannot decode pixel data: its codestream declares a 100 x 4194404 image"
             ),
-        "{:?}",
-        report.failures
+        "{failures:?}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }

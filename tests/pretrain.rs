@@ -80,6 +80,15 @@ fn ok(out: &Output) -> String {
     text
 }
 
+/// The losses a run folder's `log.jsonl` holds, as written.
+fn losses(run: &Path) -> Vec<String> {
+    std::fs::read_to_string(run.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].to_string())
+        .collect()
+}
+
 /// Every tensor of a safetensors file by name, as raw bytes.
 fn tensors(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<u8>)> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -250,13 +259,7 @@ fn a_killed_run_resumes_bit_for_bit() {
     for (name, value) in &a {
         assert!(b[name] == *value, "{name} differs after resuming");
     }
-    let log = |run: &Path| std::fs::read_to_string(run.join("log.jsonl")).unwrap();
-    let losses = |text: String| -> Vec<String> {
-        text.lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].to_string())
-            .collect()
-    };
-    assert_eq!(losses(log(&whole)), losses(log(&broken)));
+    assert_eq!(losses(&whole), losses(&broken));
 
     let other = dir.join("other");
     let seed = ["--seed", "1", "--out", other.to_str().unwrap(), data_s];
@@ -333,13 +336,7 @@ fn a_full_disk_stops_the_run_and_a_resume_ends_bit_for_bit() {
     let a = tensors(&whole.join("checkpoints/last.safetensors"));
     let b = tensors(&run.join("checkpoints/last.safetensors"));
     assert!(a == b, "the resumed run's weights differ");
-    let log = |run: &Path| std::fs::read_to_string(run.join("log.jsonl")).unwrap();
-    let losses = |text: String| -> Vec<String> {
-        text.lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].to_string())
-            .collect()
-    };
-    assert_eq!(losses(log(&whole)), losses(log(&run)));
+    assert_eq!(losses(&whole), losses(&run));
     drop(disk);
     std::fs::remove_dir_all(&dir).unwrap();
 }
