@@ -272,13 +272,9 @@ fn walk(path: &Path, bytes: &[u8], e: Encoding) -> Result<(), IoError> {
         // sequence, items and its end; among elements, only an item's end; any other such
         // tag among elements is an element, whose length the parser allocates.
         let item_tag = |element| h.tag == Tag(0xFFFE, element);
+        let sequence_end = holds != Holds::Elements && item_tag(0xE0DD);
         match (holds, h.length) {
-            (Holds::Items | Holds::Fragments, _) if item_tag(0xE0DD) || item_tag(0xE00D) => {
-                open.pop();
-                at = value;
-                continue;
-            }
-            (Holds::Elements, _) if item_tag(0xE00D) => {
+            _ if item_tag(0xE00D) || sequence_end => {
                 open.pop();
                 at = value;
                 continue;
