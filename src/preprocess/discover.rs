@@ -172,7 +172,11 @@ pub(super) fn discover(
             (Some(_), Some(number)) => format!("{patient}_{}", safe_name(number)),
             (Some(_), None) => patient.clone(),
         };
-        let naming = match (mode, lidc_patient_folder(first, inputs)) {
+        // Paper mode's alone: finding the patient folder may resolve the input on disk.
+        let lidc = (mode == Mode::Paper)
+            .then(|| lidc_patient_folder(first, inputs))
+            .flatten();
+        let naming = match (mode, lidc) {
             (Mode::Default, _) => Naming::Folder,
             (Mode::Paper, Some(folder)) => {
                 // The LIDC script converts a series folder only if it holds more than 10
