@@ -97,6 +97,14 @@ fn count(v: &Value) -> usize {
     }
 }
 
+/// `depth`, if values may nest that deep.
+fn within_depth(depth: usize) -> Result<usize, String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("values nest deeper than {MAX_DEPTH}"));
+    }
+    Ok(depth)
+}
+
 /// How deep a value made of `items` nests.
 fn depth_over<'v>(items: impl IntoIterator<Item = &'v usize>) -> usize {
     1 + items.into_iter().copied().max().unwrap_or(0)
@@ -153,10 +161,7 @@ impl<'a> Machine<'a> {
 
     /// A value that nests `depth` deep.
     fn push_nested(&mut self, v: Value, depth: usize) -> Result<(), String> {
-        if depth > MAX_DEPTH {
-            return Err(format!("values nest deeper than {MAX_DEPTH}"));
-        }
-        self.stack.push(Entry::Value(v, depth));
+        self.stack.push(Entry::Value(v, within_depth(depth)?));
         Ok(())
     }
 
@@ -240,10 +245,7 @@ impl<'a> Machine<'a> {
     /// Raises the depth of the value on top of the stack to hold values `inner` deep.
     fn deepen_top(&mut self, inner: usize) -> Result<(), String> {
         let (_, depth) = self.top()?;
-        *depth = (*depth).max(inner + 1);
-        if *depth > MAX_DEPTH {
-            return Err(format!("values nest deeper than {MAX_DEPTH}"));
-        }
+        *depth = within_depth((*depth).max(inner + 1))?;
         Ok(())
     }
 
