@@ -259,25 +259,6 @@ fn walk_pngs(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Asserts that a run into `out` failed on the full disk with the message that says what to
-/// do, and left only whole files under their final names: no temporary, every PNG decodes.
-fn assert_stopped_by_a_full_disk(run: &std::process::Output, out: &Path) {
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(!run.status.success(), "the run should stop: {stderr}");
-    assert!(
-        stderr.contains("No space left on device")
-            && stderr.contains("The disk is full. Free some space and run the same command again"),
-        "{stderr}"
-    );
-    for file in lim::io::walk(&[out.to_path_buf()]).unwrap().files {
-        let name = file.to_string_lossy();
-        assert!(!name.contains(".lim-tmp"), "a temporary is left: {name}");
-        if name.ends_with(".png") {
-            image::open(&file).unwrap_or_else(|e| panic!("{name} is not whole: {e}"));
-        }
-    }
-}
-
 /// `lim preprocess` and `lim reduce` writing onto a disk that fills up stop with a message
 /// that names the file and says what to do, leave no half-written file under a final name,
 /// and, once space is freed, a rerun of the same command ends with exactly the files of a
@@ -310,7 +291,7 @@ fn a_full_disk_stops_the_run_with_whole_files_only_and_a_rerun_completes() {
     // 26 slices of about 24 KiB each, onto 256 KiB.
     let disk = common::Tmpfs::mount(&dir.join("disk"), "256k");
     let out = disk.0.join("slices");
-    assert_stopped_by_a_full_disk(&preprocess(&out), &out);
+    common::assert_stopped_by_a_full_disk(&preprocess(&out), &out);
     disk.grow("64m");
     let rerun = preprocess(&out);
     assert!(
@@ -324,7 +305,7 @@ fn a_full_disk_stops_the_run_with_whole_files_only_and_a_rerun_completes() {
     // 5 kept slices and a contact sheet, onto 64 KiB.
     let disk = common::Tmpfs::mount(&dir.join("disk2"), "64k");
     let out = disk.0.join("reduced");
-    assert_stopped_by_a_full_disk(&reduce(&out), &out);
+    common::assert_stopped_by_a_full_disk(&reduce(&out), &out);
     disk.grow("64m");
     let rerun = reduce(&out);
     assert!(

@@ -70,6 +70,15 @@ fn lim_with(args: &[&str], extra: &[&str]) -> Output {
     common::lim(&all)
 }
 
+/// Eight steps, a checkpoint every two.
+const EIGHT_STEPS: &[&str] = &["--max-steps", "8", "--checkpoint-every", "2"];
+
+/// The toy run for [`EIGHT_STEPS`] into `out` on the slices in `data`.
+fn eight_steps(out: &Path, data: &Path) -> Output {
+    let (out, data) = (out.to_str().unwrap(), data.to_str().unwrap());
+    lim_with(TOY, &[EIGHT_STEPS, &["--out", out, data]].concat())
+}
+
 fn ok(out: &Output) -> String {
     let text = format!(
         "{}{}",
@@ -194,16 +203,12 @@ fn a_killed_run_resumes_bit_for_bit() {
     let dir = temp_dir("resume");
     let data = slices(&dir);
     let data_s = data.to_str().unwrap();
-    let steps = ["--max-steps", "8", "--checkpoint-every", "2"];
     let whole = dir.join("whole");
-    ok(&lim_with(
-        TOY,
-        &[&steps[..], &["--out", whole.to_str().unwrap(), data_s]].concat(),
-    ));
+    ok(&eight_steps(&whole, &data));
 
     let broken = dir.join("broken");
     let mut args: Vec<String> = TOY.iter().map(|s| s.to_string()).collect();
-    args.extend(steps.iter().map(|s| s.to_string()));
+    args.extend(EIGHT_STEPS.iter().map(|s| s.to_string()));
     args.extend(["--out".into(), broken.display().to_string(), data_s.into()]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_lim"))
         .args(&args)
@@ -263,7 +268,7 @@ fn a_killed_run_resumes_bit_for_bit() {
 
     let other = dir.join("other");
     let seed = ["--seed", "1", "--out", other.to_str().unwrap(), data_s];
-    ok(&lim_with(TOY, &[&steps[..], &seed].concat()));
+    ok(&lim_with(TOY, &[EIGHT_STEPS, &seed].concat()));
     let c = tensors(&other.join("checkpoints/last.safetensors"));
     assert!(
         c["conv1.weight"] != a["conv1.weight"],
@@ -279,13 +284,8 @@ fn a_killed_run_resumes_bit_for_bit() {
 fn a_full_disk_stops_the_run_and_a_resume_ends_bit_for_bit() {
     let dir = temp_dir("full-disk");
     let data = slices(&dir);
-    let data_s = data.to_str().unwrap();
-    let steps = ["--max-steps", "8", "--checkpoint-every", "2"];
     let whole = dir.join("whole");
-    ok(&lim_with(
-        TOY,
-        &[&steps[..], &["--out", whole.to_str().unwrap(), data_s]].concat(),
-    ));
+    ok(&eight_steps(&whole, &data));
     let checkpoint = std::fs::metadata(whole.join("checkpoints/step-0000002.safetensors"))
         .unwrap()
         .len();
@@ -296,28 +296,10 @@ fn a_full_disk_stops_the_run_and_a_resume_ends_bit_for_bit() {
         &format!("{}k", checkpoint * 7 / 2 / 1024),
     );
     let run = disk.0.join("run");
-    let stopped = lim_with(
-        TOY,
-        &[&steps[..], &["--out", run.to_str().unwrap(), data_s]].concat(),
-    );
-    let stderr = String::from_utf8_lossy(&stopped.stderr);
-    assert!(!stopped.status.success(), "the run should stop: {stderr}");
-    assert!(
-        stderr.contains("No space left on device")
-            && stderr.contains("The disk is full. Free some space and run the same command again"),
-        "{stderr}"
-    );
+    let stopped = eight_steps(&run, &data);
+    common::assert_stopped_by_a_full_disk(&stopped, &run);
     assert!(run.join("checkpoints/step-0000002.safetensors").exists());
     assert!(!run.join("checkpoints/step-0000008.safetensors").exists());
-    for file in lim::io::walk(std::slice::from_ref(&run)).unwrap().files {
-        let name = file.to_string_lossy();
-        assert!(!name.contains(".lim-tmp"), "a temporary is left: {name}");
-        if name.ends_with(".safetensors") {
-            let bytes = std::fs::read(&file).unwrap();
-            safetensors::SafeTensors::deserialize(&bytes)
-                .unwrap_or_else(|e| panic!("{name} is not whole: {e}"));
-        }
-    }
 
     disk.grow("64m");
     let resumed = ok(&common::lim(&[

@@ -329,3 +329,28 @@ impl Drop for Tmpfs {
             .status();
     }
 }
+
+/// Asserts that a run into `out` failed on the full disk with the message that says what to
+/// do, and left only whole files under their final names: no temporary, every PNG decodes
+/// and every checkpoint parses.
+pub fn assert_stopped_by_a_full_disk(run: &std::process::Output, out: &std::path::Path) {
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "the run should stop: {stderr}");
+    assert!(
+        stderr.contains("No space left on device")
+            && stderr.contains("The disk is full. Free some space and run the same command again"),
+        "{stderr}"
+    );
+    for file in lim::io::walk(&[out.to_path_buf()]).unwrap().files {
+        let name = file.to_string_lossy();
+        assert!(!name.contains(".lim-tmp"), "a temporary is left: {name}");
+        if name.ends_with(".png") {
+            image::open(&file).unwrap_or_else(|e| panic!("{name} is not whole: {e}"));
+        }
+        if name.ends_with(".safetensors") {
+            let bytes = std::fs::read(&file).unwrap();
+            safetensors::SafeTensors::deserialize(&bytes)
+                .unwrap_or_else(|e| panic!("{name} is not whole: {e}"));
+        }
+    }
+}
