@@ -97,11 +97,7 @@ fn from_files(c: &mut Criterion) {
         b.iter(|| {
             for f in &files {
                 let bytes = std::fs::read(f).unwrap();
-                let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
-                    .read_info()
-                    .unwrap();
-                let mut buffer = vec![0; reader.output_buffer_size().unwrap()];
-                reader.next_frame(&mut buffer).unwrap();
+                lim::bench::decode_png(&bytes).unwrap();
             }
         })
     });

@@ -11,6 +11,15 @@ use crate::ops::conv2d::{Conv2dDims, ConvPass, ConvVariant, LayerShape, RESNET18
 use crate::optim::{Adam, Optimizer, Sgd};
 use crate::{DType, Gpu, Result, Tensor};
 
+/// The decode bound of hashing PNG files: a PNG's bytes decoded by the `png` crate (which
+/// `image` uses) into a buffer.
+pub fn decode_png(bytes: &[u8]) -> std::result::Result<Vec<u8>, png::DecodingError> {
+    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes)).read_info()?;
+    let mut buffer = vec![0; reader.output_buffer_size().unwrap_or(0)];
+    reader.next_frame(&mut buffer)?;
+    Ok(buffer)
+}
+
 /// Deterministic values in [-0.5, 0.5).
 pub fn pattern(n: usize) -> Vec<f32> {
     (0..n)

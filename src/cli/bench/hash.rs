@@ -74,13 +74,7 @@ fn png_read_decode(path: &Path) -> Result<Vec<u8>, String> {
 
 /// A PNG file's bytes, read already, decoded by the `png` crate.
 fn png_decode(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, String> {
-    let cannot = |e: png::DecodingError| format!("{}: {e}", path.display());
-    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
-        .read_info()
-        .map_err(cannot)?;
-    let mut buffer = vec![0; reader.output_buffer_size().unwrap_or(0)];
-    reader.next_frame(&mut buffer).map_err(cannot)?;
-    Ok(buffer)
+    lim::bench::decode_png(bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Per image and core, in milliseconds: reading a file, decoding it (the `png` crate), and
