@@ -3,6 +3,7 @@
 
 use std::str::FromStr;
 
+use crate::io::volume::Rescale;
 use crate::simd::with_avx2;
 
 /// How values map to grey levels in the default mode.
@@ -168,6 +169,45 @@ fn paper_nifti_body(values: &[f64], out: &mut Vec<u8>) -> Range {
     }
 }
 
+/// `paper_nifti` of integer stored values through `rescale`, with each value of the slice's
+/// stored range computed once, in the same f64 arithmetic, and looked up per pixel (the
+/// division is most of the cost). `None` where a table would not pay (a range wider than the
+/// slice) or the rescaled ends are not finite; the rescale is monotone, so its ends are the
+/// rescaled slice's minimum and maximum.
+pub fn paper_nifti_stored<T>(stored: &[T], rescale: Rescale, out: &mut Vec<u8>) -> Option<Range>
+where
+    T: Copy + Ord + Into<i64>,
+{
+    with_avx2!(paper_nifti_stored_body(stored, rescale, out))
+}
+
+#[inline(always)]
+fn paper_nifti_stored_body<T>(stored: &[T], rescale: Rescale, out: &mut Vec<u8>) -> Option<Range>
+where
+    T: Copy + Ord + Into<i64>,
+{
+    let lo: i64 = stored.iter().copied().min()?.into();
+    let hi: i64 = stored.iter().copied().max()?.into();
+    if hi - lo >= stored.len() as i64 {
+        return None;
+    }
+    let (a, b) = (rescale.apply(lo as f64), rescale.apply(hi as f64));
+    if !(a.is_finite() && b.is_finite()) {
+        return None;
+    }
+    let (min, max) = (a.min(b), a.max(b));
+    let denom = max - min + 1e-5;
+    let table: Vec<u8> = (lo..=hi)
+        .map(|v| quantise((rescale.apply(v as f64) - min) / denom * 255.0, 255.0) as u8)
+        .collect();
+    out.clear();
+    out.extend(stored.iter().map(|&v| table[(v.into() - lo) as usize]));
+    Some(Range {
+        low: min,
+        high: max,
+    })
+}
+
 /// The paper's LIDC (DICOM) script on one slice of stored values:
 /// `int16` cast, raw `-2000` to 0, `int16(slope * x)` when the slope is not 1, `+= int16(intercept)`
 /// (RescaleSlope and RescaleIntercept default to 1 and -1024), all in wrapping int16; then
@@ -318,5 +358,58 @@ mod tests {
         assert_eq!(out, vec![0, 0]);
         paper_nifti(&[0.0, f64::NAN, 10.0], &mut out);
         assert_eq!(out, vec![0, 0, 0]);
+    }
+
+    #[test]
+    fn paper_nifti_stored_equals_paper_nifti_of_the_rescaled_values() {
+        use rand::rngs::StdRng;
+        use rand::{RngExt, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(13);
+        let rescales = [
+            Rescale::IDENTITY,
+            Rescale {
+                slope: 1.0,
+                inter: -1024.0,
+            },
+            Rescale {
+                slope: 0.37,
+                inter: 12.5,
+            },
+            Rescale {
+                slope: -2.0,
+                inter: 3.0,
+            },
+            Rescale {
+                slope: 0.0,
+                inter: 5.0,
+            },
+        ];
+        for (len, spread) in [(1, 1), (7, 3), (4096, 1000), (4096, 4096), (999, 60000)] {
+            let stored: Vec<i32> = (0..len)
+                .map(|_| rng.random_range(0..spread) - spread / 2)
+                .collect();
+            for rescale in rescales {
+                let values: Vec<f64> = stored.iter().map(|&v| rescale.apply(v as f64)).collect();
+                let (mut want, mut got) = (Vec::new(), Vec::new());
+                let range = paper_nifti(&values, &mut want);
+                match paper_nifti_stored(&stored, rescale, &mut got) {
+                    Some(r) => {
+                        assert_eq!((got, r), (want, range), "{len} x {spread}, {rescale:?}");
+                    }
+                    // Only a range wider than the slice goes the general way.
+                    None => assert!(spread > len as i32, "{len} x {spread}, {rescale:?}"),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let infinite = Rescale {
+            slope: f64::INFINITY,
+            inter: 0.0,
+        };
+        assert_eq!(paper_nifti_stored(&[0i16, 1], infinite, &mut out), None);
+        assert_eq!(
+            paper_nifti_stored::<u8>(&[], Rescale::IDENTITY, &mut out),
+            None
+        );
     }
 }

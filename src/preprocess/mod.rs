@@ -392,15 +392,40 @@ fn paper_slice(
                 "--mode paper on colour or non-integer DICOM (the paper's script reads grey levels)",
             ));
         }
-        (None, _) => {
-            volume
-                .samples
-                .gather(s * plane..(s + 1) * plane, &mut scratch.plain);
+        (None, samples) => {
             let rescale = volume.rescale_of(s);
-            for v in &mut scratch.plain {
-                *v = rescale.apply(*v);
+            let slice = s * plane..(s + 1) * plane;
+            let tabled = match samples {
+                Samples::U8(v) => {
+                    intensity::paper_nifti_stored(&v[slice.clone()], rescale, &mut out)
+                }
+                Samples::I8(v) => {
+                    intensity::paper_nifti_stored(&v[slice.clone()], rescale, &mut out)
+                }
+                Samples::U16(v) => {
+                    intensity::paper_nifti_stored(&v[slice.clone()], rescale, &mut out)
+                }
+                Samples::I16(v) => {
+                    intensity::paper_nifti_stored(&v[slice.clone()], rescale, &mut out)
+                }
+                Samples::U32(v) => {
+                    intensity::paper_nifti_stored(&v[slice.clone()], rescale, &mut out)
+                }
+                Samples::I32(v) => {
+                    intensity::paper_nifti_stored(&v[slice.clone()], rescale, &mut out)
+                }
+                _ => None,
+            };
+            match tabled {
+                Some(range) => range,
+                None => {
+                    volume.samples.gather(slice, &mut scratch.plain);
+                    for v in &mut scratch.plain {
+                        *v = rescale.apply(*v);
+                    }
+                    intensity::paper_nifti(&scratch.plain, &mut out)
+                }
             }
-            intensity::paper_nifti(&scratch.plain, &mut out)
         }
     };
     Ok((Pixels::Gray8(out), columns, rows, range))
