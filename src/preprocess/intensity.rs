@@ -248,11 +248,17 @@ fn paper_dicom_body(
     let min = img.iter().copied().min().unwrap_or(0);
     let max = img.iter().copied().max().unwrap_or(0);
     let denom = max.wrapping_sub(min) as f64;
+    let grey = |v: i16| quantise(v.wrapping_sub(min) as f64 / denom * 255.0, 255.0) as u8;
     out.clear();
-    out.extend(
-        img.iter()
-            .map(|&v| quantise(v.wrapping_sub(min) as f64 / denom * 255.0, 255.0) as u8),
-    );
+    // Each grey level of the slice's range computed once and looked up per pixel (the division
+    // is most of the cost), where the range is narrower than the slice.
+    let (lo, hi) = (min as i32, max as i32);
+    if ((hi - lo) as usize) < img.len() {
+        let table: Vec<u8> = (lo..=hi).map(|v| grey(v as i16)).collect();
+        out.extend(img.iter().map(|&v| table[(v as i32 - lo) as usize]));
+    } else {
+        out.extend(img.iter().map(|&v| grey(v)));
+    }
     Range {
         low: min as f64,
         high: max as f64,
@@ -347,6 +353,53 @@ mod tests {
         // middle value saturates instead of landing at 128.
         paper_dicom(&[-32768, 0, 32767], Some(1.0), Some(0.0), &mut out);
         assert_eq!(out, vec![0, 255, 255]);
+    }
+
+    /// The LIDC script's steps, one pixel at a time, as numpy does them.
+    fn paper_dicom_by_pixel(stored: &[i32], slope: f64, intercept: i16) -> Vec<u8> {
+        let img: Vec<i16> = stored
+            .iter()
+            .map(|&s| {
+                let v = if s as i16 == -2000 { 0 } else { s as i16 };
+                let v = if slope != 1.0 {
+                    (slope * v as f64) as i32 as i16
+                } else {
+                    v
+                };
+                v.wrapping_add(intercept)
+            })
+            .collect();
+        let (min, max) = (*img.iter().min().unwrap(), *img.iter().max().unwrap());
+        let denom = max.wrapping_sub(min) as f64;
+        img.iter()
+            .map(|&v| quantise(v.wrapping_sub(min) as f64 / denom * 255.0, 255.0) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn paper_dicom_on_wide_and_narrow_slices_equals_the_script_pixel_by_pixel() {
+        use rand::rngs::StdRng;
+        use rand::{RngExt, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(17);
+        // Narrow ranges take the table, wide ones (wider than the slice) the division.
+        for (len, low, high) in [
+            (4096, -2100, 1900),
+            (4096, 0, 4095),
+            (300, -1024, 3071),
+            (5000, 30000, 40000),
+            (64, -40000, 70000),
+        ] {
+            let stored: Vec<i32> = (0..len).map(|_| rng.random_range(low..=high)).collect();
+            for (slope, intercept) in [(1.0, -1024.0), (2.5, 0.0), (-1.0, 7.0), (1.0, 32000.0)] {
+                let mut out = Vec::new();
+                paper_dicom(&stored, Some(slope), Some(intercept), &mut out);
+                let want = paper_dicom_by_pixel(&stored, slope, intercept as i16);
+                assert_eq!(
+                    out, want,
+                    "{len} values in {low}..={high}, {slope} x + {intercept}"
+                );
+            }
+        }
     }
 
     #[test]
