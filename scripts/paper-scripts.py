@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
-"""The paper's two preprocessing scripts, re-created line for line, timed in one process
-(without Python's start-up), to measure `lim preprocess --mode paper` against on the same
-inputs (README, "Preprocessing ... against the paper's Python scripts").
+"""The paper's preprocessing and reduction scripts, re-created line for line and timed in one
+process (without Python's start-up), to measure `lim bench preprocess` and `lim bench
+pipeline` against on the same inputs (`lim bench` runs this file; the README's tables).
 
-    paper-scripts.py layouts SAMPLES DIR   # DIR/petct: 10 <patient>/<study>/CT.nii.gz volumes,
-                                           # DIR/lidc: 10 <patient>/<study>/<series>/*.dcm
-                                           # series, from the sample chest CTs
     paper-scripts.py petct DATA OUT        # PET-CT_3DNifti_to_2Dpng.py's loop
     paper-scripts.py lidc DATA OUT         # LIDC_3DDICOM_to_2Dpng.py's loop
+    paper-scripts.py hash-petct PNGS OUT   # Hash_PET-CT_Volume.py's loop (Hash-6)
+    paper-scripts.py hash-lidc PNGS OUT    # Hash_LIDC_Volume.py's loop (Hash-6)
 
-Each run prints one JSON line: {"script", "slices", "seconds"}. Needs numpy, nibabel,
-pydicom, opencv-python-headless and pynrrd (for `layouts`).
+DATA is laid out as `lim bench preprocess --layouts DIR` builds it (DIR/petct, DIR/lidc);
+PNGS is the flat folder the matching preprocessing script wrote. Each run prints one JSON
+line: {"script", "slices", "seconds", "tool"} (and "kept" for the hash scripts). Needs numpy,
+nibabel, pydicom, opencv-python-headless, Pillow and imagehash.
 """
 import glob
 import json
@@ -20,27 +21,15 @@ import sys
 import time
 
 import cv2
+import imagehash
+import nibabel as nib
 import numpy as np
-
-
-def layouts(samples, out):
-    import nibabel as nib
-    import nrrd
-
-    for n in range(10):
-        name = ["lung1_image", "lung2_image"][n % 2]
-        data, _ = nrrd.read(os.path.join(samples, "ct_volumes", f"{name}.nrrd"))
-        study = os.path.join(out, "petct", f"PETCT_{n:04}", "study")
-        os.makedirs(study, exist_ok=True)
-        nib.save(nib.Nifti1Image(data.astype(np.int16), np.eye(4)), os.path.join(study, "CT.nii.gz"))
-        series = os.path.join(out, "lidc", f"LIDC-IDRI-{n + 1:04}", "study", "series")
-        shutil.copytree(os.path.join(samples, "dicom", "lung1_series"), series, dirs_exist_ok=True)
+import pydicom
+from PIL import Image
 
 
 def petct(data_path, out):
     """PET-CT_3DNifti_to_2Dpng.py: every <patient>/<study>/CT.nii.gz, a study counter n."""
-    import nibabel as nib
-
     slices, n = 0, 0
     for patient in sorted(glob.glob(os.path.join(data_path, "*"))):
         for study in sorted(glob.glob(os.path.join(patient, "*"))):
@@ -72,8 +61,6 @@ def get_pixels_hu(ds):
 def lidc(data_path, out):
     """LIDC_3DDICOM_to_2Dpng.py: <patient>/<study>/<series>/*.dcm of series with more than 10
     files, in file-name order, one counter over all slices."""
-    import pydicom
-
     i = 0
     for patient in sorted(glob.glob(os.path.join(data_path, "*"))):
         name = os.path.basename(patient)
@@ -92,16 +79,81 @@ def lidc(data_path, out):
     return i
 
 
+def calculate_hash(image, hash_size=8):
+    return np.ravel(imagehash.dhash(Image.open(image), hash_size=hash_size).hash)
+
+
+def reduce_volume(image_volume_names, hash_array, save_folder, boarder=6):
+    """The scripts' greedy loop over one volume: keep the first remaining slice, drop every
+    remaining one within Hamming distance `boarder` of it; copy the kept ones."""
+    kept = 0
+    hash_array = np.asarray(hash_array)
+    while len(image_volume_names) > 0:
+        ref_hash = hash_array[0]
+        xor = np.logical_xor(ref_hash, hash_array)
+        total = xor.sum(1)
+        matches = np.where(total <= boarder)[0]
+        shutil.copy2(image_volume_names[matches[0]], save_folder)
+        kept += 1
+        hash_array = np.delete(hash_array, matches, axis=0)
+        image_volume_names = np.delete(image_volume_names, matches, axis=0)
+    return kept
+
+
+def hash_petct(images_folder, save_folder):
+    """Hash_PET-CT_Volume.py: volumes are runs of files whose `_`-separated second-last field
+    is the study counter y, looked for from 1 upwards for each volume."""
+    image_names = sorted(glob.glob(images_folder + "/*"))
+    num = len(image_names)
+    vol = len({p.split("_")[-2] for p in image_names})
+    x, kept = 0, 0
+    for i in range(1, vol + 1):
+        image_volume_names, hash_array = [], []
+        for y in range(1, vol + 1):
+            while image_names[x].split("_")[-2] == str(y):
+                image_volume_names.append(image_names[x])
+                hash_array.append(calculate_hash(image_names[x]))
+                x += 1
+                if x == num:
+                    break
+            if image_volume_names:
+                break
+        kept += reduce_volume(image_volume_names, hash_array, save_folder)
+    return num, kept
+
+
+def hash_lidc(images_folder, save_folder):
+    """Hash_LIDC_Volume.py: volume i is the run of files of patient LIDC-IDRI-{i:04}."""
+    image_names = sorted(glob.glob(images_folder + "/*"))
+    num = len(image_names)
+    vol = len({p.split("I-")[-1].split("_")[0] for p in image_names})
+    x, kept = 0, 0
+    for i in range(1, vol + 1):
+        image_volume_names, hash_array = [], []
+        while image_names[x].split("I-")[-1].split("_")[0] == str(i).zfill(4):
+            image_volume_names.append(image_names[x])
+            hash_array.append(calculate_hash(image_names[x]))
+            x += 1
+            if x == num:
+                break
+        kept += reduce_volume(image_volume_names, hash_array, save_folder)
+    return num, kept
+
+
 def main():
     command, a, b = sys.argv[1:4]
-    if command == "layouts":
-        layouts(a, b)
-        return
     os.makedirs(b, exist_ok=True)
     start = time.perf_counter()
-    slices = {"petct": petct, "lidc": lidc}[command](a, b)
+    scripts = {"petct": petct, "lidc": lidc, "hash-petct": hash_petct, "hash-lidc": hash_lidc}
+    done = scripts[command](a, b)
     seconds = time.perf_counter() - start
-    print(json.dumps({"script": command, "slices": slices, "seconds": seconds}))
+    tool = f"python-{sys.version.split()[0]} numpy-{np.__version__} opencv-{cv2.__version__}"
+    line = {"script": command, "seconds": seconds, "tool": tool}
+    if command.startswith("hash"):
+        line["slices"], line["kept"] = done
+    else:
+        line["slices"] = done
+    print(json.dumps(line))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 //! The workloads of lim's benchmarks, shared by `lim bench` and the criterion benches in
 //! `benches/`, so that both measure the same work: deterministic inputs, ResNet-18's
-//! convolutions at the peers' setting, a ResNet train step, CT-like slices.
+//! convolutions at the peers' setting, a ResNet train step, CT-like slices, the paper's
+//! preprocessing layouts.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::autograd::Var;
 use crate::data::GreyImage;
+use crate::io::IoError;
 use crate::nn::{self, Arch, Random, ResNet, ResNetConfig};
 use crate::ops::conv2d::{Conv2dDims, ConvPass, ConvVariant, LayerShape, RESNET18_B16_64PX};
 use crate::optim::{Adam, Optimizer, Sgd};
@@ -18,6 +21,49 @@ pub fn decode_png(bytes: &[u8]) -> std::result::Result<Vec<u8>, png::DecodingErr
     let mut buffer = vec![0; reader.output_buffer_size().unwrap_or(0)];
     reader.next_frame(&mut buffer)?;
     Ok(buffer)
+}
+
+/// The two layouts of the paper's preprocessing scripts, built by [`paper_layouts`].
+pub const PAPER_LAYOUTS: [&str; 2] = ["petct", "lidc"];
+
+/// The inputs of the paper's two preprocessing scripts, built under `out` from the sample
+/// chest CTs in `samples` (data/samples), `volumes` of each, as those scripts find their data:
+/// `petct/PETCT_{n:04}/study/CT.nii.gz`, the two NRRD volumes in turn as gzipped NIfTI
+/// (`lim bench preprocess`'s PET-CT input), and `lidc/LIDC-IDRI-{n+1:04}/study/series/`, each
+/// a copy of the sample DICOM series (its LIDC input). Files already there are kept.
+pub fn paper_layouts(samples: &Path, out: &Path, volumes: usize) -> Result<()> {
+    let nrrd = ["lung1_image", "lung2_image"]
+        .map(|name| samples.join("ct_volumes").join(format!("{name}.nrrd")));
+    let series = samples.join("dicom").join("lung1_series");
+    let missing = nrrd.iter().chain([&series]).find(|p| !p.exists());
+    if let Some(missing) = missing {
+        return Err(
+            IoError::invalid(missing, "missing: run `make samples` in the lim folder").into(),
+        );
+    }
+    let mut read = [None, None];
+    let series_files = crate::io::walk(std::slice::from_ref(&series))?.files;
+    for n in 0..volumes {
+        let study = out.join(format!("petct/PETCT_{n:04}/study"));
+        let nifti = study.join("CT.nii.gz");
+        if !nifti.exists() {
+            std::fs::create_dir_all(&study).map_err(|e| IoError::io(&study, e))?;
+            if read[n % 2].is_none() {
+                read[n % 2] = Some(crate::io::read_volume(&nrrd[n % 2])?);
+            }
+            let volume = read[n % 2].as_ref().expect("read just above");
+            crate::io::nifti::write(&nifti, volume.dims, &volume.samples)?;
+        }
+        let to = out.join(format!("lidc/LIDC-IDRI-{:04}/study/series", n + 1));
+        std::fs::create_dir_all(&to).map_err(|e| IoError::io(&to, e))?;
+        for file in &series_files {
+            let copy = to.join(file.file_name().expect("a walked file has a name"));
+            if !copy.exists() {
+                crate::io::copy_atomic(file, &copy)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Deterministic values in [-0.5, 0.5).

@@ -168,7 +168,7 @@ fn inputs(files: &[(&str, &[u8])]) -> PathBuf {
 struct Discard;
 
 impl Sink for Discard {
-    fn volume(&self, slices: Vec<Made>, _: &Path) -> crate::Result<Written> {
+    fn volume(&self, slices: Vec<Made>, _: &Options) -> crate::Result<Written> {
         Ok(Written {
             records: slices.into_iter().map(|m| m.record).collect(),
             written: 0,

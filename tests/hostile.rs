@@ -460,7 +460,7 @@ fn a_file_that_vanishes_mid_run_is_a_named_failure() {
     /// Writes nothing; when handed the first volume, deletes `victims`.
     struct Deleting(Vec<PathBuf>);
     impl Sink for Deleting {
-        fn volume(&self, slices: Vec<Made>, _: &Path) -> lim::Result<Written> {
+        fn volume(&self, slices: Vec<Made>, _: &Options) -> lim::Result<Written> {
             for victim in &self.0 {
                 let _ = std::fs::remove_file(victim);
             }

@@ -54,7 +54,7 @@ pub fn run(args: &Args) -> CliResult {
         sixteen_bit: args.sixteen_bit,
         jobs: args.jobs,
         strict: args.strict,
-        output: args.output.clone(),
+        ..Options::new(&args.output)
     };
     let bar = VolumeBar::new();
     let report = preprocess::run(&args.inputs, &opts, &bar)?;

@@ -195,6 +195,63 @@ fn lps(ras: [[f64; 4]; 3]) -> [[f64; 4]; 3] {
 }
 
 /// The sample type of a NIfTI datatype code.
+/// NIfTI's datatype code of a sample type.
+fn datatype(ty: SampleType) -> i16 {
+    match ty {
+        SampleType::U8 => 2,
+        SampleType::I16 => 4,
+        SampleType::I32 => 8,
+        SampleType::F32 => 16,
+        SampleType::F64 => 64,
+        SampleType::I8 => 256,
+        SampleType::U16 => 512,
+        SampleType::U32 => 768,
+        SampleType::I64 => 1024,
+        SampleType::U64 => 1280,
+    }
+}
+
+/// Writes `samples` (`dims`, `i` fastest) as a little-endian single-file NIfTI-1, gzipped (at
+/// level 1, as nibabel does) when `path` ends in `.gz`: 1 mm voxels, the identity affine (as
+/// sform), no rescale. Written atomically.
+pub fn write(path: &Path, dims: [usize; 3], samples: &Samples) -> Result<(), IoError> {
+    let too_big = || IoError::invalid(path, format!("{dims:?} does not fit a NIfTI-1 header"));
+    let mut header = vec![0u8; 352];
+    let mut put = |at: usize, bytes: &[u8]| header[at..at + bytes.len()].copy_from_slice(bytes);
+    put(0, &348i32.to_le_bytes());
+    let mut dim = [1i16; 8];
+    dim[0] = 3;
+    for (d, &n) in dim[1..4].iter_mut().zip(&dims) {
+        *d = i16::try_from(n).map_err(|_| too_big())?;
+    }
+    for (i, d) in dim.iter().enumerate() {
+        put(40 + 2 * i, &d.to_le_bytes());
+    }
+    let ty = samples.sample_type();
+    put(70, &datatype(ty).to_le_bytes());
+    put(72, &(8 * ty.size() as i16).to_le_bytes());
+    for i in 0..4 {
+        put(76 + 4 * i, &1f32.to_le_bytes());
+    }
+    put(108, &352f32.to_le_bytes());
+    put(254, &1i16.to_le_bytes());
+    for (row, at) in [280, 296, 312].into_iter().enumerate() {
+        put(at + 4 * row, &1f32.to_le_bytes());
+    }
+    put(344, b"n+1\0");
+    let mut bytes = header;
+    bytes.extend(samples.to_le_bytes());
+    if path.extension().is_some_and(|e| e == "gz") {
+        use std::io::Write;
+        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(&bytes)
+            .and_then(|()| z.flush())
+            .map_err(|e| IoError::io(path, e))?;
+        bytes = z.finish().map_err(|e| IoError::io(path, e))?;
+    }
+    super::write_atomic(path, &bytes)
+}
+
 fn sample_type(path: &Path, datatype: i16) -> Result<SampleType, IoError> {
     Ok(match datatype {
         2 => SampleType::U8,

@@ -138,6 +138,26 @@ impl Samples {
         with_samples!(self, v => out.extend(index.map(|i| v[i].to_f64())))
     }
 
+    /// Every sample's little-endian bytes, in order.
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        with_samples!(self, v => v.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
+
+    pub fn sample_type(&self) -> SampleType {
+        match self {
+            Samples::U8(_) => SampleType::U8,
+            Samples::I8(_) => SampleType::I8,
+            Samples::U16(_) => SampleType::U16,
+            Samples::I16(_) => SampleType::I16,
+            Samples::U32(_) => SampleType::U32,
+            Samples::I32(_) => SampleType::I32,
+            Samples::U64(_) => SampleType::U64,
+            Samples::I64(_) => SampleType::I64,
+            Samples::F32(_) => SampleType::F32,
+            Samples::F64(_) => SampleType::F64,
+        }
+    }
+
     /// The stored value at one index, as f64.
     pub fn get(&self, i: usize) -> f64 {
         with_samples!(self, v => v[i].to_f64())

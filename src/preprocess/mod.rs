@@ -5,11 +5,13 @@
 //! a window; `Mode::Paper` reproduces the paper's two scripts exactly, quirks and file names
 //! included (reference/less-is-more.md §1.2, §1.3).
 
+mod clock;
 mod discover;
 pub mod intensity;
 pub mod slicing;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
@@ -20,6 +22,7 @@ use crate::io::dicom::{self, SliceOrder};
 pub use crate::io::png::Pixels;
 use crate::io::{self, Failure, IoError, Samples, Volume};
 use crate::io::{jsonl, png};
+pub use clock::{Stage, StageClock};
 use discover::{Job, Naming, Source, discover, frame_numbers};
 use intensity::{Range, Window};
 use slicing::SlicePlan;
@@ -44,6 +47,8 @@ pub struct Options {
     /// Stop at the first failure.
     pub strict: bool,
     pub output: PathBuf,
+    /// Times each stage (`lim bench`); off by default.
+    pub clock: Arc<StageClock>,
 }
 
 impl Options {
@@ -56,6 +61,7 @@ impl Options {
             jobs: None,
             strict: false,
             output: output.into(),
+            clock: Arc::default(),
         }
     }
 }
@@ -134,7 +140,7 @@ pub trait Sink: Sync {
     /// how many slices were written and how many were already there. An [`Error::Io`] is
     /// that volume's failure, unless the disk is full; a full disk and any other error (the
     /// GPU's) stop the run.
-    fn volume(&self, slices: Vec<Made>, output: &Path) -> crate::Result<Written>;
+    fn volume(&self, slices: Vec<Made>, opts: &Options) -> crate::Result<Written>;
 }
 
 /// What a sink did with a volume.
@@ -148,34 +154,42 @@ pub struct Written {
 pub struct WriteAll;
 
 impl Sink for WriteAll {
-    fn volume(&self, slices: Vec<Made>, output: &Path) -> crate::Result<Written> {
-        let mut done = Written {
-            records: Vec::with_capacity(slices.len()),
-            written: 0,
-            existing: 0,
-        };
-        for made in slices {
-            if write_slice(&made, output)? {
-                done.written += 1;
-            } else {
-                done.existing += 1;
-            }
-            done.records.push(made.record);
-        }
-        Ok(done)
+    fn volume(&self, slices: Vec<Made>, opts: &Options) -> crate::Result<Written> {
+        Ok(write_slices(slices, opts)?)
     }
 }
 
-/// Writes a slice unless its file is already there; whether it wrote.
-pub fn write_slice(made: &Made, output: &Path) -> Result<bool, IoError> {
-    let path = output.join(&made.record.path);
+/// Writes `slices` into `opts.output` in parallel, skipping complete ones.
+pub fn write_slices(slices: Vec<Made>, opts: &Options) -> Result<Written, IoError> {
+    let wrote = slices
+        .par_iter()
+        .map(|made| write_slice(made, opts))
+        .collect::<Result<Vec<bool>, _>>()?;
+    let written = wrote.iter().filter(|&&w| w).count();
+    Ok(Written {
+        records: slices.into_iter().map(|m| m.record).collect(),
+        written,
+        existing: wrote.len() - written,
+    })
+}
+
+/// Writes a slice into `opts.output` unless its file is already there; whether it wrote.
+pub fn write_slice(made: &Made, opts: &Options) -> Result<bool, IoError> {
+    let path = opts.output.join(&made.record.path);
     if path.exists() {
         return Ok(false);
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| IoError::io(dir, e))?;
     }
-    png::write(&path, made.width, made.height, &made.pixels)?;
+    let bytes = opts
+        .clock
+        .time(Stage::Encode, || {
+            png::encode(made.width, made.height, &made.pixels)
+        })
+        .map_err(|e| IoError::invalid(&path, e))?;
+    opts.clock
+        .time(Stage::Write, || io::write_atomic(&path, &bytes))?;
     Ok(true)
 }
 
@@ -275,7 +289,7 @@ struct Done {
 
 fn process(job: &Job, opts: &Options, sink: &dyn Sink) -> Result<Done, Failed> {
     let (made, failures) = make_slices(job, opts).map_err(Failed::Inputs)?;
-    let written = sink.volume(made, &opts.output).map_err(|e| match e {
+    let written = sink.volume(made, opts).map_err(|e| match e {
         Error::Io(e) if !e.is_disk_full() => Failed::Inputs(vec![e.into()]),
         other => Failed::Run(other),
     })?;
@@ -294,16 +308,23 @@ fn make_slices(job: &Job, opts: &Options) -> Result<(Vec<Made>, Vec<Failure>), V
     } else {
         SliceOrder::Position
     };
-    let (volume, file_errors) = match &job.source {
-        Source::File(path) => (
-            io::read_volume(path).map_err(|e| vec![e.into()])?,
-            Vec::new(),
-        ),
-        Source::Series(series) => {
-            let read = dicom::read_series(series, order).map_err(|e| vec![e.into()])?;
-            (read.volume, read.file_errors)
-        }
-    };
+    let clock = &opts.clock;
+    if clock.is_on() {
+        let files = match &job.source {
+            Source::File(path) => std::slice::from_ref(path),
+            Source::Series(series) => &series.files[..],
+        };
+        clock.time(Stage::Read, || files.iter().map(std::fs::read).count());
+    }
+    let (volume, file_errors) = clock
+        .time(Stage::Decode, || match &job.source {
+            Source::File(path) => Ok((io::read_volume(path)?, Vec::new())),
+            Source::Series(series) => {
+                let read = dicom::read_series(series, order)?;
+                Ok((read.volume, read.file_errors))
+            }
+        })
+        .map_err(|e: IoError| vec![e.into()])?;
     let plan = match opts.mode {
         Mode::Paper => SlicePlan::stored(),
         Mode::Default => SlicePlan::axial(&volume.affine),
@@ -311,7 +332,6 @@ fn make_slices(job: &Job, opts: &Options) -> Result<(Vec<Made>, Vec<Failure>), V
     let slices = plan.shape(volume.dims)[2];
     let digits = slices.saturating_sub(1).to_string().len().max(4);
     let spacing = plan.spacing(&volume);
-    let mut scratch = Scratch::default();
     let names: Vec<String> = match (&job.naming, &job.source) {
         (Naming::Counter { patient, first }, Source::Series(series)) => {
             frame_numbers(*first, series, &volume)
@@ -326,12 +346,13 @@ fn make_slices(job: &Job, opts: &Options) -> Result<(Vec<Made>, Vec<Failure>), V
             .map(|s| format!("{}/{s:0digits$}.png", job.id))
             .collect(),
     };
-    let mut made = Vec::with_capacity(slices);
-    for (s, name) in names.into_iter().enumerate() {
-        let (pixels, width, height, range) = match opts.mode {
-            Mode::Paper => paper_slice(&volume, s, &mut scratch).map_err(|e| vec![e.into()])?,
-            Mode::Default => default_slice(&volume, &plan, s, opts, &mut scratch),
-        };
+    // The slices of a volume in parallel too, so that the last volumes of a run (and a run of
+    // one volume) keep every core busy.
+    let make = |scratch: &mut Scratch, (s, name): (usize, String)| -> Result<Made, Vec<Failure>> {
+        let (pixels, width, height, range) = clock.time(Stage::Slice, || match opts.mode {
+            Mode::Paper => paper_slice(&volume, s, scratch).map_err(|e| vec![e.into()]),
+            Mode::Default => Ok(default_slice(&volume, &plan, s, opts, scratch)),
+        })?;
         let stored_k = plan.voxel(volume.dims, s, 0, 0)[2];
         let z_mm = match (&volume.slice_positions, opts.mode) {
             (Some(positions), Mode::Paper) => positions[stored_k].map(|p| p[2]),
@@ -352,13 +373,18 @@ fn make_slices(job: &Job, opts: &Options) -> Result<(Vec<Made>, Vec<Failure>), V
             range: [range.low, range.high],
             notes: volume.notes.clone(),
         };
-        made.push(Made {
+        Ok(Made {
             record,
             pixels,
             width,
             height,
-        });
-    }
+        })
+    };
+    let made = names
+        .into_par_iter()
+        .enumerate()
+        .map_init(Scratch::default, make)
+        .collect::<Result<Vec<Made>, _>>()?;
     Ok((made, file_errors.into_iter().map(Failure::from).collect()))
 }
 

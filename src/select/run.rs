@@ -390,58 +390,54 @@ struct ReduceSink<'a> {
 }
 
 impl Sink for ReduceSink<'_> {
-    fn volume(&self, slices: Vec<Made>, output: &Path) -> Result<Written> {
-        // Decide in the order `reduce` sees on disk (path bytes); write the manifest in the
-        // order preprocessing made the slices, as `reduce` keeps its input manifest's order.
-        let mut order: Vec<usize> = (0..slices.len()).collect();
-        order.sort_by(|&a, &b| {
-            slices[a]
-                .record
-                .path
-                .as_bytes()
-                .cmp(slices[b].record.path.as_bytes())
-        });
-        // What imagehash would read back from each PNG: 16-bit slices clip to 8 bits.
-        let images: Vec<Luma8> = order
-            .iter()
-            .map(|&i| &slices[i])
-            .map(|m| Luma8 {
-                width: m.width,
-                height: m.height,
-                pixels: match &m.pixels {
-                    preprocess::Pixels::Gray8(p) => p.clone(),
-                    preprocess::Pixels::Gray16(p) => p.iter().map(|&v| v.min(255) as u8).collect(),
-                },
-            })
-            .collect();
-        let refs: Vec<&Luma8> = images.iter().collect();
-        let paths: Vec<String> = order
-            .iter()
-            .map(|&i| slices[i].record.path.clone())
-            .collect();
-        let volume = slices
-            .first()
-            .map_or(String::new(), |m| m.record.volume.clone());
-        let records = select_group(&volume, &paths, &refs, self.strategy, self.hashing)?;
+    fn volume(&self, slices: Vec<Made>, opts: &preprocess::Options) -> Result<Written> {
+        let (order, records) = opts.clock.time(preprocess::Stage::Hash, || {
+            // Decide in the order `reduce` sees on disk (path bytes); write the manifest in the
+            // order preprocessing made the slices, as `reduce` keeps its input manifest's order.
+            let mut order: Vec<usize> = (0..slices.len()).collect();
+            order.sort_by(|&a, &b| {
+                slices[a]
+                    .record
+                    .path
+                    .as_bytes()
+                    .cmp(slices[b].record.path.as_bytes())
+            });
+            // What imagehash would read back from each PNG: 16-bit slices clip to 8 bits.
+            let images: Vec<Luma8> = order
+                .iter()
+                .map(|&i| &slices[i])
+                .map(|m| Luma8 {
+                    width: m.width,
+                    height: m.height,
+                    pixels: match &m.pixels {
+                        preprocess::Pixels::Gray8(p) => p.clone(),
+                        preprocess::Pixels::Gray16(p) => {
+                            p.iter().map(|&v| v.min(255) as u8).collect()
+                        }
+                    },
+                })
+                .collect();
+            let refs: Vec<&Luma8> = images.iter().collect();
+            let paths: Vec<String> = order
+                .iter()
+                .map(|&i| slices[i].record.path.clone())
+                .collect();
+            let volume = slices
+                .first()
+                .map_or(String::new(), |m| m.record.volume.clone());
+            let records = select_group(&volume, &paths, &refs, self.strategy, self.hashing)?;
+            Ok::<_, crate::Error>((order, records))
+        })?;
         let mut kept = vec![false; slices.len()];
         for (&i, record) in order.iter().zip(&records) {
             kept[i] = record.kept;
         }
-        let mut done = Written {
-            records: Vec::new(),
-            written: 0,
-            existing: 0,
-        };
-        for (made, kept) in slices.into_iter().zip(kept) {
-            if kept {
-                if preprocess::write_slice(&made, output)? {
-                    done.written += 1;
-                } else {
-                    done.existing += 1;
-                }
-                done.records.push(made.record);
-            }
-        }
+        let kept: Vec<Made> = slices
+            .into_iter()
+            .zip(kept)
+            .filter_map(|(made, kept)| kept.then_some(made))
+            .collect();
+        let done = preprocess::write_slices(kept, opts)?;
         self.records.lock().unwrap().extend(records);
         Ok(done)
     }

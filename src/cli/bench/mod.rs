@@ -14,6 +14,7 @@ use super::{CliResult, GpuArgs};
 
 mod conv;
 mod hash;
+mod paper;
 mod swav;
 mod train;
 
@@ -23,6 +24,12 @@ pub enum Command {
     Matmul(MatmulArgs),
     /// Hashing throughput on PNG slices next to Python imagehash, and the PNG decode rate
     Hash(hash::HashArgs),
+    /// `lim preprocess --mode paper` against the paper's two preprocessing scripts on the same
+    /// NIfTI and DICOM volumes, with lim's time per stage and the outputs compared
+    Preprocess(paper::Args),
+    /// Volumes to the kept Hash-6 slices (`lim reduce --from-volumes --mode paper`) against the
+    /// paper's preprocessing and reduction scripts run one after the other
+    Pipeline(paper::Args),
     /// GFLOP/s of every conv2d variant on ResNet-18's layers, forward and backward
     Conv(conv::ConvArgs),
     /// ms per optimiser step of a ResNet, images/s, and the dispatches and submissions a step makes
@@ -52,6 +59,8 @@ pub fn run(gpu_args: &GpuArgs, cmd: &Command) -> CliResult {
     match cmd {
         Command::Matmul(args) => matmul(gpu_args, args),
         Command::Hash(args) => hash::run(gpu_args, args),
+        Command::Preprocess(args) => paper::run(paper::Work::Preprocess, args),
+        Command::Pipeline(args) => paper::run(paper::Work::Pipeline, args),
         Command::Conv(args) => conv::run(gpu_args, args),
         Command::TrainStep(args) => train::run(gpu_args, args),
         Command::SwavStep(args) => swav::run(gpu_args, args),
