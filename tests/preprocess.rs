@@ -680,3 +680,133 @@ fn a_dangling_link_is_a_named_failure_and_the_rest_is_processed() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// With the stage clock on, every stage of a plain run takes time and hashing none; off (the
+/// default), nothing is counted.
+#[test]
+fn the_stage_clock_counts_each_stage_only_when_on() {
+    let input = common::samples().join("ct_volumes/ct_example.nii.gz");
+    let clock = std::sync::Arc::new(preprocess::StageClock::on());
+    let opts = Options {
+        mode: Mode::Paper,
+        clock: clock.clone(),
+        ..Options::new(fresh_dir("clock-on"))
+    };
+    let report = preprocess::run(std::slice::from_ref(&input), &opts, &NoProgress).unwrap();
+    assert!(report.slices_written > 0);
+    for stage in preprocess::Stage::ALL {
+        let seconds = clock.seconds(stage);
+        match stage {
+            preprocess::Stage::Hash => assert_eq!(seconds, 0.0),
+            _ => assert!(seconds > 0.0, "{}: {seconds}", stage.name()),
+        }
+    }
+    let opts = Options {
+        mode: Mode::Paper,
+        ..Options::new(fresh_dir("clock-off"))
+    };
+    preprocess::run(std::slice::from_ref(&input), &opts, &NoProgress).unwrap();
+    assert!(!opts.clock.is_on());
+    assert!(
+        preprocess::Stage::ALL
+            .iter()
+            .all(|&s| opts.clock.seconds(s) == 0.0)
+    );
+}
+
+/// `lim bench preprocess` and `lim bench pipeline` build the paper's two layouts from the
+/// samples, and report every stage, each thread count and what was made, for both layouts.
+#[test]
+fn the_preprocess_and_pipeline_benches_report_every_stage_of_both_layouts() {
+    let layouts = fresh_dir("bench-layouts");
+    let threads = std::thread::available_parallelism().unwrap().get();
+    for (bench, stages) in [
+        (
+            "preprocess",
+            &["read", "decode", "slice", "encode", "write"][..],
+        ),
+        (
+            "pipeline",
+            &["read", "decode", "slice", "hash_select", "encode", "write"][..],
+        ),
+    ] {
+        let out = lim(&[
+            "bench",
+            bench,
+            "--layouts",
+            layouts.to_str().unwrap(),
+            "--volumes",
+            "2",
+            "--passes",
+            "1",
+            "--python",
+            "none",
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        // lung1 and lung2 (48 and 61 slices) as NIfTI; the 48-file series twice as DICOM.
+        for (layout, slices) in [("petct", 109), ("lidc", 96)] {
+            let of = |what: &str| -> Vec<&serde_json::Value> {
+                lines
+                    .iter()
+                    .filter(|l| l["layout"] == layout && l["what"] == what)
+                    .collect()
+            };
+            let timed = of("stages per slice and core");
+            assert_eq!(timed.len(), 1, "{bench} {layout}");
+            for stage in stages {
+                let ms = timed[0][format!("{stage}_ms")].as_f64().unwrap();
+                assert!(ms > 0.0, "{bench} {layout} {stage}: {ms}");
+            }
+            assert!(!timed[0]["cpu"].as_str().unwrap().is_empty());
+            let command = if bench == "preprocess" {
+                "lim preprocess --mode paper"
+            } else {
+                "lim reduce --from-volumes --mode paper"
+            };
+            let rows = of(command);
+            let counts: Vec<u64> = rows
+                .iter()
+                .map(|r| r["threads"].as_u64().unwrap())
+                .collect();
+            let want: Vec<u64> = if threads == 1 {
+                vec![1]
+            } else {
+                vec![1, threads as u64]
+            };
+            assert_eq!(counts, want, "{bench} {layout}");
+            for row in rows {
+                assert_eq!(row["slices"], slices, "{bench} {layout}");
+                assert!(row["seconds"].as_f64().unwrap() > 0.0);
+                let kept = row["kept"].as_u64();
+                if bench == "pipeline" {
+                    assert!(kept.is_some_and(|k| k > 0 && k < slices), "{row}");
+                } else {
+                    assert_eq!(kept, None);
+                }
+            }
+            let outputs = of("outputs");
+            assert_eq!(outputs[0]["identical"], false);
+            assert!(
+                outputs[0]["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("--python none")
+            );
+        }
+    }
+    assert!(layouts.join("petct/PETCT_0001/study/CT.nii.gz").is_file());
+    assert!(
+        layouts
+            .join("lidc/LIDC-IDRI-0002/study/series/IM0047.dcm")
+            .is_file()
+    );
+}

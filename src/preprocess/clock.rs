@@ -46,7 +46,9 @@ impl Stage {
 
 /// Core time per stage, summed over threads. Off unless made with [`StageClock::on`]: then
 /// each volume's files are also read once on their own before they are decoded, so that
-/// reading and decoding are told apart (work a plain run does not do).
+/// reading and decoding are told apart (work a plain run does not do). A stage that runs in
+/// parallel inside (hashing a volume's slices) counts its wall time: run on one thread to
+/// read every stage as core time.
 #[derive(Debug, Default)]
 pub struct StageClock {
     on: bool,

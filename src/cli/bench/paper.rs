@@ -251,8 +251,9 @@ fn measure(
         Work::Preprocess => "lim preprocess --mode paper",
         Work::Pipeline => "lim reduce --from-volumes --mode paper",
     };
-    // One run with the stage clock on, which also warms the page cache.
-    let (made, clock) = run_lim(work, &input, &lim_out, None, StageClock::on())?;
+    // One run with the stage clock on, which also warms the page cache; on one thread, where
+    // a stage's wall time is its core time.
+    let (made, clock) = run_lim(work, &input, &lim_out, Some(1), StageClock::on())?;
     let slices = made.slices;
     let stages = Stage::ALL
         .into_iter()
