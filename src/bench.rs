@@ -23,6 +23,19 @@ pub fn decode_png(bytes: &[u8]) -> std::result::Result<Vec<u8>, png::DecodingErr
     Ok(buffer)
 }
 
+/// The CPU's name (Linux's /proc/cpuinfo, else the architecture), for the record of where a
+/// CPU figure was measured.
+pub fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
 /// The two layouts of the paper's preprocessing scripts, built by [`paper_layouts`].
 pub const PAPER_LAYOUTS: [&str; 2] = ["petct", "lidc"];
 

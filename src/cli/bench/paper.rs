@@ -88,18 +88,6 @@ fn scripts(layout: &str, work: Work) -> Vec<(&'static str, &'static str)> {
     }
 }
 
-/// The CPU's name, for the record of where a figure was measured.
-fn cpu_name() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -320,7 +308,7 @@ pub fn run(work: Work, args: &Args) -> CliResult {
         .clone()
         .unwrap_or_else(|| scratch.join("layouts"));
     lim::bench::paper_layouts(Path::new("data/samples"), &layouts, args.volumes)?;
-    let cpu = cpu_name();
+    let cpu = lim::bench::cpu_name();
     let threads = rayon::current_num_threads();
     let mut measured = Vec::new();
     for name in lim::bench::PAPER_LAYOUTS {
