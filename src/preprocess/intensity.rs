@@ -186,8 +186,10 @@ fn paper_nifti_stored_body<T>(stored: &[T], rescale: Rescale, out: &mut Vec<u8>)
 where
     T: Copy + Ord + Into<i64>,
 {
-    let lo: i64 = stored.iter().copied().min()?.into();
-    let hi: i64 = stored.iter().copied().max()?.into();
+    // Folds of `Ord::min` and `max` vectorise; `Iterator::min` did not.
+    let first = *stored.first()?;
+    let lo: i64 = stored.iter().fold(first, |a, &b| a.min(b)).into();
+    let hi: i64 = stored.iter().fold(first, |a, &b| a.max(b)).into();
     if hi - lo >= stored.len() as i64 {
         return None;
     }
@@ -245,8 +247,9 @@ fn paper_dicom_body(
     for v in &mut img {
         *v = v.wrapping_add(intercept);
     }
-    let min = img.iter().copied().min().unwrap_or(0);
-    let max = img.iter().copied().max().unwrap_or(0);
+    let first = img.first().copied().unwrap_or(0);
+    let min = img.iter().fold(first, |a, &b| a.min(b));
+    let max = img.iter().fold(first, |a, &b| a.max(b));
     let denom = max.wrapping_sub(min) as f64;
     let grey = |v: i16| quantise(v.wrapping_sub(min) as f64 / denom * 255.0, 255.0) as u8;
     out.clear();
