@@ -453,7 +453,7 @@ mod tests {
                         assert_eq!((got, r), (want, range), "{len} x {spread}, {rescale:?}");
                     }
                     // Only a range wider than the slice goes the general way.
-                    None => assert!(spread > len as i32, "{len} x {spread}, {rescale:?}"),
+                    None => assert!(spread > len, "{len} x {spread}, {rescale:?}"),
                 }
             }
         }
