@@ -373,15 +373,7 @@ fn the_hash_bench_names_its_adapter_and_every_path() {
         "none",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rows = common::json_lines(&out);
     let adapter = common::gpu().info().name.clone();
     for what in [
         "read",

@@ -323,12 +323,9 @@ fn the_train_step_bench_reports_time_and_device_traffic() {
         "off",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let [line] = &common::json_lines(&out)[..] else {
+        panic!("one JSON line")
+    };
     assert_eq!(line["adapter"], gpu().info().name.as_str(), "{line}");
     assert_eq!(line["optimizer"], "lars", "{line}");
     assert_eq!(line["steps"], 2, "{line}");

@@ -743,15 +743,7 @@ fn the_preprocess_and_pipeline_benches_report_every_stage_of_both_layouts() {
             "none",
             "--json",
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines = common::json_lines(&out);
         // lung1 and lung2 (48 and 61 slices) as NIfTI; the 48-file series twice as DICOM.
         for (layout, slices) in [("petct", 109), ("lidc", 96)] {
             let of = |what: &str| -> Vec<&serde_json::Value> {

@@ -57,6 +57,7 @@ fn paper(threshold: u32) -> Options {
         pattern: VolumePattern::Auto,
         link: false,
         sheets: 0,
+        shard: None,
     }
 }
 
@@ -347,6 +348,7 @@ fn hard_links_contact_sheets_and_untouched_inputs() {
     let opts = Options {
         link: true,
         sheets: 2,
+        shard: None,
         ..paper(6)
     };
     select::run(
@@ -572,5 +574,96 @@ fn a_killed_reduce_reruns_to_the_same_outputs() {
             .collect::<Vec<_>>()
     };
     common::assert_killed_runs_end_as_whole(&dir, run, &[150, 300, 500, 800]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// An archive reduced in three parts (`--shard i/3`) and merged gives what one run gives,
+/// file for file, per volume and with `--scope global`; each volume is in exactly one part;
+/// a merge refuses parts that are missing, unfinished or cut differently.
+#[test]
+fn parts_merged_equal_one_run_per_volume_and_globally() {
+    let run = |args: &[&str]| {
+        let out = common::lim(&[&["reduce", "--cpu"], args].concat());
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let input = slices().to_str().unwrap();
+    let dir = fresh("shards");
+    let at = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    run(&[input, &at("one")]);
+    run(&[input, &at("one-global"), "--scope", "global"]);
+    let parts: Vec<String> = (0..3).map(|i| at(&format!("part{i}"))).collect();
+    for (i, part) in parts.iter().enumerate() {
+        run(&[input, part, "--shard", &format!("{i}/3")]);
+        assert!(Path::new(part).join("shard.json").is_file());
+    }
+    let volumes_of = |dir: &str| -> BTreeSet<String> {
+        let text = std::fs::read_to_string(Path::new(dir).join("reduction.jsonl")).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["volume"].to_string())
+            .collect()
+    };
+    let mut seen = BTreeSet::new();
+    for part in &parts {
+        for volume in volumes_of(part) {
+            assert!(seen.insert(volume.clone()), "{volume} in two parts");
+        }
+    }
+    assert_eq!(seen, volumes_of(&at("one")));
+    assert!(
+        seen.len() >= 3,
+        "the samples have volumes enough for three parts: {seen:?}"
+    );
+
+    let merge = |scope: &str, out: &str| {
+        let args: Vec<&str> = ["--merge", "--scope", scope]
+            .into_iter()
+            .chain(parts.iter().rev().map(String::as_str))
+            .chain([out])
+            .collect();
+        run(&args);
+    };
+    merge("volume", &at("merged"));
+    common::assert_same_files(&dir.join("one"), &dir.join("merged"), "merged per volume");
+    merge("global", &at("merged-global"));
+    common::assert_same_files(
+        &dir.join("one-global"),
+        &dir.join("merged-global"),
+        "merged globally",
+    );
+
+    let refused = |args: &[&str], why: &str| {
+        let out = common::lim(&[&["reduce"], args].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(why),
+            "{args:?}: {stderr}"
+        );
+    };
+    refused(
+        &["--merge", &parts[0], &parts[2], &at("m1")],
+        "parts 1/3 are missing",
+    );
+    refused(
+        &["--merge", &parts[0], &parts[0], &parts[1], &at("m2")],
+        "given twice",
+    );
+    refused(
+        &["--merge", &parts[0], &parts[1], &at("one"), &at("m3")],
+        "not a finished part",
+    );
+    run(&[input, &at("half0"), "--shard", "0/2"]);
+    refused(
+        &["--merge", &parts[0], &parts[1], &at("half0"), &at("m4")],
+        "a part of 2 (not 3)",
+    );
+    refused(&[input, &at("bad"), "--shard", "3/3"], "is not a shard");
+    refused(
+        &[input, &at("bad"), "--shard", "0/3", "--scope", "global"],
+        "volume by volume",
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -74,6 +74,15 @@ pub struct Args {
     /// --from-volumes: the window (see `lim preprocess --help`)
     #[arg(long, default_value = "minmax")]
     window: String,
+    /// Reduce only part I of N of the volumes (a stable split by volume name), into an
+    /// output of its own; `--merge` joins the parts
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
+    /// The paths are the output folders of every part of a `--shard` run and, last, the
+    /// output: written as one run on the whole input would have (with --scope global, the
+    /// hash rule applied again across the parts)
+    #[arg(long, conflicts_with_all = ["shard", "from_volumes"])]
+    merge: bool,
 }
 
 fn strategy(gpu_args: &GpuArgs, args: &Args) -> Result<Strategy, Box<dyn std::error::Error>> {
@@ -170,7 +179,16 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
     let output = &output[0];
     let bar = VolumeBar::new();
 
-    let summary = if args.from_volumes {
+    let summary = if args.merge {
+        let report = select::merge(inputs, output, scope, args.link)?;
+        for f in &report.failures {
+            eprintln!("{}", f.error);
+        }
+        report.summary()
+    } else if args.from_volumes {
+        if args.shard.is_some() {
+            return Err("--shard splits a slice folder: not with --from-volumes".into());
+        }
         if scope == Scope::Global {
             return Err(
                 "--from-volumes reduces volume by volume: --scope global needs the slices on disk"
@@ -205,6 +223,11 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
             pattern: args.volume_pattern.parse::<VolumePattern>()?,
             link: args.link,
             sheets: args.sheets,
+            shard: args
+                .shard
+                .as_deref()
+                .map(str::parse::<select::Shard>)
+                .transpose()?,
         };
         let report = select::run(&inputs[0], output, &opts, &hashing, &bar)?;
         bar.0.finish_and_clear();
@@ -248,6 +271,7 @@ pub fn counter(gpu_args: &GpuArgs, args: &Args) -> Result<impl FnMut(f64) -> Cou
             pattern: pattern.clone(),
             link: true,
             sheets: 0,
+            shard: None,
         };
         let report = select::run(
             &input,

@@ -421,27 +421,18 @@ fn paper_slice(
         (None, samples) => {
             let rescale = volume.rescale_of(s);
             let slice = s * plane..(s + 1) * plane;
-            let tabled = match samples {
-                Samples::U8(v) => {
-                    intensity::paper_nifti_stored(&v[slice.clone()], rescale, &mut out)
-                }
-                Samples::I8(v) => {
-                    intensity::paper_nifti_stored(&v[slice.clone()], rescale, &mut out)
-                }
-                Samples::U16(v) => {
-                    intensity::paper_nifti_stored(&v[slice.clone()], rescale, &mut out)
-                }
-                Samples::I16(v) => {
-                    intensity::paper_nifti_stored(&v[slice.clone()], rescale, &mut out)
-                }
-                Samples::U32(v) => {
-                    intensity::paper_nifti_stored(&v[slice.clone()], rescale, &mut out)
-                }
-                Samples::I32(v) => {
-                    intensity::paper_nifti_stored(&v[slice.clone()], rescale, &mut out)
-                }
-                _ => None,
-            };
+            // Integer samples go through a table of the slice's range.
+            macro_rules! tabled {
+                ($($variant:ident),*) => {
+                    match samples {
+                        $(Samples::$variant(v) => {
+                            intensity::paper_nifti_stored(&v[slice.clone()], rescale, &mut out)
+                        })*
+                        _ => None,
+                    }
+                };
+            }
+            let tabled = tabled!(U8, I8, U16, I16, U32, I32);
             match tabled {
                 Some(range) => range,
                 None => {

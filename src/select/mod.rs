@@ -6,14 +6,17 @@
 //!
 //! - [`rule`]: the rules, pure functions of a group's slices (no I/O);
 //! - [`collect`]: which slices a folder holds and their volumes;
-//! - [`run`]: a run on files (and on volumes in memory), its outputs and reports.
+//! - [`run`]: a run on files (and on volumes in memory), its outputs and reports;
+//! - [`shard`]: a run in parts, and the parts merged.
 
 pub mod collect;
 pub mod rule;
 pub mod run;
+pub mod shard;
 pub mod sheet;
 pub mod similarity;
 
 pub use collect::{Scope, VolumePattern, collect};
 pub use rule::{Decision, Embedder, SharedEmbedder, Strategy, decide};
 pub use run::{Hashing, Options, Record, Report, run, run_from_volumes};
+pub use shard::{Shard, merge};

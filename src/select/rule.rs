@@ -2,6 +2,8 @@
 //! hashes or features), which are kept. The paper's rule is the greedy leader rule on dHash
 //! distances; the others are the comparisons it made.
 
+use std::collections::HashMap;
+
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -90,6 +92,62 @@ fn dropped_for(exemplar: usize) -> Decision {
     }
 }
 
+/// The exemplar rule on hashes within `threshold` bits, as [`leader`] decides it, one slice at
+/// a time: a slice is dropped for the earliest exemplar within the threshold, and is one itself
+/// if none is. The exemplars near a slice are found through an index, not by measuring every
+/// one (which grows with the square of an archive, `--scope global`): two hashes within
+/// `threshold` bits agree on at least one of `threshold + 1` bands of their bits (there are
+/// more bands than differing bits), so only exemplars sharing a band are measured.
+fn hash_leader(hashes: &[Hash], threshold: u32) -> Vec<Decision> {
+    let bits = hashes.first().map_or(0, Hash::len);
+    // More bands than bits leaves one empty, which every pair shares: still exact.
+    let bands = (threshold as usize + 1).min(bits + 1);
+    let bounds: Vec<(usize, usize)> = (0..bands)
+        .map(|b| (b * bits / bands, (b + 1) * bits / bands))
+        .collect();
+    let mut index: Vec<HashMap<u64, Vec<usize>>> = vec![HashMap::new(); bands];
+    let mut decisions = Vec::with_capacity(hashes.len());
+    for (i, hash) in hashes.iter().enumerate() {
+        let keys: Vec<u64> = bounds
+            .iter()
+            .map(|&(lo, hi)| band_key(hash, lo..hi))
+            .collect();
+        // Each band's exemplars are in slice order: its first one within the threshold.
+        let exemplar = keys
+            .iter()
+            .zip(&index)
+            .filter_map(|(key, exemplars)| {
+                exemplars
+                    .get(key)?
+                    .iter()
+                    .copied()
+                    .find(|&e| hashes[e].hamming(hash) <= threshold)
+            })
+            .min();
+        decisions.push(match exemplar {
+            Some(e) => Decision {
+                distance: Some(hashes[e].hamming(hash)),
+                ..dropped_for(e)
+            },
+            None => {
+                for (key, exemplars) in keys.into_iter().zip(&mut index) {
+                    exemplars.entry(key).or_default().push(i);
+                }
+                KEPT
+            }
+        });
+    }
+    decisions
+}
+
+/// A fingerprint of a hash's `bits` (FNV-1a over them): equal bits give equal keys; the rare
+/// unequal bits with an equal key only cost a measurement.
+fn band_key(hash: &Hash, bits: std::ops::Range<usize>) -> u64 {
+    bits.fold(0xcbf2_9ce4_8422_2325, |key, i| {
+        (key ^ hash.bit(i) as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// The exemplar rule: the first remaining slice is kept, and every remaining slice `alike`
 /// it is dropped for it; repeat until none remain. `alike(exemplar, other)` gives whether
 /// they are alike and the decision to record if so.
@@ -127,14 +185,7 @@ pub fn decide(
 ) -> Vec<Decision> {
     match strategy {
         Strategy::Hash { threshold, .. } => {
-            let hashes = hashes.expect("hashed before deciding");
-            leader(n, |e, i| {
-                let d = hashes[e].hamming(&hashes[i]);
-                (d <= *threshold).then_some(Decision {
-                    distance: Some(d),
-                    ..dropped_for(e)
-                })
-            })
+            hash_leader(&hashes.expect("hashed before deciding")[..n], *threshold)
         }
         Strategy::Ssim { threshold } | Strategy::Mi { threshold } => {
             let thumbs: Vec<Luma8> = images
@@ -187,6 +238,58 @@ pub fn decide(
                 };
             }
             decisions
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::RngExt;
+
+    /// Hashes in clusters (a few bits flipped from a handful of centres), so that every
+    /// distance from 0 to far apart occurs.
+    fn clustered(n: usize, bits: usize, seed: u64) -> Vec<Hash> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let centres: Vec<Vec<bool>> = (0..5)
+            .map(|_| (0..bits).map(|_| rng.random_range(0..2) == 1).collect())
+            .collect();
+        (0..n)
+            .map(|_| {
+                let mut h = centres[rng.random_range(0..centres.len())].clone();
+                for _ in 0..rng.random_range(0..bits / 4 + 1) {
+                    let b = rng.random_range(0..bits);
+                    h[b] = !h[b];
+                }
+                Hash::from_bits(h)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_banded_index_decides_as_measuring_every_exemplar() {
+        for (n, bits, seed) in [
+            (300, 64, 1),
+            (200, 16, 2),
+            (150, 256, 3),
+            (1, 64, 4),
+            (0, 64, 5),
+        ] {
+            let hashes = clustered(n, bits, seed);
+            for threshold in [0, 1, 6, 12, 15, 16, 40, 300] {
+                let measured = leader(n, |e, i| {
+                    let d = hashes[e].hamming(&hashes[i]);
+                    (d <= threshold).then_some(Decision {
+                        distance: Some(d),
+                        ..dropped_for(e)
+                    })
+                });
+                assert_eq!(
+                    hash_leader(&hashes, threshold),
+                    measured,
+                    "{n} hashes of {bits} bits, threshold {threshold}"
+                );
+            }
         }
     }
 }

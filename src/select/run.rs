@@ -5,10 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::collect::{Scope, VolumePattern, collect, manifest_lines};
 use super::rule::{Strategy, decide};
+use super::shard::{self, Shard};
 use super::sheet;
 use crate::hash::{self, Hash, HashError, HashKind, Hasher, Luma8};
 use crate::io::{Failure, IoError};
@@ -16,7 +17,7 @@ use crate::preprocess::{self, Made, Sink, Written};
 use crate::{Error, Result};
 
 /// What reduction decided for one slice.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     /// Relative to the input (and output) folder.
     pub path: String,
@@ -92,6 +93,8 @@ pub struct Options {
     pub link: bool,
     /// Contact sheets for this many volumes.
     pub sheets: usize,
+    /// Only this part of the volumes ([`shard::merge`] joins the parts).
+    pub shard: Option<Shard>,
 }
 
 /// What a reduction did.
@@ -129,7 +132,19 @@ pub fn run(
     progress: &dyn preprocess::Progress,
 ) -> Result<Report> {
     refuse_output_in_input(input, output)?;
-    let (mut volumes, unreadable) = collect(input, &opts.pattern)?;
+    let (mut volumes, mut unreadable) = collect(input, &opts.pattern)?;
+    if let Some(part) = opts.shard {
+        if opts.scope == Scope::Global {
+            let why =
+                "a part (--shard) is reduced volume by volume: give --scope global to --merge";
+            return Err(IoError::invalid(output, why).into());
+        }
+        volumes.retain(|volume, _| part.owns(volume));
+        // Files no volume claims are the first part's to report.
+        if part.index > 0 {
+            unreadable.clear();
+        }
+    }
     if opts.scope == Scope::Global {
         let mut all: Vec<String> = std::mem::take(&mut volumes)
             .into_values()
@@ -140,6 +155,11 @@ pub fn run(
     }
     std::fs::create_dir_all(output).map_err(|e| IoError::io(output, e))?;
     let _lock = crate::io::lock::OutputLock::acquire(output)?;
+    // A part is finished only once it says so, last: not while it is being redone.
+    let finished = output.join(shard::FINISHED);
+    if finished.exists() {
+        std::fs::remove_file(&finished).map_err(|e| IoError::io(&finished, e))?;
+    }
     progress.start(volumes.len());
     let mut report = Report {
         failures: unreadable.iter().map(Failure::from).collect(),
@@ -179,6 +199,15 @@ pub fn run(
         progress.volume_done(volume, records.len());
         report.records.extend(records);
     }
+    write_outputs(input, output, &report)?;
+    if let Some(part) = opts.shard {
+        shard::write_finished(output, part, input, &opts.strategy)?;
+    }
+    Ok(report)
+}
+
+/// `reduction.jsonl`, `failures.jsonl`, and the input manifest's lines of the kept slices.
+pub(super) fn write_outputs(input: &Path, output: &Path, report: &Report) -> Result<()> {
     crate::io::jsonl::write_all(&output.join("reduction.jsonl"), &report.records)?;
     crate::io::jsonl::write_all(&output.join("failures.jsonl"), &report.failures)?;
     // The input manifest's lines of the kept slices, as they were and in their order.
@@ -197,7 +226,7 @@ pub fn run(
         let path = output.join("manifest.jsonl");
         crate::io::write_atomic(&path, text.as_bytes())?;
     }
-    Ok(report)
+    Ok(())
 }
 
 /// The slices (paths relative to `input`) whose reading succeeded, with what it gave; each
@@ -228,7 +257,7 @@ fn readable<T>(
 
 /// Kept slices are copied over any file at their place in `output`: never let that be the
 /// input itself, nor a folder the next run would read as input.
-fn refuse_output_in_input(input: &Path, output: &Path) -> Result<(), IoError> {
+pub(super) fn refuse_output_in_input(input: &Path, output: &Path) -> Result<(), IoError> {
     let input = input.canonicalize().map_err(|e| IoError::io(input, e))?;
     let mut nearest = output.to_path_buf();
     let mut below = Vec::new();
@@ -294,7 +323,7 @@ fn select_group(
 
 /// The decisions for the slices `paths` of `volume`, from what the strategy needs (images,
 /// hashes or features), as records.
-fn records(
+pub(super) fn records(
     volume: &str,
     paths: &[String],
     strategy: &Strategy,
@@ -326,7 +355,7 @@ fn records(
 }
 
 /// Copies (or hard-links) a kept slice to its place in the output, never over the input.
-fn place(from: &Path, to: &Path, link: bool) -> Result<(), IoError> {
+pub(super) fn place(from: &Path, to: &Path, link: bool) -> Result<(), IoError> {
     if let Some(dir) = to.parent() {
         std::fs::create_dir_all(dir).map_err(|e| IoError::io(dir, e))?;
     }

@@ -174,6 +174,19 @@ pub fn lim<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
         .unwrap()
 }
 
+/// The JSON lines a `lim ... --json` run printed, after asserting that it succeeded.
+pub fn json_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
 /// Asserts that `module`'s named tensors and counts are exactly those of the golden file
 /// `end`, its counts equal, and hands each tensor to `check(name, got, want)`.
 pub fn assert_state_matches(
