@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -395,4 +396,67 @@ fn the_hash_bench_names_its_adapter_and_every_path() {
         assert!(stages[stage].as_f64().unwrap() > 0.0, "{stages}");
     }
     assert!(String::from_utf8_lossy(&out.stderr).contains("imagehash not measured"));
+}
+
+/// `lim hash --shard i/N --out FILE`: the parts hash every image exactly once, whole volumes
+/// each (names `{patient}_{study}_{i}.png` and `{patient}_{i}.png` group as `lim reduce`
+/// groups them), with the hashes one run prints.
+#[test]
+fn hash_parts_cover_every_image_once_by_volume() {
+    let input = paper_slices().to_str().unwrap();
+    let one = lim(&["hash", "--cpu", input]);
+    assert!(
+        one.status.success(),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    let one: BTreeSet<String> = String::from_utf8_lossy(&one.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(one.len(), 387);
+    let dir = std::env::temp_dir().join(format!("lim-hash-parts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut parts = BTreeSet::new();
+    let mut volumes_seen = BTreeSet::new();
+    for i in 0..3 {
+        let out = dir.join(format!("part{i}.tsv"));
+        let run = lim(&[
+            "hash",
+            "--cpu",
+            input,
+            "--shard",
+            &format!("{i}/3"),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(run.stdout.is_empty(), "the hashes go to --out");
+        let text = std::fs::read_to_string(&out).unwrap();
+        let volumes: BTreeSet<String> = text
+            .lines()
+            .map(|l| {
+                let name = Path::new(l.split('\t').next().unwrap())
+                    .file_stem()
+                    .unwrap();
+                let name = name.to_str().unwrap();
+                name[..name.rfind('_').unwrap()].to_string()
+            })
+            .collect();
+        for volume in volumes {
+            assert!(volumes_seen.insert(volume.clone()), "{volume} in two parts");
+        }
+        for line in text.lines() {
+            assert!(parts.insert(line.to_string()), "{line} hashed twice");
+        }
+    }
+    assert_eq!(parts, one);
+    assert!(volumes_seen.len() >= 3, "{volumes_seen:?}");
+    let refused = lim(&["hash", input, "--shard", "1/1"]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("is not a shard"));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
