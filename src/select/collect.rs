@@ -64,6 +64,25 @@ impl FromStr for VolumePattern {
     }
 }
 
+/// The file-name patterns of the built-in volume patterns, compiled once (a folder of a
+/// million slices asks a million times).
+struct Names {
+    lidc: Regex,
+    petct: Regex,
+    slice_suffix: Regex,
+    number_suffix: Regex,
+}
+
+static NAMES: std::sync::LazyLock<Names> = std::sync::LazyLock::new(|| {
+    let re = |pattern: &str| Regex::new(pattern).expect("a valid pattern");
+    Names {
+        lidc: re(r"^(.+)_\d+$"),
+        petct: re(r"^(.+_\d+)_\d+$"),
+        slice_suffix: re(r"^(.+?)[_-]slice[_-]?\d+$"),
+        number_suffix: re(r"^(.*?)[_-]?\d+$"),
+    }
+});
+
 impl VolumePattern {
     /// The volume of a slice at `rel` (a relative path with `/` separators).
     pub fn volume_of(&self, rel: &str) -> String {
@@ -76,12 +95,7 @@ impl VolumePattern {
                 format!("{folder}/{v}")
             }
         };
-        let before = |re: &str| {
-            Regex::new(re)
-                .expect("a valid pattern")
-                .captures(stem)
-                .map(|c| c[1].to_string())
-        };
+        let before = |re: &Regex| re.captures(stem).map(|c| c[1].to_string());
         match self {
             VolumePattern::Dir => {
                 if folder.is_empty() {
@@ -90,12 +104,10 @@ impl VolumePattern {
                     folder.into()
                 }
             }
-            VolumePattern::Lidc => in_folder(&before(r"^(.+)_\d+$").unwrap_or_else(|| stem.into())),
-            VolumePattern::Petct => {
-                in_folder(&before(r"^(.+_\d+)_\d+$").unwrap_or_else(|| stem.into()))
-            }
+            VolumePattern::Lidc => in_folder(&before(&NAMES.lidc).unwrap_or_else(|| stem.into())),
+            VolumePattern::Petct => in_folder(&before(&NAMES.petct).unwrap_or_else(|| stem.into())),
             VolumePattern::Auto => {
-                match before(r"^(.+?)[_-]slice[_-]?\d+$").or_else(|| before(r"^(.*?)[_-]?\d+$")) {
+                match before(&NAMES.slice_suffix).or_else(|| before(&NAMES.number_suffix)) {
                     Some(v) if v.is_empty() => {
                         if folder.is_empty() {
                             ".".into()

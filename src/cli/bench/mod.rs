@@ -15,6 +15,7 @@ use super::{CliResult, GpuArgs};
 mod conv;
 mod hash;
 mod paper;
+mod scale;
 mod swav;
 mod train;
 
@@ -30,6 +31,9 @@ pub enum Command {
     /// Volumes to the kept Hash-6 slices (`lim reduce --from-volumes --mode paper`) against the
     /// paper's preprocessing and reduction scripts run one after the other
     Pipeline(paper::Args),
+    /// The paper's reduction of a synthetic archive in one run and in parts (`lim reduce
+    /// --shard`), and what merging the parts costs, per volume and globally
+    Scale(scale::Args),
     /// GFLOP/s of every conv2d variant on ResNet-18's layers, forward and backward
     Conv(conv::ConvArgs),
     /// ms per optimiser step of a ResNet, images/s, and the dispatches and submissions a step makes
@@ -61,6 +65,7 @@ pub fn run(gpu_args: &GpuArgs, cmd: &Command) -> CliResult {
         Command::Hash(args) => hash::run(gpu_args, args),
         Command::Preprocess(args) => paper::run(paper::Work::Preprocess, args),
         Command::Pipeline(args) => paper::run(paper::Work::Pipeline, args),
+        Command::Scale(args) => scale::run(args),
         Command::Conv(args) => conv::run(gpu_args, args),
         Command::TrainStep(args) => train::run(gpu_args, args),
         Command::SwavStep(args) => swav::run(gpu_args, args),
