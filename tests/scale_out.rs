@@ -148,3 +148,46 @@ fn a_sharded_reduction_on_ray_retries_a_failed_part_and_equals_one_run() {
     common::assert_same_files(&one, &merged, "merged from Ray's parts");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `lim bench scale` reduces its synthetic archive in one run and in parts, checks that each
+/// merge equals the one run (it fails otherwise), and reports every part count.
+#[test]
+fn the_scale_bench_reports_one_run_and_every_part_count() {
+    let out = common::lim(&[
+        "bench",
+        "scale",
+        "--slices",
+        "600",
+        "--per-volume",
+        "100",
+        "--parts",
+        "1,3",
+        "--json",
+    ]);
+    let lines = common::json_lines(&out);
+    let one = lines.iter().find(|l| l["what"] == "one run").unwrap();
+    assert_eq!(one["slices"], 600);
+    assert_eq!(one["volumes"], 6);
+    let kept = one["kept"].as_u64().unwrap();
+    assert!(
+        kept > 6 && kept < 600,
+        "near-duplicates dropped, some kept: {kept}"
+    );
+    assert!(!one["cpu"].as_str().unwrap().is_empty());
+    let parts: Vec<u64> = lines
+        .iter()
+        .filter(|l| l["what"] == "parts")
+        .map(|l| l["parts"].as_u64().unwrap())
+        .collect();
+    assert_eq!(parts, [1, 3]);
+    for line in lines.iter().filter(|l| l["what"] == "parts") {
+        for key in [
+            "parts_seconds",
+            "slowest_part_seconds",
+            "merge_seconds",
+            "merge_global_seconds",
+        ] {
+            assert!(line[key].as_f64().unwrap() > 0.0, "{key}: {line}");
+        }
+    }
+}

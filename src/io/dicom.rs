@@ -294,11 +294,11 @@ fn decode_file(path: &Path, file: usize, columns: u32, rows: u32) -> Result<Vec<
         }
         Some(_) => {}
     }
-    if obj.get(tags::PIXEL_DATA).is_none() && obj.get(tags::FLOAT_PIXEL_DATA).is_none() {
+    let pixel_data = obj.get(tags::PIXEL_DATA);
+    if pixel_data.is_none() && obj.get(tags::FLOAT_PIXEL_DATA).is_none() {
         return Err(IoError::invalid(path, "image header but no pixel data"));
     }
-    if let Some(dicom_core::value::Value::PixelSequence(sequence)) =
-        obj.get(tags::PIXEL_DATA).map(|e| e.value())
+    if let Some(dicom_core::value::Value::PixelSequence(sequence)) = pixel_data.map(|e| e.value())
     {
         super::dicom_codestream::check(path, sequence.fragments(), columns, rows)?;
     }
