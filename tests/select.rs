@@ -660,6 +660,13 @@ fn parts_merged_equal_one_run_per_volume_and_globally() {
         &["--merge", &parts[0], &parts[1], &at("half0"), &at("m4")],
         "a part of 2 (not 3)",
     );
+    let inside = slices().join("merged");
+    let inside = inside.to_str().unwrap();
+    refused(
+        &["--merge", &parts[0], &parts[1], &parts[2], inside],
+        "lies in the input folder",
+    );
+    assert!(!slices().join("merged").exists());
     refused(&[input, &at("bad"), "--shard", "3/3"], "is not a shard");
     refused(
         &[input, &at("bad"), "--shard", "0/3", "--scope", "global"],

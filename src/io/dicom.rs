@@ -298,8 +298,7 @@ fn decode_file(path: &Path, file: usize, columns: u32, rows: u32) -> Result<Vec<
     if pixel_data.is_none() && obj.get(tags::FLOAT_PIXEL_DATA).is_none() {
         return Err(IoError::invalid(path, "image header but no pixel data"));
     }
-    if let Some(dicom_core::value::Value::PixelSequence(sequence)) = pixel_data.map(|e| e.value())
-    {
+    if let Some(dicom_core::value::Value::PixelSequence(sequence)) = pixel_data.map(|e| e.value()) {
         super::dicom_codestream::check(path, sequence.fragments(), columns, rows)?;
     }
     // The decoders are dicom-pixeldata's; one that panics on a corrupt stream (its RLE

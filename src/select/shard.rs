@@ -179,6 +179,10 @@ pub fn merge(shards: &[PathBuf], output: &Path, scope: Scope, link: bool) -> Res
         return Err(IoError::invalid(output, why).into());
     }
     let input = &model.input;
+    // The input may live on another machine; where it is here, nothing is written into it.
+    if input.exists() {
+        refuse_output_in_input(input, output)?;
+    }
     std::fs::create_dir_all(output).map_err(|e| IoError::io(output, e))?;
     let _lock = crate::io::lock::OutputLock::acquire(output)?;
 
