@@ -590,9 +590,19 @@ fn parts_merged_equal_one_run_per_volume_and_globally() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    let input = slices().to_str().unwrap();
     let dir = fresh("shards");
     let at = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    // The sample slices and their manifest, and one slice that cannot be read.
+    let copy = dir.join("slices");
+    std::fs::create_dir_all(&copy).unwrap();
+    for name in files_in(slices()) {
+        std::fs::copy(slices().join(&name), copy.join(&name)).unwrap();
+    }
+    let mut manifest = std::fs::read_to_string(slices().join("manifest.jsonl")).unwrap();
+    manifest.push_str("{\"path\": \"broken_0.png\", \"volume\": \"broken\"}\n");
+    std::fs::write(copy.join("manifest.jsonl"), manifest).unwrap();
+    std::fs::write(copy.join("broken_0.png"), b"\x89PNG\r\n\x1a\nrubbish").unwrap();
+    let input = copy.to_str().unwrap();
     run(&[input, &at("one")]);
     run(&[input, &at("one-global"), "--scope", "global"]);
     let parts: Vec<String> = (0..3).map(|i| at(&format!("part{i}"))).collect();
@@ -613,6 +623,11 @@ fn parts_merged_equal_one_run_per_volume_and_globally() {
         }
     }
     assert_eq!(seen, volumes_of(&at("one")));
+    let failures = common::failures_file(&dir.join("one/failures.jsonl"));
+    assert!(
+        failures.len() == 1 && failures[0].input.ends_with("broken_0.png"),
+        "{failures:?}"
+    );
     assert!(
         seen.len() >= 3,
         "the samples have volumes enough for three parts: {seen:?}"
@@ -660,13 +675,13 @@ fn parts_merged_equal_one_run_per_volume_and_globally() {
         &["--merge", &parts[0], &parts[1], &at("half0"), &at("m4")],
         "a part of 2 (not 3)",
     );
-    let inside = slices().join("merged");
+    let inside = copy.join("merged");
     let inside = inside.to_str().unwrap();
     refused(
         &["--merge", &parts[0], &parts[1], &parts[2], inside],
         "lies in the input folder",
     );
-    assert!(!slices().join("merged").exists());
+    assert!(!copy.join("merged").exists());
     refused(&[input, &at("bad"), "--shard", "3/3"], "is not a shard");
     refused(
         &[input, &at("bad"), "--shard", "0/3", "--scope", "global"],

@@ -199,6 +199,8 @@ pub fn run(
         progress.volume_done(volume, records.len());
         report.records.extend(records);
     }
+    // In file order, as a merge of parts lists them too.
+    report.failures.sort();
     write_outputs(input, output, &report)?;
     if let Some(part) = opts.shard {
         shard::write_finished(output, part, input, &opts.strategy)?;

@@ -136,7 +136,7 @@ fn read_finished(dir: &Path) -> std::result::Result<(Shard, Finished), IoError> 
 /// input would have written it: per volume (the parts' own decisions) or, with
 /// `Scope::Global`, the hash rule applied again across all of them. Kept slices are copied (or
 /// hard-linked) from the parts, or for a global merge from the input folder, whose slices the
-/// parts may not hold. Failures are listed in file order.
+/// parts may not hold. Failures are listed in file order, as one run lists them.
 pub fn merge(shards: &[PathBuf], output: &Path, scope: Scope, link: bool) -> Result<Report> {
     let Some(first_dir) = shards.first() else {
         return Err(IoError::invalid(output, "no parts to merge").into());
