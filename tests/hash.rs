@@ -29,19 +29,9 @@ fn fixtures() -> PathBuf {
 fn paper_slices() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let s = common::samples();
         let out = std::env::temp_dir().join(format!("lim-hash-slices-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&out);
-        let opts = lim::preprocess::Options {
-            mode: lim::preprocess::Mode::Paper,
-            ..lim::preprocess::Options::new(&out)
-        };
-        let report = lim::preprocess::run(
-            &[s.join("ct_volumes"), s.join("dicom/lung1_series")],
-            &opts,
-            &lim::preprocess::NoProgress,
-        )
-        .unwrap();
+        let report = common::paper_slices(&out);
         assert_eq!(report.slices_written, 387);
         out
     })

@@ -83,16 +83,7 @@ fn a_sharded_reduction_on_ray_retries_a_failed_part_and_equals_one_run() {
     let python = ray_python();
     let dir = fresh("ray");
     let slices = dir.join("slices");
-    let opts = lim::preprocess::Options {
-        mode: lim::preprocess::Mode::Paper,
-        ..lim::preprocess::Options::new(&slices)
-    };
-    let samples = common::samples();
-    let inputs = [
-        samples.join("ct_volumes"),
-        samples.join("dicom/lung1_series"),
-    ];
-    lim::preprocess::run(&inputs, &opts, &lim::preprocess::NoProgress).unwrap();
+    common::paper_slices(&slices);
     let one = dir.join("one");
     let run = common::lim(&[
         "reduce",

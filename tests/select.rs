@@ -18,21 +18,12 @@ fn fresh(name: &str) -> PathBuf {
     dir
 }
 
-fn inputs() -> Vec<PathBuf> {
-    let s = common::samples();
-    vec![s.join("ct_volumes"), s.join("dicom/lung1_series")]
-}
-
 /// The paper-mode slices of the samples, with their manifest.
 fn slices() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let out = fresh("slices");
-        let opts = preprocess::Options {
-            mode: Mode::Paper,
-            ..preprocess::Options::new(&out)
-        };
-        preprocess::run(&inputs(), &opts, &NoProgress).unwrap();
+        common::paper_slices(&out);
         out
     })
 }
@@ -209,7 +200,7 @@ fn reducing_from_volumes_equals_preprocessing_then_reducing() {
             mode,
             ..preprocess::Options::new(on_disk.join("slices"))
         };
-        preprocess::run(&inputs(), &opts, &NoProgress).unwrap();
+        preprocess::run(&common::slice_sources(), &opts, &NoProgress).unwrap();
         let cpu = Hashing::Cpu(HashKind::DHASH);
         let reduced = on_disk.join("reduced");
         select::run(
@@ -230,7 +221,14 @@ fn reducing_from_volumes_equals_preprocessing_then_reducing() {
             mode,
             ..preprocess::Options::new(&direct)
         };
-        select::run_from_volumes(&inputs(), &opts, &strategy, &cpu, &NoProgress).unwrap();
+        select::run_from_volumes(
+            &common::slice_sources(),
+            &opts,
+            &strategy,
+            &cpu,
+            &NoProgress,
+        )
+        .unwrap();
 
         let walk = |d: &Path| -> Vec<PathBuf> {
             lim::io::walk(&[d.to_path_buf()])
@@ -553,7 +551,14 @@ fn a_device_error_stops_the_run_and_blames_no_input() {
 
     let direct = fresh("device-lost-volumes");
     let opts = preprocess::Options::new(&direct);
-    let err = select::run_from_volumes(&inputs(), &opts, &strategy, &cpu, &NoProgress).unwrap_err();
+    let err = select::run_from_volumes(
+        &common::slice_sources(),
+        &opts,
+        &strategy,
+        &cpu,
+        &NoProgress,
+    )
+    .unwrap_err();
     assert!(lost(&err), "{err}");
     assert!(!direct.join("failures.jsonl").exists());
     for dir in [out, direct] {

@@ -166,6 +166,22 @@ pub fn report(dir: &std::path::Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap()
 }
 
+/// The sample chest CTs and the DICOM series the paper-mode slices of the tests come from.
+pub fn slice_sources() -> Vec<std::path::PathBuf> {
+    let s = samples();
+    vec![s.join("ct_volumes"), s.join("dicom/lung1_series")]
+}
+
+/// `lim preprocess --mode paper` of [`slice_sources`] into `out`: 387 slices and their
+/// manifest.
+pub fn paper_slices(out: &std::path::Path) -> lim::preprocess::Report {
+    let opts = lim::preprocess::Options {
+        mode: lim::preprocess::Mode::Paper,
+        ..lim::preprocess::Options::new(out)
+    };
+    lim::preprocess::run(&slice_sources(), &opts, &lim::preprocess::NoProgress).unwrap()
+}
+
 /// Runs the `lim` command with `args` and waits for it.
 pub fn lim<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_lim"))
