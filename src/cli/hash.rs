@@ -27,20 +27,19 @@ pub struct Args {
     /// Hash only part I of N of the images: a stable split by volume (the volume `lim reduce`
     /// finds from the path within its folder), so that the parts of an archive can run apart
     #[arg(long, value_name = "I/N")]
-    shard: Option<String>,
+    shard: Option<Shard>,
     /// Write the hashes to FILE (whole, once all are done: a file there is complete) instead
     /// of standard output
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
 }
 
-/// The volume of an image found under one of `inputs` (its path within that folder, or its
-/// name if given as a file), as `lim reduce` groups a folder without a manifest.
-fn volume_of(file: &Path, inputs: &[PathBuf]) -> String {
-    let rel = inputs
+/// The volume of an image found under one of the `folders` given (its path within that
+/// folder, or its name if given as a file), as `lim reduce` groups a folder without a manifest.
+fn volume_of(file: &Path, folders: &[&PathBuf]) -> String {
+    let rel = folders
         .iter()
-        .filter(|input| input.is_dir())
-        .find_map(|input| file.strip_prefix(input).ok())
+        .find_map(|folder| file.strip_prefix(folder).ok())
         .unwrap_or_else(|| Path::new(file.file_name().unwrap_or_default()));
     let rel: Vec<String> = rel
         .components()
@@ -75,9 +74,9 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
         mut files,
         mut unreadable,
     } = list_images(&args.paths)?;
-    if let Some(shard) = &args.shard {
-        let shard: Shard = shard.parse()?;
-        files.retain(|f| shard.owns(&volume_of(f, &args.paths)));
+    if let Some(shard) = args.shard {
+        let folders: Vec<&PathBuf> = args.paths.iter().filter(|p| p.is_dir()).collect();
+        files.retain(|f| shard.owns(&volume_of(f, &folders)));
         // Unreadable folders belong to no volume: the first part reports them.
         if shard.index > 0 {
             unreadable.clear();

@@ -77,7 +77,7 @@ pub struct Args {
     /// Reduce only part I of N of the volumes (a stable split by volume name), into an
     /// output of its own; `--merge` joins the parts
     #[arg(long, value_name = "I/N")]
-    shard: Option<String>,
+    shard: Option<select::Shard>,
     /// The paths are the output folders of every part of a `--shard` run and, last, the
     /// output: written as one run on the whole input would have (with --scope global, the
     /// hash rule applied again across the parts)
@@ -223,11 +223,7 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
             pattern: args.volume_pattern.parse::<VolumePattern>()?,
             link: args.link,
             sheets: args.sheets,
-            shard: args
-                .shard
-                .as_deref()
-                .map(str::parse::<select::Shard>)
-                .transpose()?,
+            shard: args.shard,
         };
         let report = select::run(&inputs[0], output, &opts, &hashing, &bar)?;
         bar.0.finish_and_clear();
