@@ -6,7 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::IoError;
 
@@ -22,6 +22,20 @@ pub fn write_all<T: Serialize>(path: &Path, items: &[T]) -> Result<(), IoError> 
         text.push('\n');
     }
     super::write_atomic(path, text.as_bytes())
+}
+
+/// The records of a JSON-lines file, one per non-empty line; a line that does not parse is
+/// an error naming the file and the line.
+pub fn read_all<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>, IoError> {
+    let text = std::fs::read_to_string(path).map_err(|e| IoError::io(path, e))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(n, l)| {
+            serde_json::from_str(l)
+                .map_err(|e| IoError::invalid(path, format!("line {}: {e}", n + 1)))
+        })
+        .collect()
 }
 
 /// A JSON-lines log being written.

@@ -99,19 +99,6 @@ pub(super) fn write_finished(
     crate::io::write_atomic(&path, text.as_bytes())
 }
 
-/// The lines of a JSON Lines file, each parsed.
-fn read_lines<T: for<'de> Deserialize<'de>>(path: &Path) -> std::result::Result<Vec<T>, IoError> {
-    let text = std::fs::read_to_string(path).map_err(|e| IoError::io(path, e))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(n, l)| {
-            serde_json::from_str(l)
-                .map_err(|e| IoError::invalid(path, format!("line {}: {e}", n + 1)))
-        })
-        .collect()
-}
-
 fn read_finished(dir: &Path) -> std::result::Result<(Shard, Finished), IoError> {
     let path = dir.join(FINISHED);
     if !path.exists() {
@@ -189,12 +176,14 @@ pub fn merge(shards: &[PathBuf], output: &Path, scope: Scope, link: bool) -> Res
     let mut report = Report::default();
     let mut sources = Vec::new();
     for dir in shards {
-        let records: Vec<Record> = read_lines(&dir.join("reduction.jsonl"))?;
+        let records: Vec<Record> = crate::io::jsonl::read_all(&dir.join("reduction.jsonl"))?;
         sources.extend(records.iter().map(|_| dir.clone()));
         report.records.extend(records);
         report
             .failures
-            .extend(read_lines::<Failure>(&dir.join("failures.jsonl"))?);
+            .extend(crate::io::jsonl::read_all::<Failure>(
+                &dir.join("failures.jsonl"),
+            )?);
     }
     report.failures.sort();
     match scope {
