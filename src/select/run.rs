@@ -208,6 +208,11 @@ pub fn run(
     Ok(report)
 }
 
+/// The order `run` lists a folder's records in: volumes by name, slices by path bytes.
+pub(super) fn listing_order(a: &Record, b: &Record) -> std::cmp::Ordering {
+    (a.volume.as_str(), a.path.as_bytes()).cmp(&(b.volume.as_str(), b.path.as_bytes()))
+}
+
 /// `reduction.jsonl`, `failures.jsonl`, and the input manifest's lines of the kept slices.
 pub(super) fn write_outputs(input: &Path, output: &Path, report: &Report) -> Result<()> {
     crate::io::jsonl::write_all(&output.join("reduction.jsonl"), &report.records)?;
@@ -398,10 +403,7 @@ pub fn run_from_volumes(
         .records
         .into_inner()
         .expect("no panic while holding the lock");
-    // The order `run` lists a folder in: volumes by name, slices by path bytes.
-    records.sort_by(|a, b| {
-        (a.volume.as_str(), a.path.as_bytes()).cmp(&(b.volume.as_str(), b.path.as_bytes()))
-    });
+    records.sort_by(listing_order);
     crate::io::jsonl::write_all(&opts.output.join("reduction.jsonl"), &records)?;
     Ok((
         made,

@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::collect::Scope;
 use super::rule::Strategy;
-use super::run::{Record, Report, place, records, refuse_output_in_input, write_outputs};
+use super::run::{
+    Record, Report, listing_order, place, records, refuse_output_in_input, write_outputs,
+};
 use crate::Result;
 use crate::hash::{Algorithm, Hash, HashKind};
 use crate::io::{Failure, IoError};
@@ -174,10 +176,11 @@ pub fn merge(shards: &[PathBuf], output: &Path, scope: Scope, link: bool) -> Res
     let _lock = crate::io::lock::OutputLock::acquire(output)?;
 
     let mut report = Report::default();
+    // Each record's part, by index into `shards`.
     let mut sources = Vec::new();
-    for dir in shards {
+    for (part, dir) in shards.iter().enumerate() {
         let records: Vec<Record> = crate::io::jsonl::read_all(&dir.join("reduction.jsonl"))?;
-        sources.extend(records.iter().map(|_| dir.clone()));
+        sources.extend(std::iter::repeat_n(part, records.len()));
         report.records.extend(records);
         report
             .failures
@@ -188,13 +191,11 @@ pub fn merge(shards: &[PathBuf], output: &Path, scope: Scope, link: bool) -> Res
     report.failures.sort();
     match scope {
         Scope::Volume => {
-            let mut placed: Vec<(Record, PathBuf)> =
-                report.records.drain(..).zip(sources).collect();
-            placed.sort_by(|(a, _), (b, _)| {
-                (a.volume.as_str(), a.path.as_bytes()).cmp(&(b.volume.as_str(), b.path.as_bytes()))
-            });
-            for (record, dir) in placed.iter().filter(|(r, _)| r.kept) {
-                place(&dir.join(&record.path), &output.join(&record.path), link)?;
+            let mut placed: Vec<(Record, usize)> = report.records.drain(..).zip(sources).collect();
+            placed.sort_by(|(a, _), (b, _)| listing_order(a, b));
+            for (record, part) in placed.iter().filter(|(r, _)| r.kept) {
+                let from = shards[*part].join(&record.path);
+                place(&from, &output.join(&record.path), link)?;
             }
             report.records = placed.into_iter().map(|(r, _)| r).collect();
         }
@@ -211,11 +212,11 @@ pub fn merge(shards: &[PathBuf], output: &Path, scope: Scope, link: bool) -> Res
                 threshold: rule.threshold,
             };
             let mut all: Vec<(String, Hash)> = Vec::with_capacity(report.records.len());
-            for (record, dir) in report.records.iter().zip(&sources) {
+            for (record, &part) in report.records.iter().zip(&sources) {
                 let hash = record.hash.as_deref().unwrap_or_default().parse::<Hash>();
                 let hash = hash.map_err(|e| {
                     IoError::invalid(
-                        &dir.join("reduction.jsonl"),
+                        &shards[part].join("reduction.jsonl"),
                         format!("{}: {e}", record.path),
                     )
                 })?;
