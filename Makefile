@@ -13,13 +13,17 @@ CARGO ?= cargo
 LAVAPIPE_ICD := $(firstword $(wildcard /usr/share/vulkan/icd.d/lvp_icd.*.json))
 VULKAN_LOADER := $(shell ldconfig -p 2>/dev/null | grep -m1 -o 'libvulkan\.so\.1')
 APT_PACKAGES := mesa-vulkan-drivers libvulkan1
+# OpenMPI and libclang: the `distributed` feature (data-parallel pre-training under mpirun),
+# which the tests build.
+MPI_PACKAGES := libopenmpi-dev openmpi-bin libclang-dev
+HAVE_MPI := $(shell command -v mpicc >/dev/null && ldconfig -p 2>/dev/null | grep -q libclang && echo yes)
 
 SAMPLES := data/samples/.complete
 DEMO_INPUTS := data/samples/ct_volumes/lung1_image.nrrd data/samples/ct_volumes/lung2_image.nrrd \
 	data/samples/ct_volumes/ct_head.nii.gz data/samples/ct_volumes/ct_example.nii.gz \
 	data/samples/dicom/lung1_series
 
-.PHONY: test demo deps samples ray
+.PHONY: test demo deps mpi samples ray
 
 samples: $(SAMPLES)
 
@@ -50,11 +54,25 @@ ifeq ($(and $(LAVAPIPE_ICD),$(VULKAN_LOADER)),)
 	fi
 endif
 
-test: deps $(SAMPLES) $(RAY_ENV)/.complete
-	$(CARGO) test --all-targets
-	$(CARGO) test --doc
-	$(CARGO) run --quiet --example own_device
-	$(CARGO) run --quiet --example embed_hasher
+mpi:
+ifneq ($(HAVE_MPI),yes)
+	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "installing OpenMPI and libclang: apt-get install -y $(MPI_PACKAGES)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(MPI_PACKAGES) >/dev/null; \
+	else \
+		echo "the tests need OpenMPI and libclang, e.g.:  sudo apt-get install -y $(MPI_PACKAGES)"; \
+		exit 1; \
+	fi
+endif
+
+# The tests build the `distributed` feature (tests/mpi.rs runs `mpirun -np 2`); the default
+# build, which needs no MPI, is checked too.
+test: deps mpi $(SAMPLES) $(RAY_ENV)/.complete
+	$(CARGO) test --all-targets --features distributed
+	$(CARGO) test --doc --features distributed
+	$(CARGO) run --quiet --features distributed --example own_device
+	$(CARGO) run --quiet --features distributed --example embed_hasher
+	$(CARGO) build --bins
 
 demo: deps $(SAMPLES)
 	$(CARGO) run --release -- preprocess --output data/demo/slices $(DEMO_INPUTS)

@@ -7,6 +7,7 @@ mod common;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use lim::Tensor;
 use lim::autograd::Var;
+use lim::dist::Solo;
 use lim::ssl::{MultiCrop, SwavLoss, sinkhorn};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -42,7 +43,7 @@ fn swav(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("loss fwd+bwd", "8x128x500"), |b| {
         b.iter(|| {
             let s = Var::param(all.clone());
-            let out = loss.forward(&s, batch, &[None, None]).unwrap();
+            let out = loss.forward(&s, batch, &[None, None], &Solo).unwrap();
             out.loss.backward().unwrap();
             gpu.sync().unwrap();
             s.grad()

@@ -13,6 +13,13 @@
 // entry `samples`:    per sample b (a row of l): l[b, .] = v - lse(v) - ln B, or on the last
 //                     pass exp(v - lse(v)), the codes (each row sums to 1)
 //   bindings: 0 uniform Params, 1 l (read_write)
+//
+// Across devices (the batch split over ranks, as FB's `distributed_sinkhorn`), a prototype's
+// log-sum-exp runs over every rank's samples, so `prototypes` is cut in two around the
+// host's all-reduce of K values:
+// entry `prototype_lse`:     lse[k] = lse(v) over this rank's samples (v as above)
+// entry `prototype_shift`:   l[., k] = v - shift[k], shift[k] = the global lse + ln K
+//   bindings: 0 uniform Params, 1 l, 2 lse (write) or 3 shift (read): K values
 // workgroup: 64, one workgroup per line; line = wid.y * num_workgroups.x + wid.x. The 64
 // invocations fold their strided elements into (max, sum) pairs, then combine the pairs in
 // a tree in workgroup memory.
@@ -35,6 +42,8 @@ const LOWEST: f32 = -3.0e38;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> l: array<f32>;
+@group(0) @binding(2) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(3) var<storage, read> shift: array<f32>;
 
 var<workgroup> wg_max: array<f32, WG>;
 var<workgroup> wg_sum: array<f32, WG>;
@@ -78,6 +87,32 @@ fn prototypes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     for (var b = lid; b < p.samples; b += WG) {
         let at = b * p.prototypes + k;
         l[at] = l[at] * p.scale - shift;
+    }
+}
+
+@compute @workgroup_size(64)
+fn prototype_lse(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_id) lid3: vec3<u32>) {
+    let k = wid.y * nwg.x + wid.x;
+    if k >= p.prototypes {
+        return;
+    }
+    let total = line_lse(lid3.x, k, p.prototypes, p.samples);
+    if lid3.x == 0u {
+        lse[k] = total;
+    }
+}
+
+@compute @workgroup_size(64)
+fn prototype_shift(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_id) lid3: vec3<u32>) {
+    let k = wid.y * nwg.x + wid.x;
+    if k >= p.prototypes {
+        return;
+    }
+    for (var b = lid3.x; b < p.samples; b += WG) {
+        let at = b * p.prototypes + k;
+        l[at] = l[at] * p.scale - shift[k];
     }
 }
 

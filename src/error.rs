@@ -29,6 +29,10 @@ pub enum Error {
     #[error("{op}: {why}")]
     InvalidArgument { op: &'static str, why: String },
 
+    /// A data-parallel collective that could not complete: a peer rank is gone.
+    #[error("data-parallel: {0}")]
+    Collective(String),
+
     #[error("{op} works on {expected:?} tensors, got {got:?}")]
     DType {
         op: &'static str,

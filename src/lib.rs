@@ -18,6 +18,7 @@
 pub mod autograd;
 pub mod bench;
 pub mod data;
+pub mod dist;
 pub mod dtype;
 pub mod error;
 pub mod eval;

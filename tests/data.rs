@@ -138,6 +138,7 @@ fn batches_follow_the_seeded_order_drop_the_remainder_and_resume_anywhere() {
         seed: 7,
         workers: 2,
         prefetch: 2,
+        part: (0, 1),
     };
     let mut loader = Loader::new(files.clone(), &opts, 0, 0).unwrap();
     assert_eq!(loader.batches_per_epoch(), 2);
@@ -158,6 +159,22 @@ fn batches_follow_the_seeded_order_drop_the_remainder_and_resume_anywhere() {
         seen.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>(),
         [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
     );
+    // Three replicas decode their shares of each batch (4 = 1 + 1 + 2 slices), in order.
+    for (epoch, index, members) in &seen[..3] {
+        let mut joined = Vec::new();
+        for part in 0..3 {
+            let share = LoaderOptions {
+                part: (part, 3),
+                ..opts.clone()
+            };
+            let batch = Loader::new(files.clone(), &share, *epoch, *index)
+                .unwrap()
+                .next_batch();
+            assert_eq!(batch.images.len(), [1, 1, 2][part]);
+            joined.extend(widths(&batch.images));
+        }
+        assert_eq!(&joined, members);
+    }
     assert_ne!(epoch_order(11, 7, 0), epoch_order(11, 7, 1));
     assert_ne!(epoch_order(11, 7, 0), epoch_order(11, 8, 0));
     // A loader started at epoch 1, batch 1 continues exactly there.

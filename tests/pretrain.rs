@@ -650,3 +650,119 @@ fn a_mixed_precision_run_logs_its_loss_scale_and_resumes_bit_for_bit() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Data-parallel on two devices of one process (two replicas on the one adapter, the batch
+/// split between them, FB's queue per replica): the run logs every step once, its checkpoint
+/// says so, and a run killed after a checkpoint resumes on two devices bit for bit where an
+/// unbroken one ends (the replicas' queues included).
+#[test]
+fn a_run_on_two_devices_resumes_bit_for_bit() {
+    let dir = temp_dir("devices");
+    let data = slices(&dir);
+    let data_s = data.to_str().unwrap();
+    // The toy run with a batch of 8 (its only bare "4" is its batch).
+    let toy: Vec<&str> = TOY
+        .iter()
+        .map(|&a| if a == "4" { "8" } else { a })
+        .collect();
+    let parallel = [
+        "--devices",
+        "0,0",
+        "--queue-length",
+        "8",
+        "--epoch-queue-starts",
+        "0",
+        "--max-steps",
+        "4",
+        "--checkpoint-every",
+        "2",
+    ];
+    let whole = dir.join("whole");
+    let text = ok(&lim_with(
+        &toy,
+        &[&parallel[..], &["--out", whole.to_str().unwrap(), data_s]].concat(),
+    ));
+    assert!(text.contains("2 replicas (rank 0:"), "{text}");
+    let logged = losses(&whole);
+    assert_eq!(logged.len(), 4, "{logged:?}");
+    let last = whole.join("checkpoints/last.safetensors");
+    let meta = lim::nn::StateDict::load(&common::gpu(), &last)
+        .unwrap()
+        .metadata()
+        .clone();
+    assert_eq!(meta["ranks"], "2");
+    assert_eq!(tensors(&last)["queue.0"].0, [8, 16]);
+
+    let broken = dir.join("broken");
+    let mut args: Vec<&str> = toy.clone();
+    args.extend(parallel);
+    args.extend(["--out", broken.to_str().unwrap(), data_s]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lim"))
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = broken.join("checkpoints/step-0000002.safetensors");
+    let start = Instant::now();
+    while !first.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "no checkpoint at step 2"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let resume = [
+        "--tuning",
+        "off",
+        "pretrain",
+        "--devices",
+        "0,0",
+        "--resume",
+    ];
+    ok(&lim_with(&resume, &[broken.to_str().unwrap()]));
+    let a = tensors(&last);
+    let b = tensors(&broken.join("checkpoints/last.safetensors"));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (name, value) in &a {
+        assert!(b[name] == *value, "{name} differs after resuming");
+    }
+    assert_eq!(logged, losses(&broken));
+
+    let none = lim_with(
+        &toy,
+        &[
+            "--devices",
+            "0,9",
+            "--out",
+            dir.join("x").to_str().unwrap(),
+            data_s,
+        ],
+    );
+    let text = String::from_utf8_lossy(&none.stderr);
+    assert!(
+        !none.status.success() && text.contains("there is no device 9"),
+        "{text}"
+    );
+    let thin = lim_with(
+        &toy,
+        &[
+            "--devices",
+            "0,0,0,0,0",
+            "--out",
+            dir.join("y").to_str().unwrap(),
+            data_s,
+        ],
+    );
+    let text = String::from_utf8_lossy(&thin.stderr);
+    assert!(
+        !thin.status.success() && text.contains("fewer than 2 slices"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -8,6 +8,7 @@ mod common;
 use common::{Golden, assert_close, f64s, gpu, random};
 use lim::Tensor;
 use lim::autograd::Var;
+use lim::dist::Solo;
 use lim::ssl::{SwavLoss, reference, sinkhorn};
 
 #[test]
@@ -111,7 +112,7 @@ fn assert_loss_equals_golden(file: &str, crops: usize) {
     let scores = Var::param(golden.upload(&gpu, "scores"));
     assert_eq!(scores.shape()[0], crops * batch);
     let out = SwavLoss::default()
-        .forward(&scores, batch, &[None, None])
+        .forward(&scores, batch, &[None, None], &Solo)
         .unwrap();
     out.loss.backward().unwrap();
     let loss = out.loss.value().to_vec().unwrap()[0] as f64;
@@ -160,7 +161,7 @@ fn swav_loss_gradient_equals_the_reference_and_finite_differences() {
         crops_for_assign: vec![0, 2],
         ..SwavLoss::default()
     };
-    let out = loss_fn.forward(&s, batch, &[None, None]).unwrap();
+    let out = loss_fn.forward(&s, batch, &[None, None], &Solo).unwrap();
     out.loss.backward().unwrap();
     let x = f64s(&scores);
     let (want_loss, want_grad) = reference::swav_loss(&x, k, batch, &[0, 2], 0.1, 0.05, 3);
@@ -222,7 +223,7 @@ fn queued_scores_join_the_sinkhorn_input() {
     let s = Var::param(Tensor::from_slice(&gpu, &[2 * batch, k], &scores).unwrap());
     let q = Tensor::from_slice(&gpu, &[queued, k], &queue).unwrap();
     let out = SwavLoss::default()
-        .forward(&s, batch, &[Some(q.clone()), Some(q)])
+        .forward(&s, batch, &[Some(q.clone()), Some(q)], &Solo)
         .unwrap();
     for (a, codes) in out.codes.iter().enumerate() {
         let mut all = f64s(&queue);

@@ -7,6 +7,7 @@ mod common;
 
 use common::{Golden, gpu};
 use lim::Tensor;
+use lim::dist::Solo;
 use lim::nn::{self, Arch, Random, ResNetConfig, StateDict};
 use lim::optim::{LossScale, Sgd};
 use lim::ssl::{Queue, Schedule, ScheduleKind, Swav, SwavConfig, SwavLoss, SwavTrainer};
@@ -59,7 +60,7 @@ fn golden_steps(trainer: &mut SwavTrainer, groups: &[Tensor], lrs: &[f32]) -> Ve
     lrs.iter()
         .enumerate()
         .map(|(step, &lr)| {
-            let out = trainer.step(groups, 4, lr, step == 0, None).unwrap();
+            let out = trainer.step(groups, 4, lr, step == 0, None, &Solo).unwrap();
             assert!(!out.skipped, "step {step} was skipped");
             out.loss.value().to_vec().unwrap()[0]
         })
@@ -155,8 +156,8 @@ fn mixed_precision_follows_pytorchs_and_skips_overflowing_steps() {
     // One step from the start: the gradients agree to f16's rounding, unscaled.
     let (mut f32_run, groups, lrs) = golden_start(None);
     let (mut f16_run, _, _) = golden_start(Some(LossScale::default()));
-    f32_run.step(&groups, 4, lrs[0], true, None).unwrap();
-    f16_run.step(&groups, 4, lrs[0], true, None).unwrap();
+    f32_run.step(&groups, 4, lrs[0], true, None, &Solo).unwrap();
+    f16_run.step(&groups, 4, lrs[0], true, None, &Solo).unwrap();
     for ((name, p16), (_, p32)) in nn::named_parameters(&f16_run.model)
         .into_iter()
         .zip(nn::named_parameters(&f32_run.model))
@@ -184,7 +185,9 @@ fn mixed_precision_follows_pytorchs_and_skips_overflowing_steps() {
         .iter()
         .map(|p| p.value().to_vec().unwrap())
         .collect();
-    let out = trainer.step(&groups, 4, lrs[1], false, None).unwrap();
+    let out = trainer
+        .step(&groups, 4, lrs[1], false, None, &Solo)
+        .unwrap();
     assert!(out.skipped);
     assert_eq!(trainer.mixed.as_ref().unwrap().scale, 5e29);
     // The parameters stay (the running statistics move, as PyTorch's do in a skipped step's
@@ -232,7 +235,7 @@ fn the_queue_fills_with_the_newest_embeddings_then_joins_sinkhorn() {
         // Without the queue's scores, the batch's codes are plain Sinkhorn of its own scores.
         let used = queue.filled >= 2 * batch;
         let out = trainer
-            .step(&groups, batch, 0.1, false, Some(&mut queue))
+            .step(&groups, batch, 0.1, false, Some(&mut queue), &Solo)
             .unwrap();
         assert_eq!(queue.filled, ((step + 1) * batch).min(2 * batch));
         let q0 = queue.embeddings[0].to_vec().unwrap();

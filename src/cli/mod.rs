@@ -64,6 +64,7 @@ impl GpuArgs {
     pub fn options(&self) -> Result<GpuOptions, lim::GpuError> {
         Ok(GpuOptions {
             adapter: self.adapter.clone().filter(|a| !a.trim().is_empty()),
+            device: None,
             backend: self
                 .backend
                 .as_deref()

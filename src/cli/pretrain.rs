@@ -4,11 +4,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lim::data::find_slices;
 use lim::io::IoError;
 use lim::ssl::ScheduleKind;
-use lim::ssl::pretrain::{self, Observer, Precision, PretrainConfig, RunStart, StepLog, Unit};
+use lim::ssl::pretrain::{
+    self, Observer, Precision, PretrainConfig, Replicas, RunStart, StepLog, Unit,
+};
 
 use super::{CliResult, GpuArgs};
 
@@ -94,6 +96,31 @@ pub struct Args {
     /// convolutions take f16 operands, weights stay f32, a dynamic loss scale)
     #[arg(long)]
     precision: Option<Precision>,
+    /// Data-parallel over devices of this machine: `all` (every adapter like the one lim
+    /// picks) or places in `lim info`'s list, e.g. 0,1 (0,0: two replicas on one adapter).
+    /// The batch is split between them. Across machines, start lim under `mpirun` instead
+    #[arg(long)]
+    devices: Option<String>,
+}
+
+/// The places in `lim info`'s list `--devices` names.
+fn devices(spec: &str, options: &lim::GpuOptions) -> Result<Vec<usize>, String> {
+    if spec.trim() == "all" {
+        return lim::gpu::alike(options).map_err(|e| e.to_string());
+    }
+    let places: Vec<usize> = spec
+        .split(',')
+        .map(|d| d.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("--devices: `{spec}` is neither `all` nor places like 0,1"))?;
+    let count = lim::gpu::survey(options).adapters.len();
+    match places.iter().find(|&&d| d >= count) {
+        Some(d) => Err(format!(
+            "--devices: there is no device {d}; `lim info` lists {count} adapters (0..{count})"
+        )),
+        None if places.is_empty() => Err("--devices names no device".into()),
+        None => Ok(places),
+    }
 }
 
 fn crop_groups(config: &mut PretrainConfig, specs: &[String]) -> Result<(), String> {
@@ -184,7 +211,10 @@ impl Observer for Shown {
                 crops.join(" + "),
                 c.prototypes,
                 c.batch,
-                run.adapter
+                match run.ranks {
+                    1 => run.adapter.clone(),
+                    n => format!("{n} replicas (rank 0: {})", run.adapter),
+                }
             );
             println!(
                 "{} slices, {} steps per epoch; steps {}..{} of {}; lr {} ({} schedule), seed {}, {:?}",
@@ -227,6 +257,32 @@ impl Observer for Shown {
 }
 
 pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
+    #[cfg(feature = "distributed")]
+    if lim::dist::launched_ranks().is_some() {
+        let mpi = lim::dist::Mpi::init()?;
+        let result = train(gpu_args, args, Some(&mpi));
+        if let Err(e) = &result {
+            // The other ranks wait in a collective for this one: end them all.
+            use lim::dist::Collective;
+            eprintln!("error: rank {} of {}: {e}", mpi.rank(), mpi.size());
+            mpi.abort(1);
+        }
+        return result;
+    }
+    #[cfg(not(feature = "distributed"))]
+    if let Some(n) = lim::dist::launched_ranks() {
+        return Err(format!(
+            "started as one of {n} MPI ranks, but this lim was built without MPI: build it \
+             with `cargo build --release --features distributed` (needs an MPI library and \
+             libclang)"
+        )
+        .into());
+    }
+    train(gpu_args, args, None)
+}
+
+/// The run of this process: alone, on several devices, or as the MPI rank `mpi`.
+fn train(gpu_args: &GpuArgs, args: &Args, mpi: Option<&dyn lim::dist::Collective>) -> CliResult {
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template(
             "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps (eta {eta})  {msg}",
@@ -235,8 +291,26 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
     );
     let mut shown = Shown { bar };
     let options = gpu_args.options()?;
+    let replicas = match (&args.devices, mpi) {
+        (Some(_), Some(_)) => {
+            return Err("--devices and mpirun do not mix: one device per MPI rank".into());
+        }
+        (Some(spec), None) => Replicas::Devices(devices(spec, &options)?),
+        (None, Some(comm)) => Replicas::Rank(comm),
+        (None, None) => Replicas::One,
+    };
+    let leads = match &replicas {
+        Replicas::Rank(comm) => comm.rank() == 0,
+        _ => true,
+    };
+    if !leads {
+        shown.bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
     let (summary, root) = match &args.resume {
-        Some(root) => (pretrain::resume(&options, root, &mut shown)?, root.clone()),
+        Some(root) => (
+            pretrain::resume(&options, root, &mut shown, &replicas)?,
+            root.clone(),
+        ),
         None => {
             let config = configure(args)?;
             let root = args
@@ -248,15 +322,17 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
             for s in &found.skipped {
                 *reasons.entry(s.why.as_str()).or_default() += 1;
             }
-            println!(
-                "found {} slices; skipped {}{}",
-                found.files.len(),
-                found.skipped.len(),
-                reasons
-                    .iter()
-                    .map(|(why, n)| format!("\n  {n} x {why}"))
-                    .collect::<String>()
-            );
+            if leads {
+                println!(
+                    "found {} slices; skipped {}{}",
+                    found.files.len(),
+                    found.skipped.len(),
+                    reasons
+                        .iter()
+                        .map(|(why, n)| format!("\n  {n} x {why}"))
+                        .collect::<String>()
+                );
+            }
             let summary = pretrain::start(
                 &options,
                 config,
@@ -264,11 +340,15 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
                 &root,
                 args.show_crops,
                 &mut shown,
+                &replicas,
             )?;
             (summary, root)
         }
     };
     shown.bar.finish_and_clear();
+    if !leads {
+        return Ok(());
+    }
     let loss = match (summary.first_loss, summary.last_loss) {
         (Some(a), Some(b)) => format!("loss {a:.4} -> {b:.4}; "),
         _ => String::new(),

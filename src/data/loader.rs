@@ -22,9 +22,13 @@ pub struct LoaderOptions {
     pub workers: usize,
     /// Batches decoded ahead of the consumer.
     pub prefetch: usize,
+    /// Data-parallel: this replica decodes only its share of every batch, `part` of `parts`
+    /// (an even split, [`crate::dist::split`]); `(0, 1)` is the whole batch.
+    pub part: (usize, usize),
 }
 
-/// One batch: the images of slices `epoch`'s permutation puts at `index * batch ..`.
+/// One batch: the images of slices `epoch`'s permutation puts at `index * batch ..` (this
+/// replica's share of them).
 pub struct Batch {
     pub epoch: usize,
     /// The batch's place in its epoch.
@@ -127,6 +131,7 @@ fn produce(
         let order = epoch_order(files.len(), opts.seed, epoch);
         while index < per_epoch {
             let members = &order[index * opts.batch..(index + 1) * opts.batch];
+            let members = &members[crate::dist::split(members.len(), opts.part.0, opts.part.1)];
             let decoded: Vec<Result<GreyImage, IoError>> = pool.install(|| {
                 members
                     .par_iter()

@@ -44,6 +44,9 @@ impl FromStr for BackendChoice {
 pub struct GpuOptions {
     /// Case-insensitive substring of the adapter name; `None` takes the highest-ranked adapter.
     pub adapter: Option<String>,
+    /// The adapter at this place in `lim info`'s list (which tells apart two GPUs of one
+    /// name); it overrides `adapter`.
+    pub device: Option<usize>,
     /// Restrict the search to one backend.
     pub backend: Option<BackendChoice>,
     /// Where the autotuner keeps its choices.
@@ -63,6 +66,7 @@ impl GpuOptions {
         let nonempty = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         Ok(Self {
             adapter: nonempty("LIM_ADAPTER"),
+            device: None,
             backend: nonempty("LIM_BACKEND").map(|b| b.parse()).transpose()?,
             tuning: nonempty("LIM_TUNING")
                 .map(|t| t.parse())
@@ -79,6 +83,9 @@ impl GpuOptions {
     }
 
     fn describe_wanted(&self) -> Option<String> {
+        if let Some(i) = self.device {
+            return Some(format!("device {i}"));
+        }
         match (&self.adapter, self.backend) {
             (None, None) => None,
             (a, b) => Some(
@@ -142,6 +149,9 @@ pub fn describe(info: &wgpu::AdapterInfo) -> String {
 }
 
 fn index_of_choice(infos: &[wgpu::AdapterInfo], opts: &GpuOptions) -> Option<usize> {
+    if let Some(i) = opts.device {
+        return (i < infos.len()).then_some(i);
+    }
     let wanted = opts.adapter.as_ref().map(|s| s.to_lowercase());
     infos
         .iter()
@@ -175,6 +185,23 @@ pub(super) fn choose(
             available: infos.iter().map(describe).collect(),
         }),
     }
+}
+
+/// The places in `lim info`'s list of the adapters like the one the options choose (the same
+/// kind of device on the same backend): what `--devices all` trains on.
+pub fn alike(opts: &GpuOptions) -> Result<Vec<usize>, GpuError> {
+    let adapters = enumerate(&instance(opts), opts);
+    let infos: Vec<_> = adapters.iter().map(|a| a.get_info()).collect();
+    let Some(chosen) = index_of_choice(&infos, opts) else {
+        return Err(GpuError::NoAdapter {
+            wanted: opts.describe_wanted(),
+            available: infos.iter().map(describe).collect(),
+        });
+    };
+    let kind = |i: &wgpu::AdapterInfo| (i.device_type, i.backend);
+    Ok((0..infos.len())
+        .filter(|&i| kind(&infos[i]) == kind(&infos[chosen]))
+        .collect())
 }
 
 /// Every adapter for the options' backends, with the one lim would choose marked.

@@ -18,7 +18,7 @@ pub mod uniform;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use adapter::{AdapterReport, BackendChoice, GpuOptions, Survey, describe, survey};
+pub use adapter::{AdapterReport, BackendChoice, GpuOptions, Survey, alike, describe, survey};
 pub use autotune::{TuneRecord, Tuning, cache_dir};
 pub use error::{GpuError, LAVAPIPE_HINT};
 pub use pipeline::Kernel;

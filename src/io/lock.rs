@@ -28,13 +28,25 @@ fn alive(pid: u32) -> bool {
         };
         // SAFETY: signal 0 sends nothing; it only asks whether the process exists.
         let found = unsafe { libc::kill(pid, 0) } == 0;
-        found || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+        let exists = found || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        // A killed process whose parent has not reaped it (an MPI rank after `mpirun` ended,
+        // in a container whose init reaps nothing) exists as a zombie, and writes nothing.
+        exists && !zombie(pid)
     }
     #[cfg(not(unix))]
     {
         let _ = pid;
         true
     }
+}
+
+/// Whether Linux lists process `pid` as a zombie (state `Z` in `/proc/PID/stat`).
+#[cfg(unix)]
+fn zombie(pid: libc::pid_t) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| Some(stat[stat.rfind(')')? + 1..].trim_start().starts_with('Z')))
+        .unwrap_or(false)
 }
 
 impl OutputLock {

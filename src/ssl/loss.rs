@@ -1,8 +1,9 @@
 //! SwAV's swapped-prediction loss: the codes of one crop, from Sinkhorn-Knopp, are predicted
 //! from the scores of every other crop.
 
-use super::sinkhorn;
+use super::sinkhorn_across;
 use crate::autograd::Var;
+use crate::dist::{self, Collective};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -46,11 +47,17 @@ impl SwavLoss {
     ///
     /// The paper's code takes `log(softmax(.))`; this takes `log_softmax`, equal in exact
     /// arithmetic and finite where softmax underflows.
+    ///
+    /// Split over the ranks of `comm` (each with `batch` rows of its own), the codes come from
+    /// [`sinkhorn_across`] and the means are over the ranks' summed batch: each rank's loss is
+    /// its share, and the ranks' losses and gradients sum to those of one process on the whole
+    /// batch.
     pub fn forward(
         &self,
         scores: &Var,
         batch: usize,
         queued: &[Option<Tensor>],
+        comm: &dyn Collective,
     ) -> Result<SwapOutcome> {
         let rows = scores.shape().first().copied().unwrap_or(0);
         let crops = rows.checked_div(batch).unwrap_or(0);
@@ -79,20 +86,22 @@ impl SwavLoss {
             let out = scores.value().slice_batch(a * batch, batch)?;
             let q = match queue {
                 Some(queue) => {
-                    let all = sinkhorn(
+                    let all = sinkhorn_across(
                         &Tensor::concat_batch(&[queue, &out])?,
                         self.epsilon,
                         self.iterations,
+                        comm,
                     )?;
                     all.slice_batch(queue.shape()[0], batch)?
                 }
-                None => sinkhorn(&out, self.epsilon, self.iterations)?,
+                None => sinkhorn_across(&out, self.epsilon, self.iterations, comm)?,
             };
             codes.push(q);
         }
         // Crop v is asked to predict the codes of every assigned crop but itself; one weight
         // per pair folds the means over pairs and over the batch into one sum.
-        let weight = 1.0 / (assign.len() * (crops - 1) * batch) as f32;
+        let total = dist::total(comm, batch)?;
+        let weight = 1.0 / (assign.len() * (crops - 1) * total) as f32;
         let mut targets = Vec::new();
         for v in 0..crops {
             let mut target: Option<Tensor> = None;

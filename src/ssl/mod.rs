@@ -16,7 +16,7 @@ pub use augment::{CropGroup, MultiCrop, View, random_resized_crop};
 pub use loss::{SwapOutcome, SwavLoss};
 pub use model::{ProjectionHead, Swav, SwavConfig, SwavOutput};
 pub use schedule::{Schedule, ScheduleKind};
-pub use sinkhorn::sinkhorn;
+pub use sinkhorn::{sinkhorn, sinkhorn_across};
 pub use step::{Queue, StepOutcome, SwavTrainer};
 
 /// CPU references in f64, for tests.

@@ -21,6 +21,7 @@ use thiserror::Error;
 use super::{MultiCrop, Queue, Schedule, ScheduleKind, Swav, SwavConfig, SwavLoss, SwavTrainer};
 use crate::autograd::no_grad;
 use crate::data::{Loader, LoaderOptions};
+use crate::dist::{self, Collective, Reduce, Solo, ThreadGroup};
 use crate::gpu::{Gpu, GpuOptions, Tuning};
 use crate::io::{Failure, IoError, copy_atomic, jsonl, write_atomic};
 use crate::nn::{self, Arch, Random, ResNetConfig, StateDict};
@@ -257,6 +258,26 @@ impl PretrainConfig {
         }
         Ok(())
     }
+
+    /// Refuses a split over `ranks` replicas that leaves one fewer than 2 slices of a batch
+    /// (its BatchNorm needs 2) or a queue shorter than its share of a batch.
+    pub fn check_ranks(&self, ranks: usize) -> Result<(), RunError> {
+        if ranks > 1 && self.batch / ranks < 2 {
+            return Err(RunError::Config(format!(
+                "a batch of {} over {ranks} replicas leaves some fewer than 2 slices, which \
+                 BatchNorm needs: use a batch of {} or more",
+                self.batch,
+                2 * ranks
+            )));
+        }
+        if self.queue_length > 0 && self.queue_length / ranks < self.batch.div_ceil(ranks) {
+            return Err(RunError::Config(format!(
+                "a queue of {} over {ranks} replicas is shorter than their shares of a batch of {}",
+                self.queue_length, self.batch
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Error)]
@@ -312,6 +333,8 @@ pub struct StepLog {
 /// What a run is about to do.
 pub struct RunStart<'a> {
     pub adapter: String,
+    /// Replicas computing together (devices of this process, or MPI ranks).
+    pub ranks: usize,
     pub slices: usize,
     pub steps_per_epoch: usize,
     pub total_steps: usize,
@@ -375,6 +398,55 @@ pub struct RunSummary {
     pub checkpoint: PathBuf,
 }
 
+/// Where a run's replicas compute. Data-parallel, each replica takes an even share of every
+/// batch (`batch` is the total over replicas, so a run's steps do not depend on how many
+/// there are), the codes and gradients are computed over the whole batch, and BatchNorm's
+/// statistics are each replica's own (as FB's SwAV without SyncBN). Rank 0 writes the run's
+/// files; every rank appends the slices it could not decode to `failures.jsonl`.
+pub enum Replicas<'a> {
+    /// One replica, on the GPU options' adapter.
+    One,
+    /// One replica per device of this process, each on the adapter at that place of `lim
+    /// info`'s list (a place may repeat: two replicas on one adapter).
+    Devices(Vec<usize>),
+    /// This process is one rank of a job of several (MPI), on the GPU options' adapter; the
+    /// run folder must be visible to every rank.
+    Rank(&'a dyn Collective),
+}
+
+impl Replicas<'_> {
+    fn leads(&self) -> bool {
+        match self {
+            Replicas::Rank(comm) => comm.rank() == 0,
+            _ => true,
+        }
+    }
+
+    fn count(&self) -> usize {
+        match self {
+            Replicas::One => 1,
+            Replicas::Devices(d) => d.len(),
+            Replicas::Rank(comm) => comm.size(),
+        }
+    }
+}
+
+/// Rank 0's outcome of `prepare`, told to every rank: the others go on only if it succeeded.
+fn agree<T>(replicas: &Replicas, prepared: Result<T, RunError>) -> Result<T, RunError> {
+    let Replicas::Rank(comm) = replicas else {
+        return prepared;
+    };
+    let mut ok = [prepared.is_ok() as u8 as f32];
+    comm.broadcast(&mut ok, 0)?;
+    match (prepared, ok[0] == 1.0) {
+        (Err(e), _) => Err(e),
+        (Ok(_), false) => Err(RunError::Config(
+            "rank 0 could not set up the run: its message says why".into(),
+        )),
+        (Ok(v), true) => Ok(v),
+    }
+}
+
 /// Starts a run in the empty (or new) folder `root` on `slices`.
 pub fn start(
     gpu_options: &GpuOptions,
@@ -383,8 +455,10 @@ pub fn start(
     root: &Path,
     show_crops: bool,
     observer: &mut dyn Observer,
+    replicas: &Replicas,
 ) -> Result<RunSummary, RunError> {
     config.check()?;
+    config.check_ranks(replicas.count())?;
     if slices.len() < config.batch {
         return Err(RunError::Config(format!(
             "{} slices do not make one batch of {}",
@@ -396,26 +470,16 @@ pub fn start(
     let run = RunDir {
         root: root.to_path_buf(),
     };
-    if run.config().exists() {
-        return Err(RunError::Config(format!(
-            "{} already holds a run: continue it with --resume, or choose another folder",
-            root.display()
-        )));
-    }
-    std::fs::create_dir_all(run.checkpoints()).map_err(|e| IoError::io(&run.checkpoints(), e))?;
     let absolute: Vec<PathBuf> = slices
         .iter()
         .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
         .collect();
-    let list: String = absolute
-        .iter()
-        .map(|p| format!("{}\n", p.display()))
-        .collect();
-    write_atomic(&run.slices(), list.as_bytes())?;
-    let json = serde_json::to_vec_pretty(&config).expect("the config serialises");
-    write_atomic(&run.config(), &json)?;
-    let _ = std::fs::remove_file(run.log());
-    execute(
+    let prepared = match replicas.leads() {
+        true => create(&run, &config, &absolute),
+        false => Ok(()),
+    };
+    agree(replicas, prepared)?;
+    execute_all(
         gpu_options,
         &config,
         &absolute,
@@ -423,7 +487,28 @@ pub fn start(
         None,
         show_crops,
         observer,
+        replicas,
     )
+}
+
+/// Writes a new run's folder: its slices and config.
+fn create(run: &RunDir, config: &PretrainConfig, slices: &[PathBuf]) -> Result<(), RunError> {
+    if run.config().exists() {
+        return Err(RunError::Config(format!(
+            "{} already holds a run: continue it with --resume, or choose another folder",
+            run.root.display()
+        )));
+    }
+    std::fs::create_dir_all(run.checkpoints()).map_err(|e| IoError::io(&run.checkpoints(), e))?;
+    let list: String = slices
+        .iter()
+        .map(|p| format!("{}\n", p.display()))
+        .collect();
+    write_atomic(&run.slices(), list.as_bytes())?;
+    let json = serde_json::to_vec_pretty(config).expect("the config serialises");
+    write_atomic(&run.config(), &json)?;
+    let _ = std::fs::remove_file(run.log());
+    Ok(())
 }
 
 /// Continues the run in `root` from its last checkpoint (or from the start if it has none),
@@ -432,6 +517,7 @@ pub fn resume(
     gpu_options: &GpuOptions,
     root: &Path,
     observer: &mut dyn Observer,
+    replicas: &Replicas,
 ) -> Result<RunSummary, RunError> {
     let run = RunDir {
         root: root.to_path_buf(),
@@ -440,10 +526,11 @@ pub fn resume(
     let config: PretrainConfig = serde_json::from_str(&text)
         .map_err(|e| IoError::invalid(&run.config(), format!("not a run's config: {e}")))?;
     config.check()?;
+    config.check_ranks(replicas.count())?;
     let list = std::fs::read_to_string(run.slices()).map_err(|e| IoError::io(&run.slices(), e))?;
     let slices: Vec<PathBuf> = list.lines().map(PathBuf::from).collect();
     let checkpoint = run.last().exists().then(|| run.last());
-    execute(
+    execute_all(
         gpu_options,
         &config,
         &slices,
@@ -451,7 +538,106 @@ pub fn resume(
         checkpoint,
         false,
         observer,
+        replicas,
     )
+}
+
+/// An observer for replicas other than the first: rank 0 tells the user.
+struct Quiet;
+
+impl Observer for Quiet {
+    fn start(&mut self, _: &RunStart) {}
+    fn step(&mut self, _: &StepLog) {}
+    fn checkpoint(&mut self, _: &Path, _: usize) {}
+    fn unreadable(&mut self, _: &IoError) {}
+}
+
+/// Runs every replica of this process: one, one thread per device, or this MPI rank.
+#[allow(clippy::too_many_arguments)]
+fn execute_all(
+    gpu_options: &GpuOptions,
+    config: &PretrainConfig,
+    slices: &[PathBuf],
+    dir: &RunDir,
+    checkpoint: Option<PathBuf>,
+    show_crops: bool,
+    observer: &mut dyn Observer,
+    replicas: &Replicas,
+) -> Result<RunSummary, RunError> {
+    let devices = match replicas {
+        Replicas::One => {
+            let work = Work::new(config, slices, dir, checkpoint, &Solo);
+            return execute(gpu_options, work, show_crops, observer);
+        }
+        Replicas::Rank(comm) => {
+            let work = Work::new(config, slices, dir, checkpoint, *comm);
+            return match comm.rank() {
+                0 => execute(gpu_options, work, show_crops, observer),
+                _ => execute(gpu_options, work, false, &mut Quiet),
+            };
+        }
+        Replicas::Devices(devices) => devices,
+    };
+    let mut group = ThreadGroup::new(devices.len()).into_iter();
+    let first = group.next().expect("at least one device");
+    let on = |device: usize| GpuOptions {
+        device: Some(device),
+        ..gpu_options.clone()
+    };
+    let results = std::thread::scope(|scope| {
+        let others: Vec<_> = group
+            .zip(&devices[1..])
+            .map(|(rank, &device)| {
+                let checkpoint = checkpoint.clone();
+                let options = on(device);
+                std::thread::Builder::new()
+                    .name(format!("lim-replica-{}", rank.rank()))
+                    .spawn_scoped(scope, move || {
+                        let work = Work::new(config, slices, dir, checkpoint, &rank);
+                        let out = execute(&options, work, false, &mut Quiet);
+                        if out.is_ok() {
+                            rank.finish();
+                        }
+                        out
+                    })
+                    .expect("a thread for each device")
+            })
+            .collect();
+        let work = Work::new(config, slices, dir, checkpoint.clone(), &first);
+        let lead = execute(&on(devices[0]), work, show_crops, observer);
+        if lead.is_ok() {
+            first.finish();
+        } else {
+            drop(first);
+        }
+        let rest: Vec<Result<RunSummary, RunError>> = others
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|panic| {
+                    Err(RunError::Config(format!(
+                        "a replica panicked: {}",
+                        crate::error::panic_text(&*panic)
+                    )))
+                })
+            })
+            .collect();
+        (lead, rest)
+    });
+    let (lead, rest) = results;
+    // A replica that failed first is the cause; the others only lost it.
+    let lost = |e: &RunError| matches!(e, RunError::Lim(crate::Error::Collective(_)));
+    match lead {
+        Err(e) if lost(&e) => Err(rest
+            .into_iter()
+            .filter_map(Result::err)
+            .find(|e| !lost(e))
+            .unwrap_or(e)),
+        Err(e) => Err(e),
+        Ok(summary) => match rest.into_iter().find_map(Result::err) {
+            Some(e) => Err(e),
+            None => Ok(summary),
+        },
+    }
 }
 
 /// The seed of step `step`'s augmentation draws.
@@ -472,9 +658,37 @@ struct Pending {
     skipped: bool,
 }
 
+/// What one replica is to do.
+struct Work<'a> {
+    config: &'a PretrainConfig,
+    slices: &'a [PathBuf],
+    dir: &'a RunDir,
+    checkpoint: Option<PathBuf>,
+    comm: &'a dyn Collective,
+}
+
+impl<'a> Work<'a> {
+    fn new(
+        config: &'a PretrainConfig,
+        slices: &'a [PathBuf],
+        dir: &'a RunDir,
+        checkpoint: Option<PathBuf>,
+        comm: &'a dyn Collective,
+    ) -> Work<'a> {
+        Work {
+            config,
+            slices,
+            dir,
+            checkpoint,
+            comm,
+        }
+    }
+}
+
 struct Run<'a> {
     config: &'a PretrainConfig,
     dir: &'a RunDir,
+    comm: &'a dyn Collective,
     gpu: Arc<Gpu>,
     trainer: SwavTrainer,
     queue: Option<Queue>,
@@ -485,14 +699,22 @@ struct Run<'a> {
 
 fn execute(
     gpu_options: &GpuOptions,
-    config: &PretrainConfig,
-    slices: &[PathBuf],
-    dir: &RunDir,
-    checkpoint: Option<PathBuf>,
+    work: Work,
     show_crops: bool,
     observer: &mut dyn Observer,
 ) -> Result<RunSummary, RunError> {
-    let _lock = crate::io::lock::OutputLock::acquire(&dir.root)?;
+    let Work {
+        config,
+        slices,
+        dir,
+        checkpoint,
+        comm,
+    } = work;
+    let leads = comm.rank() == 0;
+    let _lock = match leads {
+        true => Some(crate::io::lock::OutputLock::acquire(&dir.root)?),
+        false => None,
+    };
     let mut options = gpu_options.clone();
     let user_tuning = options.tuning.clone();
     options.tuning = match config.autotune {
@@ -502,7 +724,7 @@ fn execute(
     let gpu = Gpu::new(&options)?;
     let tune_file = gpu.tune_cache_path().map(Path::to_path_buf);
     // A new run starts from the user's choices, so runs of the same seed compute alike.
-    if let (None, Some(file), Tuning::Disk) = (&checkpoint, &tune_file, &user_tuning)
+    if let (true, None, Some(file), Tuning::Disk) = (leads, &checkpoint, &tune_file, &user_tuning)
         && let Some(user) = crate::gpu::cache_dir().map(|d| d.join(file.file_name().unwrap()))
         && user.exists()
         && !file.exists()
@@ -513,7 +735,7 @@ fn execute(
     config.precision.check(&gpu)?;
     let swav = config.swav_config()?;
     let (model, first_step, queue, buffers, scale) = match &checkpoint {
-        Some(path) => restore(&gpu, swav, path)?,
+        Some(path) => restore(&gpu, swav, path, comm)?,
         None => (
             Swav::new(swav, &mut Random::new(&gpu, config.seed))?,
             0,
@@ -522,6 +744,7 @@ fn execute(
             None,
         ),
     };
+    dist::broadcast_state(&model, comm)?;
     let mut optimizer = Sgd::lars(nn::parameters(&model), config.lr as f32)
         .momentum(config.momentum, false)
         .weight_decay(config.weight_decay);
@@ -568,9 +791,13 @@ fn execute(
             total_steps: total,
         },
     };
-    let losses = truncate_log(&dir.log(), first_step)?;
+    let losses = match leads {
+        true => truncate_log(&dir.log(), first_step)?,
+        false => Vec::new(),
+    };
     observer.start(&RunStart {
         adapter: gpu.describe(),
+        ranks: comm.size(),
         slices: slices.len(),
         steps_per_epoch: per_epoch,
         total_steps: total,
@@ -581,6 +808,7 @@ fn execute(
     let mut run = Run {
         config,
         dir,
+        comm,
         gpu: gpu.clone(),
         trainer,
         queue,
@@ -593,6 +821,7 @@ fn execute(
         seed: config.seed,
         workers: config.workers,
         prefetch: config.prefetch,
+        part: (comm.rank(), comm.size()),
     };
     let mut loader = Loader::new(
         slices.to_vec(),
@@ -615,19 +844,29 @@ fn execute(
                 jsonl::Log::append(&dir.failures())?.write(&Failure::from(e))?;
             }
         }
-        if batch.images.len() < 2 {
-            return Err(RunError::Config(format!(
-                "batch {} of epoch {} has {} readable slices; a step needs 2",
-                batch.index,
-                batch.epoch,
-                batch.images.len()
-            )));
+        // Every rank learns the batch's size, and whether any share is too small to step.
+        let local = batch.images.len();
+        let mut counts = [local as f32, (local < 2) as u8 as f32];
+        comm.all_reduce(&mut counts, Reduce::Sum)?;
+        if counts[1] > 0.0 {
+            return Err(RunError::Config(match comm.size() {
+                1 => format!(
+                    "batch {} of epoch {} has {local} readable slices; a step needs 2",
+                    batch.index, batch.epoch
+                ),
+                n => format!(
+                    "batch {} of epoch {}: a replica's share has fewer than 2 readable \
+                     slices, which its BatchNorm needs ({} of the {} replicas)",
+                    batch.index, batch.epoch, counts[1], n
+                ),
+            }));
         }
+        let total_images = counts[0] as usize;
         let mut rng = StdRng::seed_from_u64(step_seed(config.seed, step));
         let sizes: Vec<_> = batch.images.iter().map(|i| (i.width, i.height)).collect();
         let views = config.crops.sample(&mut rng, &sizes);
         let crops = config.crops.apply(&gpu, &batch.images, &views)?;
-        if show_crops && step == first_step {
+        if show_crops && leads && step == first_step {
             let sheet = config.crops.contact_sheet(&crops, batch.images.len(), 8)?;
             let rgb = image::DynamicImage::ImageLuma8(sheet).to_rgb8();
             plot::save_png(&rgb, &dir.crops())?;
@@ -640,7 +879,8 @@ fn execute(
             && batch.epoch >= config.epoch_queue_starts
             && run.queue.is_none()
         {
-            run.queue = Some(Queue::new(&gpu, 2, config.queue_length, config.dim)?);
+            let length = dist::split(config.queue_length, comm.rank(), comm.size()).len();
+            run.queue = Some(Queue::new(&gpu, 2, length, config.dim)?);
         }
         let lr = schedule.lr(step);
         let out = run.trainer.step(
@@ -649,12 +889,19 @@ fn execute(
             lr as f32,
             frozen,
             run.queue.as_mut(),
+            comm,
         )?;
+        // The batch's mean prediction: this share's part of it.
         let prediction = no_grad(|| {
-            out.scores
+            let mean = out
+                .scores
                 .scale(1.0 / config.temperature)?
                 .rows(RowOp::Softmax)?
-                .mean(0)
+                .mean(0)?;
+            match comm.size() {
+                1 => Ok(mean),
+                _ => mean.scale(local as f32 / total_images as f32),
+            }
         })?;
         pending.push(Pending {
             step: step + 1,
@@ -675,8 +922,8 @@ fn execute(
             let path = run.checkpoint(done, done / per_epoch)?;
             observer.checkpoint(&path, done);
             // The kernel choices are made by now; new runs of the user's start from them.
-            if let (Some(file), Tuning::Disk, Some(user_dir)) =
-                (&tune_file, &user_tuning, crate::gpu::cache_dir())
+            if let (true, Some(file), Tuning::Disk, Some(user_dir)) =
+                (leads, &tune_file, &user_tuning, crate::gpu::cache_dir())
                 && file.exists()
                 && std::fs::create_dir_all(&user_dir).is_ok()
             {
@@ -696,8 +943,8 @@ fn execute(
 }
 
 impl Run<'_> {
-    /// Reads the pending steps' losses and predictions in one go, stops on a non-finite loss,
-    /// and logs and plots the rest.
+    /// Reads the pending steps' losses and predictions in one go (summed over the replicas'
+    /// shares), stops on a non-finite loss, and logs and plots the rest (rank 0).
     fn report(
         &mut self,
         pending: Vec<Pending>,
@@ -707,11 +954,25 @@ impl Run<'_> {
             .iter()
             .flat_map(|p| [&p.loss, &p.prediction])
             .collect();
-        let values = Tensor::to_vecs(&tensors)?;
+        let mut values = Tensor::to_vecs(&tensors)?;
+        if self.comm.size() > 1 {
+            let mut flat = values.concat();
+            self.comm.all_reduce(&mut flat, Reduce::Sum)?;
+            let mut rest = &flat[..];
+            for v in values.iter_mut() {
+                let (head, tail) = rest.split_at(v.len());
+                v.copy_from_slice(head);
+                rest = tail;
+            }
+        }
         let elapsed = self.since.elapsed();
         self.since = Instant::now();
         let images_per_s = (pending.len() * self.config.batch) as f64 / elapsed.as_secs_f64();
-        let mut log = jsonl::Log::append(&self.dir.log())?;
+        let leads = self.comm.rank() == 0;
+        let mut log = match leads {
+            true => Some(jsonl::Log::append(&self.dir.log())?),
+            false => None,
+        };
         for (p, v) in pending.iter().zip(values.chunks(2)) {
             let loss = v[0][0];
             if !loss.is_finite() {
@@ -721,6 +982,9 @@ impl Run<'_> {
                     checkpoint: self.last_checkpoint.clone(),
                 });
             }
+            let Some(log) = log.as_mut() else {
+                continue;
+            };
             let entropy = -v[1]
                 .iter()
                 .filter(|&&q| q > 0.0)
@@ -742,6 +1006,9 @@ impl Run<'_> {
             self.losses.push((p.step as f64, loss as f64));
             observer.step(&line);
         }
+        if !leads {
+            return Ok(());
+        }
         let title = format!(
             "SwAV loss, {} preset, {}",
             self.config.preset, self.config.arch
@@ -759,8 +1026,20 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Writes `checkpoints/step-NNNNNNN.safetensors` and copies it to `last.safetensors`.
+    /// Writes `checkpoints/step-NNNNNNN.safetensors` and copies it to `last.safetensors`
+    /// (rank 0; every rank brings its queue).
     fn checkpoint(&mut self, step: usize, epoch: usize) -> Result<PathBuf, RunError> {
+        let path = self
+            .dir
+            .checkpoints()
+            .join(format!("step-{step:07}.safetensors"));
+        let queue = match &self.queue {
+            Some(q) => Some(gather_queue(q, self.comm)?),
+            None => None,
+        };
+        if self.comm.rank() != 0 {
+            return Ok(path);
+        }
         let model = &self.trainer.model;
         let mut extra = Vec::new();
         let named = nn::named_parameters(model);
@@ -797,6 +1076,7 @@ impl Run<'_> {
                 format!("{:?}", self.config.precision).to_lowercase(),
             ),
             ("adapter".into(), self.gpu.describe()),
+            ("ranks".into(), self.comm.size().to_string()),
             (
                 "rng".into(),
                 "augmentation drawn from (seed, step), data order from (seed, epoch)".into(),
@@ -806,21 +1086,40 @@ impl Run<'_> {
             meta.insert(LOSS_SCALE.into(), m.scale.to_string());
             meta.insert(LOSS_SCALE_GOOD_STEPS.into(), m.good_steps.to_string());
         }
-        if let Some(q) = &self.queue {
-            for (i, e) in q.embeddings.iter().enumerate() {
-                extra.push((format!("{QUEUE}{i}"), e.clone()));
+        if let Some((embeddings, filled)) = queue {
+            for (i, e) in embeddings.into_iter().enumerate() {
+                extra.push((format!("{QUEUE}{i}"), e));
             }
-            meta.insert("queue_filled".into(), q.filled.to_string());
+            meta.insert("queue_filled".into(), filled.to_string());
         }
-        let path = self
-            .dir
-            .checkpoints()
-            .join(format!("step-{step:07}.safetensors"));
         nn::save_with(model, &extra, &meta, &path)?;
         copy_atomic(&path, &self.dir.last())?;
         self.last_checkpoint = Some(path.clone());
         Ok(path)
     }
+}
+
+/// The queue of every rank, in rank order (each rank's rows after the one before's), and the
+/// rows filled (every rank fills as many, its share of each batch).
+fn gather_queue(queue: &Queue, comm: &dyn Collective) -> Result<(Vec<Tensor>, usize), RunError> {
+    let filled = dist::total(comm, queue.filled)?;
+    if comm.size() == 1 {
+        return Ok((queue.embeddings.clone(), filled));
+    }
+    let mut lengths = vec![0.0; comm.size()];
+    lengths[comm.rank()] = queue.embeddings[0].shape()[0] as f32;
+    comm.all_reduce(&mut lengths, Reduce::Sum)?;
+    let rows: usize = lengths.iter().map(|&l| l as usize).sum();
+    let before: usize = lengths[..comm.rank()].iter().map(|&l| l as usize).sum();
+    let mut gathered = Vec::new();
+    for e in &queue.embeddings {
+        let dim = e.shape()[1];
+        let mut all = vec![0.0; rows * dim];
+        all[before * dim..before * dim + e.numel()].copy_from_slice(&e.to_vec()?);
+        comm.all_reduce(&mut all, Reduce::Sum)?;
+        gathered.push(Tensor::from_slice(e.gpu(), &[rows, dim], &all)?);
+    }
+    Ok((gathered, filled))
 }
 
 /// What a checkpoint's metadata says it is.
@@ -842,7 +1141,12 @@ type Restored = (
 
 /// The network, the steps done, the queue, the momentum buffers and the loss scale (of a
 /// mixed-precision run) of a checkpoint.
-fn restore(gpu: &Arc<Gpu>, config: SwavConfig, path: &Path) -> Result<Restored, RunError> {
+fn restore(
+    gpu: &Arc<Gpu>,
+    config: SwavConfig,
+    path: &Path,
+    comm: &dyn Collective,
+) -> Result<Restored, RunError> {
     let mut state = StateDict::load(gpu, path)?;
     let meta = state.metadata().clone();
     let number = |key: &str| -> Result<usize, RunError> {
@@ -869,12 +1173,20 @@ fn restore(gpu: &Arc<Gpu>, config: SwavConfig, path: &Path) -> Result<Restored, 
     while let Some(e) = state.take(&format!("{QUEUE}{}", embeddings.len()))? {
         embeddings.push(e);
     }
+    // Each rank takes its share of the queue's rows, as `gather_queue` laid them out.
     let queue = match embeddings.is_empty() {
         true => None,
-        false => Some(Queue {
-            embeddings,
-            filled: number("queue_filled")?,
-        }),
+        false => {
+            let (rank, size) = (comm.rank(), comm.size());
+            let rows = dist::split(embeddings[0].shape()[0], rank, size);
+            Some(Queue {
+                embeddings: embeddings
+                    .iter()
+                    .map(|e| e.slice_batch(rows.start, rows.len()))
+                    .collect::<crate::Result<_>>()?,
+                filled: dist::split(number("queue_filled")?, rank, size).len(),
+            })
+        }
     };
     let scale = match meta.contains_key(LOSS_SCALE) {
         true => Some(LossScale {

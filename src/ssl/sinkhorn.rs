@@ -1,6 +1,7 @@
 //! Sinkhorn-Knopp (`shaders/sinkhorn.wgsl`): SwAV's codes, an equal partition of a batch
 //! over the prototypes, computed without gradient.
 
+use crate::dist::{self, Collective, Reduce, Solo};
 use crate::error::{Error, Result};
 use crate::gpu::shader;
 use crate::tensor::{DType, Tensor};
@@ -25,6 +26,11 @@ uniform! {
 /// for any finite scores, where the paper's `exp(scores / 0.05)` overflows f16 at scores
 /// near 1 and f32 beyond 4.4. With 0 iterations each row is `softmax(scores / epsilon)`.
 pub fn sinkhorn(scores: &Tensor, epsilon: f32, iterations: usize) -> Result<Tensor> {
+    sinkhorn_across(scores, epsilon, iterations, &Solo)
+}
+
+/// `[B, K]` of non-empty f32 scores and a positive epsilon.
+fn check(scores: &Tensor, epsilon: f32) -> Result<(usize, usize)> {
     let &[samples, prototypes] = scores.shape() else {
         return Err(Error::InvalidArgument {
             op: "sinkhorn",
@@ -48,10 +54,26 @@ pub fn sinkhorn(scores: &Tensor, epsilon: f32, iterations: usize) -> Result<Tens
             why: format!("epsilon must be positive, got {epsilon}"),
         });
     }
+    Ok((samples, prototypes))
+}
+
+/// [`sinkhorn`] of a batch split over the ranks of `comm`, each holding its own rows `[B_r,
+/// K]`: every rank gets the codes of its rows as one process would compute them on the whole
+/// batch, as facebookresearch/swav's `distributed_sinkhorn`. Each iteration all-reduces K
+/// values twice (each prototype's largest log-sum-exp over ranks, then the sum of the ranks'
+/// shares under it, so nothing overflows), and the batch size is the ranks' summed (as
+/// lightly's), not assumed equal. One rank alone is [`sinkhorn`].
+pub fn sinkhorn_across(
+    scores: &Tensor,
+    epsilon: f32,
+    iterations: usize,
+    comm: &dyn Collective,
+) -> Result<Tensor> {
+    let (samples, prototypes) = check(scores, epsilon)?;
+    let total = dist::total(comm, samples)?;
     let gpu = scores.gpu();
     let codes = scores.deep_clone()?;
-    let binding = codes.binding("sinkhorn scores")?;
-    let by_prototype = gpu.kernel(&shader::SINKHORN, "prototypes", &[])?;
+    let l = codes.binding("sinkhorn scores")?;
     let by_sample = gpu.kernel(&shader::SINKHORN, "samples", &[])?;
     let params = |scale: f32, log_count: usize, last: bool| Params {
         samples: samples as u32,
@@ -60,35 +82,73 @@ pub fn sinkhorn(scores: &Tensor, epsilon: f32, iterations: usize) -> Result<Tens
         log_count: (log_count as f32).ln(),
         last: last as u32,
     };
-    let prototype_groups = gpu.grid_1d(prototypes as u64, &by_prototype.label)?;
     let sample_groups = gpu.grid_1d(samples as u64, &by_sample.label)?;
     // The first pass reads the scores and divides them by epsilon.
     let mut scale = 1.0 / epsilon;
     for round in 0..iterations {
-        gpu.dispatch(
-            &by_prototype,
-            &params(scale, prototypes, false),
-            &[("l", binding.clone())],
-            prototype_groups,
-        )?;
+        let by_prototype = params(scale, prototypes, false);
+        match comm.size() {
+            1 => {
+                let kernel = gpu.kernel(&shader::SINKHORN, "prototypes", &[])?;
+                let groups = gpu.grid_1d(prototypes as u64, &kernel.label)?;
+                gpu.dispatch(&kernel, &by_prototype, &[("l", l.clone())], groups)?;
+            }
+            _ => prototypes_across(&codes, &by_prototype, comm)?,
+        }
         scale = 1.0;
-        let last = round + 1 == iterations;
         gpu.dispatch(
             &by_sample,
-            &params(1.0, samples, last),
-            &[("l", binding.clone())],
+            &params(1.0, total, round + 1 == iterations),
+            &[("l", l.clone())],
             sample_groups,
         )?;
     }
     if iterations == 0 {
         gpu.dispatch(
             &by_sample,
-            &params(scale, samples, true),
-            &[("l", binding)],
+            &params(scale, total, true),
+            &[("l", l)],
             sample_groups,
         )?;
     }
     Ok(codes)
+}
+
+/// The prototypes' pass over every rank's samples: each rank's log-sum-exp per prototype,
+/// their all-reduce (the largest, then the shares under it), and the shift by the total.
+fn prototypes_across(codes: &Tensor, params: &Params, comm: &dyn Collective) -> Result<()> {
+    let gpu = codes.gpu();
+    let k = params.prototypes as usize;
+    let lse = Tensor::zeros(gpu, &[k], DType::F32)?;
+    let local_lse = gpu.kernel(&shader::SINKHORN, "prototype_lse", &[])?;
+    let groups = gpu.grid_1d(k as u64, &local_lse.label)?;
+    let l = codes.binding("sinkhorn scores")?;
+    gpu.dispatch(
+        &local_lse,
+        params,
+        &[("l", l.clone()), ("lse", lse.binding("sinkhorn lse")?)],
+        groups,
+    )?;
+    let local = lse.to_vec()?;
+    let mut top = local.clone();
+    comm.all_reduce(&mut top, Reduce::Max)?;
+    let mut shares: Vec<f32> = local.iter().zip(&top).map(|(v, t)| (v - t).exp()).collect();
+    comm.all_reduce(&mut shares, Reduce::Sum)?;
+    let log_k = (k as f32).ln();
+    let shift: Vec<f32> = top
+        .iter()
+        .zip(&shares)
+        .map(|(t, s)| t + s.ln() + log_k)
+        .collect();
+    let shift = Tensor::from_slice(gpu, &[k], &shift)?;
+    let apply = gpu.kernel(&shader::SINKHORN, "prototype_shift", &[])?;
+    gpu.dispatch(
+        &apply,
+        params,
+        &[("l", l), ("shift", shift.binding("sinkhorn shift")?)],
+        groups,
+    )?;
+    Ok(())
 }
 
 /// CPU references in f64.

@@ -3,6 +3,7 @@
 
 use super::{Swav, SwavLoss};
 use crate::autograd::{Var, autocast};
+use crate::dist::{self, Collective};
 use crate::error::Result;
 use crate::ops::matmul::MatmulOptions;
 use crate::optim::{LossScale, Optimizer, Sgd};
@@ -65,6 +66,10 @@ impl SwavTrainer {
     /// dropped while `freeze_prototypes` (so the optimiser leaves them, decay included), and
     /// an optimiser step at `lr`. Nothing is read back, except under mixed precision whether
     /// the gradients were finite (a step with inf or NaN ones is skipped, as GradScaler's).
+    ///
+    /// Data-parallel, each rank of `comm` steps its replica on its own `batch` slices: the
+    /// codes and the loss's means span the ranks' batches, and the gradients are summed over
+    /// the ranks before anything looks at them, so every replica takes the same update.
     pub fn step(
         &mut self,
         groups: &[Tensor],
@@ -72,6 +77,7 @@ impl SwavTrainer {
         lr: f32,
         freeze_prototypes: bool,
         queue: Option<&mut Queue>,
+        comm: &dyn Collective,
     ) -> Result<StepOutcome> {
         self.model.normalize_prototypes()?;
         self.optimizer.zero_grad();
@@ -96,7 +102,7 @@ impl SwavTrainer {
                 .collect::<Result<_>>()?,
             _ => vec![None; assign.len()],
         };
-        let swapped = self.loss.forward(&out.scores, batch, &queued)?;
+        let swapped = self.loss.forward(&out.scores, batch, &queued, comm)?;
         if let Some(q) = queue {
             let length = q.length();
             for (e, &a) in q.embeddings.iter_mut().zip(assign) {
@@ -112,6 +118,7 @@ impl SwavTrainer {
             None => swapped.loss.backward()?,
             Some(scaler) => swapped.loss.scale(scaler.scale)?.backward()?,
         }
+        dist::sum_gradients(self.optimizer.params(), comm)?;
         if freeze_prototypes {
             self.model.prototypes.zero_grad();
         }

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use lim::Gpu;
 use lim::autograd::{Var, autocast};
+use lim::dist::Solo;
 use lim::nn::{self, Linear, Random};
 use lim::optim::{LossScale, Optimizer, Sgd};
 use lim::ssl::pretrain::{Precision, PretrainConfig};
@@ -98,7 +99,7 @@ pub fn run(gpu_args: &GpuArgs, args: &SwavArgs) -> CliResult {
         // The whole step as `lim pretrain` records it, synchronised only by the loss.
         let groups = crops_for(step as u64)?;
         let start = Instant::now();
-        let out = trainer.step(&groups, b, 0.1, false, None)?;
+        let out = trainer.step(&groups, b, 0.1, false, None, &Solo)?;
         out.loss.value().to_vec()?;
         let whole = start.elapsed().as_secs_f64() * 1e3;
         let start = Instant::now();
@@ -148,7 +149,7 @@ pub fn run(gpu_args: &GpuArgs, args: &SwavArgs) -> CliResult {
         let sinkhorn_ms = timed(&mut || sinkhorn(&one_crop, 0.05, 3).map(drop))?;
         let mut loss: Option<Var> = None;
         let loss_ms = timed(&mut || {
-            loss = Some(trainer.loss.forward(&scores, b, &[None, None])?.loss);
+            loss = Some(trainer.loss.forward(&scores, b, &[None, None], &Solo)?.loss);
             Ok(())
         })?;
         trainer.optimizer.zero_grad();
