@@ -236,12 +236,15 @@ impl Observer for Shown {
 
     fn step(&mut self, log: &StepLog) {
         self.bar.set_position(log.step as u64);
-        let scale = match log.loss_scale {
+        let mut extra = match log.loss_scale {
             Some(s) => format!("  loss scale {s}"),
             None => String::new(),
         };
+        if let Some(ms) = log.exchange_ms {
+            extra.push_str(&format!("  gradient exchange {ms:.0} ms"));
+        }
         self.bar.set_message(format!(
-            "loss {:.4}  {:.1} img/s  data wait {:.0} ms  entropy {:.2}/{:.2}{scale}",
+            "loss {:.4}  {:.1} img/s  data wait {:.0} ms  entropy {:.2}/{:.2}{extra}",
             log.loss, log.images_per_s, log.data_wait_ms, log.entropy, log.entropy_max
         ));
     }

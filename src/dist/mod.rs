@@ -68,6 +68,11 @@ pub(crate) fn peer_lost(why: impl std::fmt::Display) -> Error {
     Error::Collective(why.to_string())
 }
 
+/// Returns on every rank once all have called it.
+pub fn barrier(comm: &dyn Collective) -> Result<()> {
+    comm.broadcast(&mut [0.0], 0)
+}
+
 /// A count summed over ranks (batch sizes; exact below 2^24).
 pub fn total(comm: &dyn Collective, count: usize) -> Result<usize> {
     let mut v = [count as f32];

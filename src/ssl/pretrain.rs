@@ -328,6 +328,9 @@ pub struct StepLog {
     pub loss_scale: Option<f32>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub skipped: bool,
+    /// Data-parallel: rank 0's time summing the gradients over the replicas (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange_ms: Option<f64>,
 }
 
 /// What a run is about to do.
@@ -656,6 +659,7 @@ struct Pending {
     data_wait: Duration,
     loss_scale: Option<f32>,
     skipped: bool,
+    exchange: Option<Duration>,
 }
 
 /// What one replica is to do.
@@ -732,6 +736,9 @@ fn execute(
         std::fs::create_dir_all(dir.autotune()).map_err(|e| IoError::io(&dir.autotune(), e))?;
         std::fs::copy(&user, file).map_err(|e| IoError::io(file, e))?;
     }
+    // Every replica's kernel choices start from the ones rank 0 just copied (the autotuner
+    // reads its file on first use, after this).
+    dist::barrier(comm)?;
     config.precision.check(&gpu)?;
     let swav = config.swav_config()?;
     let (model, first_step, queue, buffers, scale) = match &checkpoint {
@@ -912,6 +919,7 @@ fn execute(
             data_wait: batch.wait,
             loss_scale: run.trainer.mixed.as_ref().map(|m| m.scale),
             skipped: out.skipped,
+            exchange: out.exchange,
         });
         let done = step + 1;
         let checkpoint_due = done % every == 0 || done == total;
@@ -1001,6 +1009,7 @@ impl Run<'_> {
                 entropy_max: (self.config.prototypes as f64).ln(),
                 loss_scale: p.loss_scale,
                 skipped: p.skipped,
+                exchange_ms: p.exchange.map(|d| d.as_secs_f64() * 1e3),
             };
             log.write(&line)?;
             self.losses.push((p.step as f64, loss as f64));

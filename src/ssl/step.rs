@@ -47,6 +47,9 @@ pub struct StepOutcome {
     pub codes: Vec<Tensor>,
     /// Whether mixed precision skipped the update (its gradients held inf or NaN).
     pub skipped: bool,
+    /// Data-parallel: how long summing the gradients over the ranks took, once the backward
+    /// pass had finished on the device (reading them back, the all-reduce, writing them).
+    pub exchange: Option<std::time::Duration>,
 }
 
 /// The model, the loss and the optimiser of a SwAV run.
@@ -118,7 +121,15 @@ impl SwavTrainer {
             None => swapped.loss.backward()?,
             Some(scaler) => swapped.loss.scale(scaler.scale)?.backward()?,
         }
-        dist::sum_gradients(self.optimizer.params(), comm)?;
+        let exchange = match comm.size() {
+            1 => None,
+            _ => {
+                self.model.prototypes.value().gpu().sync()?;
+                let start = std::time::Instant::now();
+                dist::sum_gradients(self.optimizer.params(), comm)?;
+                Some(start.elapsed())
+            }
+        };
         if freeze_prototypes {
             self.model.prototypes.zero_grad();
         }
@@ -141,6 +152,7 @@ impl SwavTrainer {
             scores: out.scores.value().clone(),
             codes: swapped.codes,
             skipped: !finite,
+            exchange,
         })
     }
 }
