@@ -80,13 +80,14 @@ pub fn total(comm: &dyn Collective, count: usize) -> Result<usize> {
     Ok(v[0] as usize)
 }
 
-/// Gradients are reduced in buckets of this many f32 (16 MiB, about PyTorch DDP's 25 MB), the
-/// last layers' first: each bucket is one readback and one all-reduce.
+/// Training reduces gradients in buckets of this many f32 (16 MiB, about PyTorch DDP's 25 MB).
 pub const BUCKET: usize = 4 << 20;
 
-/// Sums each parameter's gradient over the ranks, in place. Every rank runs the same graph,
-/// so the same parameters have gradients on every rank; those without one are left out.
-pub fn sum_gradients(params: &[Var], comm: &dyn Collective) -> Result<()> {
+/// Sums each parameter's gradient over the ranks, in place, in buckets of at most `bucket`
+/// floats (a larger gradient is a bucket of its own), the last layers' first: each bucket is
+/// one readback and one all-reduce. Every rank runs the same graph, so the same parameters
+/// have gradients on every rank; those without one are left out.
+pub fn sum_gradients(params: &[Var], comm: &dyn Collective, bucket: usize) -> Result<()> {
     if comm.size() == 1 {
         return Ok(());
     }
@@ -95,15 +96,15 @@ pub fn sum_gradients(params: &[Var], comm: &dyn Collective) -> Result<()> {
     while end > 0 {
         let mut start = end - 1;
         let mut len = grads[start].numel();
-        while start > 0 && len + grads[start - 1].numel() <= BUCKET {
+        while start > 0 && len + grads[start - 1].numel() <= bucket {
             start -= 1;
             len += grads[start].numel();
         }
-        let bucket: Vec<&Tensor> = grads[start..end].iter().collect();
-        let mut flat = Tensor::to_vecs(&bucket)?.concat();
+        let members: Vec<&Tensor> = grads[start..end].iter().collect();
+        let mut flat = Tensor::to_vecs(&members)?.concat();
         comm.all_reduce(&mut flat, Reduce::Sum)?;
         let mut at = 0;
-        for g in bucket {
+        for g in members {
             let n = g.numel();
             g.copy_from(&Tensor::from_slice(g.gpu(), g.shape(), &flat[at..at + n])?)?;
             at += n;
@@ -113,8 +114,8 @@ pub fn sum_gradients(params: &[Var], comm: &dyn Collective) -> Result<()> {
     Ok(())
 }
 
-/// Replaces every parameter and buffer of `module` (and BatchNorm's counters' tensors) by
-/// rank 0's, so that all replicas start alike.
+/// Replaces every parameter and buffer (BatchNorm's running statistics) of `module` by rank
+/// 0's, so that all replicas start alike.
 pub fn broadcast_state(module: &dyn Visit, comm: &dyn Collective) -> Result<()> {
     broadcast_tensors(&state_tensors(module), comm)
 }

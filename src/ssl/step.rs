@@ -126,7 +126,7 @@ impl SwavTrainer {
             _ => {
                 self.model.prototypes.value().gpu().sync()?;
                 let start = std::time::Instant::now();
-                dist::sum_gradients(self.optimizer.params(), comm)?;
+                dist::sum_gradients(self.optimizer.params(), comm, dist::BUCKET)?;
                 Some(start.elapsed())
             }
         };

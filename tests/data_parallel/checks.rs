@@ -125,7 +125,9 @@ fn two_steps(
             .forward(&model.scores(&x), rows.len(), &[None, None], comm)
             .unwrap();
         out.loss.backward().unwrap();
-        dist::sum_gradients(optimizer.params(), comm).unwrap();
+        // Buckets of at most 40 floats: the prototypes with the last bias, then the last
+        // weight (48) and the first bias alone, and the first weight (72).
+        dist::sum_gradients(optimizer.params(), comm, 40).unwrap();
         optimizer.step().unwrap();
     }
     let params = model.params();
