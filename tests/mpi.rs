@@ -9,10 +9,12 @@
 mod checks;
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::losses;
 use lim::dist::{Collective, Mpi};
 
 fn main() {
@@ -87,13 +89,6 @@ fn drive() {
     println!("mpi: all passed");
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lim-mpi-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// 16 grey 40 x 40 slices.
 fn slices(dir: &Path) -> PathBuf {
     let root = dir.join("slices");
@@ -112,65 +107,24 @@ fn slices(dir: &Path) -> PathBuf {
     root
 }
 
-/// A toy run of batch 8 (4 slices a rank).
-fn toy(out: &Path, data: &Path, steps: &str) -> Vec<String> {
-    [
-        "--tuning",
-        "off",
-        "pretrain",
-        "--width",
-        "0.125",
-        "--crops",
-        "2x32,4x16",
-        "--batch",
-        "8",
-        "--prototypes",
-        "10",
-        "--hidden",
-        "32",
-        "--dim",
-        "16",
-        "--freeze-prototypes",
-        "2",
-        "--log-every",
-        "2",
-        "--max-steps",
-        steps,
-        "--checkpoint-every",
-        "2",
-        "--out",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([out.display().to_string(), data.display().to_string()])
-    .collect()
-}
-
-/// Every tensor of a run's last checkpoint, as raw bytes (the metadata's order varies).
-fn last(run: &Path) -> Vec<(String, Vec<u8>)> {
-    let bytes = std::fs::read(run.join("checkpoints/last.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<_> = st
-        .tensors()
+/// A toy run of batch 8 (4 slices a rank) for `steps` steps, a checkpoint every 2.
+fn toy(out: &Path, data: &Path, steps: &'static str) -> Vec<String> {
+    common::toy_pretrain("8")
         .into_iter()
-        .map(|(name, view)| (name, view.data().to_vec()))
-        .collect();
-    tensors.sort();
-    tensors
+        .chain(["--max-steps", steps, "--checkpoint-every", "2", "--out"])
+        .map(str::to_string)
+        .chain([out.display().to_string(), data.display().to_string()])
+        .collect()
 }
 
-/// The losses of a run's log.
-fn losses(run: &Path) -> Vec<String> {
-    std::fs::read_to_string(run.join("log.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].to_string())
-        .collect()
+/// Every tensor of a run's last checkpoint.
+fn last(run: &Path) -> BTreeMap<String, (Vec<usize>, Vec<u8>)> {
+    common::tensors(&run.join("checkpoints/last.safetensors"))
 }
 
 fn pretrain_under_mpirun() {
     let lim = env!("CARGO_BIN_EXE_lim");
-    let dir = temp_dir("pretrain");
+    let dir = common::temp_dir("mpi", "pretrain");
     let data = slices(&dir);
     let ranks = dir.join("ranks");
     let t = ok(mpirun()

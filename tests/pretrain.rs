@@ -4,16 +4,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::{losses, tensors};
+
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lim-pretrain-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::temp_dir("pretrain", name)
 }
 
 /// 24 grey 48 x 40 slices in two "volumes" with different structure, at two depths.
@@ -39,30 +37,10 @@ fn slices(dir: &Path) -> PathBuf {
     root
 }
 
-/// A tiny run: ResNet-18 at width 1/8, 2 x 32 + 4 x 16 px crops, batch 4.
-const TOY: &[&str] = &[
-    "--tuning",
-    "off",
-    "pretrain",
-    "--preset",
-    "tiny",
-    "--width",
-    "0.125",
-    "--crops",
-    "2x32,4x16",
-    "--batch",
-    "4",
-    "--prototypes",
-    "10",
-    "--hidden",
-    "32",
-    "--dim",
-    "16",
-    "--freeze-prototypes",
-    "2",
-    "--log-every",
-    "2",
-];
+/// A tiny run of batch 4 ([`common::toy_pretrain`]).
+fn toy() -> Vec<&'static str> {
+    common::toy_pretrain("4")
+}
 
 fn lim_with(args: &[&str], extra: &[&str]) -> Output {
     let mut all: Vec<&str> = args.to_vec();
@@ -76,7 +54,7 @@ const EIGHT_STEPS: &[&str] = &["--max-steps", "8", "--checkpoint-every", "2"];
 /// The toy run for [`EIGHT_STEPS`] into `out` on the slices in `data`.
 fn eight_steps(out: &Path, data: &Path) -> Output {
     let (out, data) = (out.to_str().unwrap(), data.to_str().unwrap());
-    lim_with(TOY, &[EIGHT_STEPS, &["--out", out, data]].concat())
+    lim_with(&toy(), &[EIGHT_STEPS, &["--out", out, data]].concat())
 }
 
 fn ok(out: &Output) -> String {
@@ -89,25 +67,6 @@ fn ok(out: &Output) -> String {
     text
 }
 
-/// The losses a run folder's `log.jsonl` holds, as written.
-fn losses(run: &Path) -> Vec<String> {
-    std::fs::read_to_string(run.join("log.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].to_string())
-        .collect()
-}
-
-/// Every tensor of a safetensors file by name, as raw bytes.
-fn tensors(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<u8>)> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .map(|(n, v)| (n, (v.shape().to_vec(), v.data().to_vec())))
-        .collect()
-}
-
 #[test]
 fn a_run_folder_holds_config_log_curve_crops_and_checkpoints() {
     let dir = temp_dir("folder");
@@ -115,7 +74,7 @@ fn a_run_folder_holds_config_log_curve_crops_and_checkpoints() {
     let run = dir.join("run");
     let run_s = run.to_str().unwrap();
     let text = ok(&lim_with(
-        TOY,
+        &toy(),
         &[
             "--max-steps",
             "4",
@@ -186,7 +145,7 @@ fn a_run_folder_holds_config_log_curve_crops_and_checkpoints() {
     assert_eq!(last["prototypes.weight"].0, [10, 16]);
     // The run folder refuses a second run.
     let again = lim_with(
-        TOY,
+        &toy(),
         &["--max-steps", "1", "--out", run_s, data.to_str().unwrap()],
     );
     assert!(!again.status.success());
@@ -207,7 +166,7 @@ fn a_killed_run_resumes_bit_for_bit() {
     ok(&eight_steps(&whole, &data));
 
     let broken = dir.join("broken");
-    let mut args: Vec<String> = TOY.iter().map(|s| s.to_string()).collect();
+    let mut args: Vec<String> = toy().iter().map(|s| s.to_string()).collect();
     args.extend(EIGHT_STEPS.iter().map(|s| s.to_string()));
     args.extend(["--out".into(), broken.display().to_string(), data_s.into()]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_lim"))
@@ -268,7 +227,7 @@ fn a_killed_run_resumes_bit_for_bit() {
 
     let other = dir.join("other");
     let seed = ["--seed", "1", "--out", other.to_str().unwrap(), data_s];
-    ok(&lim_with(TOY, &[EIGHT_STEPS, &seed].concat()));
+    ok(&lim_with(&toy(), &[EIGHT_STEPS, &seed].concat()));
     let c = tensors(&other.join("checkpoints/last.safetensors"));
     assert!(
         c["conv1.weight"] != a["conv1.weight"],
@@ -329,7 +288,7 @@ fn a_non_finite_loss_stops_the_run_and_names_the_last_good_checkpoint() {
     let data = slices(&dir);
     let run = dir.join("run");
     let out = lim_with(
-        TOY,
+        &toy(),
         &[
             "--max-steps",
             "12",
@@ -358,7 +317,7 @@ fn bad_inputs_get_clear_errors() {
     let dir = temp_dir("bad");
     let data = slices(&dir);
     let fail = |extra: &[&str]| {
-        let out = lim_with(TOY, extra);
+        let out = lim_with(&toy(), extra);
         assert!(!out.status.success(), "{extra:?} succeeded");
         String::from_utf8_lossy(&out.stderr).to_string()
     };
@@ -414,7 +373,7 @@ fn the_checkpoint_embeds_and_exports() {
     let data = slices(&dir);
     let run = dir.join("run");
     ok(&lim_with(
-        TOY,
+        &toy(),
         &[
             "--max-steps",
             "2",
@@ -579,7 +538,7 @@ fn a_mixed_precision_run_logs_its_loss_scale_and_resumes_bit_for_bit() {
     let run = |name: &str| -> PathBuf {
         let out = dir.join(name);
         ok(&lim_with(
-            TOY,
+            &toy(),
             &[
                 "--precision",
                 "f16",
@@ -660,11 +619,7 @@ fn a_run_on_two_devices_resumes_bit_for_bit() {
     let dir = temp_dir("devices");
     let data = slices(&dir);
     let data_s = data.to_str().unwrap();
-    // The toy run with a batch of 8 (its only bare "4" is its batch).
-    let toy: Vec<&str> = TOY
-        .iter()
-        .map(|&a| if a == "4" { "8" } else { a })
-        .collect();
+    let toy = common::toy_pretrain("8");
     let parallel = [
         "--devices",
         "0,0",

@@ -383,3 +383,61 @@ pub fn assert_stopped_by_a_full_disk(run: &std::process::Output, out: &std::path
         }
     }
 }
+
+/// A new, empty folder `lim-<what>-<name>-<pid>` in the system's temporary folder.
+pub fn temp_dir(what: &str, name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("lim-{what}-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The losses a `lim pretrain` run folder's `log.jsonl` holds, as written.
+pub fn losses(run: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(run.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].to_string())
+        .collect()
+}
+
+/// Every tensor of a safetensors file by name: its shape and raw bytes (the metadata, whose
+/// order varies, is left out).
+pub fn tensors(
+    path: &std::path::Path,
+) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(n, v)| (n, (v.shape().to_vec(), v.data().to_vec())))
+        .collect()
+}
+
+/// `lim` arguments for a tiny pre-training run: ResNet-18 at width 1/8, 2 x 32 + 4 x 16 px
+/// crops, 10 prototypes, a batch of `batch`, prototypes frozen for 2 steps, losses read every 2.
+pub fn toy_pretrain(batch: &'static str) -> Vec<&'static str> {
+    vec![
+        "--tuning",
+        "off",
+        "pretrain",
+        "--preset",
+        "tiny",
+        "--width",
+        "0.125",
+        "--crops",
+        "2x32,4x16",
+        "--batch",
+        batch,
+        "--prototypes",
+        "10",
+        "--hidden",
+        "32",
+        "--dim",
+        "16",
+        "--freeze-prototypes",
+        "2",
+        "--log-every",
+        "2",
+    ]
+}
