@@ -1,5 +1,6 @@
 //! `lim experiment` end to end at the smallest sizes: two sample CT volumes, every default
-//! reduction, one epoch of tiny SwAV each, a linear probe on a few PneumoniaMNIST images; then
+//! reduction, one epoch of tiny SwAV each (data-parallel on two devices of one adapter), a
+//! linear probe on a few PneumoniaMNIST images; then
 //! a rerun that finds everything complete, and one that redoes only what was removed.
 
 mod common;
@@ -37,6 +38,8 @@ fn an_experiment_runs_resumes_and_reports() {
         "2",
         "--repeats",
         "2",
+        "--devices",
+        "0,0",
         "--out",
         exp.to_str().unwrap(),
     ];
@@ -86,6 +89,15 @@ fn an_experiment_runs_resumes_and_reports() {
     assert!(image::open(exp.join("auc_vs_time.png")).is_ok());
     let commands = std::fs::read_to_string(exp.join("commands.txt")).unwrap();
     assert_eq!(commands.lines().count(), 1 + 4 + 5 + 6, "{commands}");
+    // Every pre-training ran data-parallel on two devices.
+    let pretrain: Vec<&str> = commands
+        .lines()
+        .filter(|l| l.starts_with("lim pretrain"))
+        .collect();
+    assert!(
+        pretrain.len() == 5 && pretrain.iter().all(|l| l.contains("--devices 0,0")),
+        "{commands}"
+    );
 
     // Everything is complete: a rerun runs nothing and reports the same.
     run();
@@ -114,7 +126,9 @@ fn an_experiment_runs_resumes_and_reports() {
     let added =
         std::fs::read_to_string(exp.join("commands.txt")).unwrap()[before.len()..].to_string();
     assert!(
-        added.contains("pretrain --resume") && added.contains("evaluate/hash-6"),
+        added.contains("pretrain --resume")
+            && added.contains("--devices 0,0")
+            && added.contains("evaluate/hash-6"),
         "{added}"
     );
     let md = std::fs::read_to_string(exp.join("report.md")).unwrap();

@@ -54,6 +54,10 @@ pub struct Args {
     eval_epochs: Option<usize>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Pre-train data-parallel on these devices, as `lim pretrain --devices` (all, or places
+    /// in `lim info`'s list)
+    #[arg(long)]
+    devices: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
@@ -351,7 +355,7 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
             Some(stage) => stage,
             None => {
                 let resumable = run.join("checkpoints/last.safetensors").is_file();
-                let w = match resumable {
+                let mut w = match resumable {
                     true => words(&["--resume", &path(&run)]),
                     false => {
                         let _ = std::fs::remove_dir_all(&run);
@@ -368,6 +372,9 @@ pub fn run(gpu_args: &GpuArgs, args: &Args) -> CliResult {
                         ])
                     }
                 };
+                if let Some(devices) = &args.devices {
+                    w.extend(words(&["--devices", devices]));
+                }
                 runner.note("pretrain", &w)?;
                 let start = Instant::now();
                 pretrain::run(gpu_args, &parse(&w)?)?;
