@@ -302,10 +302,7 @@ fn train(gpu_args: &GpuArgs, args: &Args, mpi: Option<&dyn lim::dist::Collective
         (None, Some(comm)) => Replicas::Rank(comm),
         (None, None) => Replicas::One,
     };
-    let leads = match &replicas {
-        Replicas::Rank(comm) => comm.rank() == 0,
-        _ => true,
-    };
+    let leads = replicas.leads();
     if !leads {
         shown.bar.set_draw_target(ProgressDrawTarget::hidden());
     }

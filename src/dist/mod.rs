@@ -101,14 +101,7 @@ pub fn sum_gradients(params: &[Var], comm: &dyn Collective, bucket: usize) -> Re
             len += grads[start].numel();
         }
         let members: Vec<&Tensor> = grads[start..end].iter().collect();
-        let mut flat = Tensor::to_vecs(&members)?.concat();
-        comm.all_reduce(&mut flat, Reduce::Sum)?;
-        let mut at = 0;
-        for g in members {
-            let n = g.numel();
-            g.copy_from(&Tensor::from_slice(g.gpu(), g.shape(), &flat[at..at + n])?)?;
-            at += n;
-        }
+        through_host(&members, |flat| comm.all_reduce(flat, Reduce::Sum))?;
         end = start;
     }
     Ok(())
@@ -121,7 +114,7 @@ pub fn broadcast_state(module: &dyn Visit, comm: &dyn Collective) -> Result<()> 
 }
 
 /// The tensors of a module's state, in visiting order.
-pub fn state_tensors(module: &dyn Visit) -> Vec<Tensor> {
+fn state_tensors(module: &dyn Visit) -> Vec<Tensor> {
     let mut tensors = Vec::new();
     module.visit("", &mut |_, entry| match entry {
         Entry::Param(v) => tensors.push(v.value().clone()),
@@ -137,8 +130,17 @@ pub fn broadcast_tensors(tensors: &[Tensor], comm: &dyn Collective) -> Result<()
         return Ok(());
     }
     let refs: Vec<&Tensor> = tensors.iter().collect();
-    let mut flat: Vec<f32> = Tensor::to_vecs(&refs)?.concat();
-    comm.broadcast(&mut flat, 0)?;
+    through_host(&refs, |flat| comm.broadcast(flat, 0))
+}
+
+/// Reads `tensors` (f32) back as one flat vector, lets `exchange` replace its values (a
+/// collective), and writes them back in place.
+fn through_host(
+    tensors: &[&Tensor],
+    exchange: impl FnOnce(&mut [f32]) -> Result<()>,
+) -> Result<()> {
+    let mut flat = Tensor::to_vecs(tensors)?.concat();
+    exchange(&mut flat)?;
     let mut at = 0;
     for t in tensors {
         let n = t.numel();

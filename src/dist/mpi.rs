@@ -6,8 +6,8 @@ use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
 use mpi::environment::Universe;
 use mpi::topology::{Communicator, SimpleCommunicator};
 
-use super::{Collective, Reduce, peer_lost};
-use crate::error::Result;
+use super::{Collective, Reduce};
+use crate::error::{Error, Result};
 
 /// MPI's world communicator; MPI is finalised when this is dropped.
 pub struct Mpi {
@@ -18,16 +18,15 @@ pub struct Mpi {
 impl Mpi {
     /// Initialises MPI, once per process.
     pub fn init() -> Result<Mpi> {
-        let universe = mpi::initialize()
-            .ok_or_else(|| peer_lost("MPI is already initialised in this process"))?;
+        let universe = mpi::initialize().ok_or_else(|| {
+            Error::Collective("MPI is already initialised in this process".into())
+        })?;
         Ok(Mpi {
             world: universe.world(),
             _universe: universe,
         })
     }
-}
 
-impl Mpi {
     /// Ends every rank of the job: what a rank does when it fails, since the others would
     /// otherwise wait for it in their next collective.
     pub fn abort(&self, code: i32) -> ! {

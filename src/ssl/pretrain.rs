@@ -418,7 +418,8 @@ pub enum Replicas<'a> {
 }
 
 impl Replicas<'_> {
-    fn leads(&self) -> bool {
+    /// Whether this process holds rank 0, which writes the run's files and tells the user.
+    pub fn leads(&self) -> bool {
         match self {
             Replicas::Rank(comm) => comm.rank() == 0,
             _ => true,
@@ -434,8 +435,9 @@ impl Replicas<'_> {
     }
 }
 
-/// Rank 0's outcome of `prepare`, told to every rank: the others go on only if it succeeded.
-fn agree<T>(replicas: &Replicas, prepared: Result<T, RunError>) -> Result<T, RunError> {
+/// Rank 0's outcome of setting up the run, told to every rank: the others go on only if it
+/// succeeded.
+fn agree(replicas: &Replicas, prepared: Result<(), RunError>) -> Result<(), RunError> {
     let Replicas::Rank(comm) = replicas else {
         return prepared;
     };
@@ -446,7 +448,7 @@ fn agree<T>(replicas: &Replicas, prepared: Result<T, RunError>) -> Result<T, Run
         (Ok(_), false) => Err(RunError::Config(
             "rank 0 could not set up the run: its message says why".into(),
         )),
-        (Ok(v), true) => Ok(v),
+        (Ok(()), true) => Ok(()),
     }
 }
 
@@ -569,11 +571,23 @@ fn execute_all(
 ) -> Result<RunSummary, RunError> {
     let devices = match replicas {
         Replicas::One => {
-            let work = Work::new(config, slices, dir, checkpoint, &Solo);
+            let work = Work {
+                config,
+                slices,
+                dir,
+                checkpoint,
+                comm: &Solo,
+            };
             return execute(gpu_options, work, show_crops, observer);
         }
         Replicas::Rank(comm) => {
-            let work = Work::new(config, slices, dir, checkpoint, *comm);
+            let work = Work {
+                config,
+                slices,
+                dir,
+                checkpoint,
+                comm: *comm,
+            };
             return match comm.rank() {
                 0 => execute(gpu_options, work, show_crops, observer),
                 _ => execute(gpu_options, work, false, &mut Quiet),
@@ -596,7 +610,13 @@ fn execute_all(
                 std::thread::Builder::new()
                     .name(format!("lim-replica-{}", rank.rank()))
                     .spawn_scoped(scope, move || {
-                        let work = Work::new(config, slices, dir, checkpoint, &rank);
+                        let work = Work {
+                            config,
+                            slices,
+                            dir,
+                            checkpoint,
+                            comm: &rank,
+                        };
                         let out = execute(&options, work, false, &mut Quiet);
                         if out.is_ok() {
                             rank.finish();
@@ -606,7 +626,13 @@ fn execute_all(
                     .expect("a thread for each device")
             })
             .collect();
-        let work = Work::new(config, slices, dir, checkpoint.clone(), &first);
+        let work = Work {
+            config,
+            slices,
+            dir,
+            checkpoint: checkpoint.clone(),
+            comm: &first,
+        };
         let lead = execute(&on(devices[0]), work, show_crops, observer);
         if lead.is_ok() {
             first.finish();
@@ -669,24 +695,6 @@ struct Work<'a> {
     dir: &'a RunDir,
     checkpoint: Option<PathBuf>,
     comm: &'a dyn Collective,
-}
-
-impl<'a> Work<'a> {
-    fn new(
-        config: &'a PretrainConfig,
-        slices: &'a [PathBuf],
-        dir: &'a RunDir,
-        checkpoint: Option<PathBuf>,
-        comm: &'a dyn Collective,
-    ) -> Work<'a> {
-        Work {
-            config,
-            slices,
-            dir,
-            checkpoint,
-            comm,
-        }
-    }
 }
 
 struct Run<'a> {

@@ -83,17 +83,24 @@ pub fn sinkhorn_across(
         last: last as u32,
     };
     let sample_groups = gpu.grid_1d(samples as u64, &by_sample.label)?;
+    // One rank normalises each prototype in one pass; several all-reduce between two.
+    let fused = match comm.size() {
+        1 => {
+            let kernel = gpu.kernel(&shader::SINKHORN, "prototypes", &[])?;
+            let groups = gpu.grid_1d(prototypes as u64, &kernel.label)?;
+            Some((kernel, groups))
+        }
+        _ => None,
+    };
     // The first pass reads the scores and divides them by epsilon.
     let mut scale = 1.0 / epsilon;
     for round in 0..iterations {
         let by_prototype = params(scale, prototypes, false);
-        match comm.size() {
-            1 => {
-                let kernel = gpu.kernel(&shader::SINKHORN, "prototypes", &[])?;
-                let groups = gpu.grid_1d(prototypes as u64, &kernel.label)?;
-                gpu.dispatch(&kernel, &by_prototype, &[("l", l.clone())], groups)?;
+        match &fused {
+            Some((kernel, groups)) => {
+                gpu.dispatch(kernel, &by_prototype, &[("l", l.clone())], *groups)?
             }
-            _ => prototypes_across(&codes, &by_prototype, comm)?,
+            None => prototypes_across(&codes, &by_prototype, comm)?,
         }
         scale = 1.0;
         gpu.dispatch(
