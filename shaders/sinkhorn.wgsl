@@ -74,6 +74,14 @@ fn line_lse(lid: u32, start: u32, stride: u32, count: u32) -> f32 {
     return wg_max[0] + log(wg_sum[0]);
 }
 
+// l[., k] = l[., k] * scale - by, the workgroup's invocations taking every WG-th sample.
+fn shift_prototype(lid: u32, k: u32, by: f32) {
+    for (var b = lid; b < p.samples; b += WG) {
+        let at = b * p.prototypes + k;
+        l[at] = l[at] * p.scale - by;
+    }
+}
+
 @compute @workgroup_size(64)
 fn prototypes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_id) lid3: vec3<u32>) {
@@ -83,11 +91,7 @@ fn prototypes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         return;
     }
     let lid = lid3.x;
-    let shift = line_lse(lid, k, p.prototypes, p.samples) + p.log_count;
-    for (var b = lid; b < p.samples; b += WG) {
-        let at = b * p.prototypes + k;
-        l[at] = l[at] * p.scale - shift;
-    }
+    shift_prototype(lid, k, line_lse(lid, k, p.prototypes, p.samples) + p.log_count);
 }
 
 @compute @workgroup_size(64)
@@ -110,10 +114,7 @@ fn prototype_shift(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     if k >= p.prototypes {
         return;
     }
-    for (var b = lid3.x; b < p.samples; b += WG) {
-        let at = b * p.prototypes + k;
-        l[at] = l[at] * p.scale - shift[k];
-    }
+    shift_prototype(lid3.x, k, shift[k]);
 }
 
 @compute @workgroup_size(64)

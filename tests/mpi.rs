@@ -12,7 +12,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::losses;
 use lim::dist::{Collective, Mpi};
@@ -151,7 +151,7 @@ fn pretrain_under_mpirun() {
 
     // A rank killed mid-run stops the job; it resumes from rank 0's last checkpoint.
     let killed = dir.join("killed");
-    let job = mpirun()
+    let mut job = mpirun()
         .arg(lim)
         .args(toy(&killed, &data, "8"))
         .stdout(Stdio::piped())
@@ -159,14 +159,7 @@ fn pretrain_under_mpirun() {
         .spawn()
         .unwrap();
     let checkpoint = killed.join("checkpoints/step-0000002.safetensors");
-    let start = Instant::now();
-    while !checkpoint.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "no checkpoint at step 2"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_for(&checkpoint, &mut job, Duration::from_secs(300));
     let victim = rank_pid(1, &killed).expect("rank 1's process");
     Command::new("kill")
         .args(["-9", &victim.to_string()])

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{losses, tensors};
 
@@ -174,18 +174,7 @@ fn a_killed_run_resumes_bit_for_bit() {
         .spawn()
         .unwrap();
     let second = broken.join("checkpoints/step-0000004.safetensors");
-    let start = Instant::now();
-    while !second.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(600),
-            "no checkpoint at step 4"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before it was killed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_for(&second, &mut child, Duration::from_secs(600));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(!broken.join("checkpoints/step-0000008.safetensors").exists());
@@ -658,18 +647,7 @@ fn a_run_on_two_devices_resumes_bit_for_bit() {
         .spawn()
         .unwrap();
     let first = broken.join("checkpoints/step-0000002.safetensors");
-    let start = Instant::now();
-    while !first.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(600),
-            "no checkpoint at step 2"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before it was killed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_for(&first, &mut child, Duration::from_secs(600));
     child.kill().unwrap();
     child.wait().unwrap();
     let resume = [
@@ -689,35 +667,18 @@ fn a_run_on_two_devices_resumes_bit_for_bit() {
     }
     assert_eq!(logged, losses(&broken));
 
-    let none = lim_with(
-        &toy,
-        &[
-            "--devices",
-            "0,9",
-            "--out",
-            dir.join("x").to_str().unwrap(),
-            data_s,
-        ],
-    );
-    let text = String::from_utf8_lossy(&none.stderr);
-    assert!(
-        !none.status.success() && text.contains("there is no device 9"),
-        "{text}"
-    );
-    let thin = lim_with(
-        &toy,
-        &[
-            "--devices",
-            "0,0,0,0,0",
-            "--out",
-            dir.join("y").to_str().unwrap(),
-            data_s,
-        ],
-    );
-    let text = String::from_utf8_lossy(&thin.stderr);
-    assert!(
-        !thin.status.success() && text.contains("fewer than 2 slices"),
-        "{text}"
-    );
+    // Devices that do not exist, and more replicas than a batch has pairs of slices.
+    for (devices, error) in [
+        ("0,9", "there is no device 9"),
+        ("0,0,0,0,0", "fewer than 2 slices"),
+    ] {
+        let out = dir.join(devices.replace(',', "-"));
+        let refused = lim_with(
+            &toy,
+            &["--devices", devices, "--out", out.to_str().unwrap(), data_s],
+        );
+        let text = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success() && text.contains(error), "{text}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

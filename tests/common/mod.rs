@@ -441,3 +441,25 @@ pub fn toy_pretrain(batch: &'static str) -> Vec<&'static str> {
         "2",
     ]
 }
+
+/// Waits until `path` exists, for `limit` at most, failing if `child` ends first.
+pub fn wait_for(
+    path: &std::path::Path,
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) {
+    let start = std::time::Instant::now();
+    while !path.exists() {
+        assert!(
+            start.elapsed() < limit,
+            "no {} after {limit:?}",
+            path.display()
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before {} was written",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
