@@ -199,11 +199,24 @@ where
     }
     let (min, max) = (a.min(b), a.max(b));
     let denom = max - min + 1e-5;
-    let table: Vec<u8> = (lo..=hi)
-        .map(|v| quantise((rescale.apply(v as f64) - min) / denom * 255.0, 255.0) as u8)
-        .collect();
+    let grey = |v: i64| quantise((rescale.apply(v as f64) - min) / denom * 255.0, 255.0) as u8;
     out.clear();
-    out.extend(stored.iter().map(|&v| table[(v.into() - lo) as usize]));
+    if hi - lo <= u16::MAX.into() {
+        // A full table indexed by a u16 needs no bounds check per pixel.
+        let mut table = vec![0u8; 1 << 16];
+        for v in lo..=hi {
+            table[(v - lo) as usize] = grey(v);
+        }
+        let table: &[u8; 1 << 16] = table[..].try_into().expect("65536 entries");
+        out.extend(
+            stored
+                .iter()
+                .map(|&v| table[usize::from((v.into() - lo) as u16)]),
+        );
+    } else {
+        let table: Vec<u8> = (lo..=hi).map(grey).collect();
+        out.extend(stored.iter().map(|&v| table[(v.into() - lo) as usize]));
+    }
     Some(Range {
         low: min,
         high: max,
