@@ -1,5 +1,6 @@
 //! Reading medical volumes (NIfTI, DICOM series, NRRD) and writing PNG slices.
 
+mod deflate;
 pub mod dicom;
 mod dicom_codestream;
 mod dicom_lengths;
