@@ -202,12 +202,7 @@ where
     let grey = |v: i64| quantise((rescale.apply(v as f64) - min) / denom * 255.0, 255.0) as u8;
     out.clear();
     if hi - lo <= u16::MAX.into() {
-        // A full table indexed by a u16 needs no bounds check per pixel.
-        let mut table = vec![0u8; 1 << 16];
-        for v in lo..=hi {
-            table[(v - lo) as usize] = grey(v);
-        }
-        let table: &[u8; 1 << 16] = table[..].try_into().expect("65536 entries");
+        let table = u16_table((hi - lo) as usize + 1, |d| grey(lo + d as i64));
         out.extend(
             stored
                 .iter()
@@ -221,6 +216,20 @@ where
         low: min,
         high: max,
     })
+}
+
+/// A table of 65536 grey levels whose first `levels` are `grey(0..levels)`: indexed by a u16,
+/// it needs no bounds check per pixel.
+#[inline(always)]
+fn u16_table(levels: usize, grey: impl Fn(usize) -> u8) -> Box<[u8; 1 << 16]> {
+    let mut table: Box<[u8; 1 << 16]> = vec![0; 1 << 16]
+        .into_boxed_slice()
+        .try_into()
+        .expect("65536 entries");
+    for (d, level) in table[..levels].iter_mut().enumerate() {
+        *level = grey(d);
+    }
+    table
 }
 
 /// The paper's LIDC (DICOM) script on one slice of stored values:
@@ -268,10 +277,13 @@ fn paper_dicom_body(
     out.clear();
     // Each grey level of the slice's range computed once and looked up per pixel (the division
     // is most of the cost), where the range is narrower than the slice.
-    let (lo, hi) = (min as i32, max as i32);
-    if ((hi - lo) as usize) < img.len() {
-        let table: Vec<u8> = (lo..=hi).map(|v| grey(v as i16)).collect();
-        out.extend(img.iter().map(|&v| table[(v as i32 - lo) as usize]));
+    let levels = (max as i32 - min as i32) as usize + 1;
+    if levels <= img.len() {
+        let table = u16_table(levels, |d| grey(min.wrapping_add(d as i16)));
+        out.extend(
+            img.iter()
+                .map(|&v| table[usize::from(v.wrapping_sub(min) as u16)]),
+        );
     } else {
         out.extend(img.iter().map(|&v| grey(v)));
     }
