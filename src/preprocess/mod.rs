@@ -10,7 +10,7 @@ mod discover;
 pub mod intensity;
 pub mod slicing;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -161,6 +161,19 @@ impl Sink for WriteAll {
 
 /// Writes `slices` into `opts.output` in parallel, skipping complete ones.
 pub fn write_slices(slices: Vec<Made>, opts: &Options) -> Result<Written, IoError> {
+    // Each folder made once, rather than looked up again (under its parent's lock) per slice.
+    let folders: std::collections::BTreeSet<PathBuf> = slices
+        .iter()
+        .filter_map(|made| {
+            opts.output
+                .join(&made.record.path)
+                .parent()
+                .map(Path::to_path_buf)
+        })
+        .collect();
+    for dir in &folders {
+        std::fs::create_dir_all(dir).map_err(|e| IoError::io(dir, e))?;
+    }
     let wrote = slices
         .par_iter()
         .map(|made| write_slice(made, opts))
@@ -173,14 +186,12 @@ pub fn write_slices(slices: Vec<Made>, opts: &Options) -> Result<Written, IoErro
     })
 }
 
-/// Writes a slice into `opts.output` unless its file is already there; whether it wrote.
-pub fn write_slice(made: &Made, opts: &Options) -> Result<bool, IoError> {
+/// Writes a slice into its folder in `opts.output` unless its file is already there; whether
+/// it wrote.
+fn write_slice(made: &Made, opts: &Options) -> Result<bool, IoError> {
     let path = opts.output.join(&made.record.path);
     if path.exists() {
         return Ok(false);
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| IoError::io(dir, e))?;
     }
     let bytes = opts
         .clock
