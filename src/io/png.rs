@@ -135,7 +135,7 @@ mod tests {
                 .map(|i| match (i / width) % 3 {
                     0 => next() as u16,
                     1 => 7,
-                    _ => (i % width) as u16 * 300,
+                    _ => ((i % width) * 300) as u16,
                 })
                 .collect();
             let eight = Pixels::Gray8(grey.iter().map(|&v| v as u8).collect());
