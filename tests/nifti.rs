@@ -22,6 +22,11 @@ struct Spec {
 
 /// A minimal NIfTI-1 (348-byte header) or NIfTI-2 (540-byte) single file.
 fn write_nifti(path: &Path, spec: &Spec, data: &[u8]) {
+    write_nifti_with(path, spec, data, 0, false);
+}
+
+/// [`write_nifti`] with `pad` bytes between the header and the data, gzipped if `gzip`.
+fn write_nifti_with(path: &Path, spec: &Spec, data: &[u8], pad: usize, gzip: bool) {
     let Spec {
         version,
         big,
@@ -31,7 +36,8 @@ fn write_nifti(path: &Path, spec: &Spec, data: &[u8]) {
         slope,
         inter,
     } = *spec;
-    let mut h = vec![0u8; if version == 1 { 352 } else { 544 }];
+    let header = if version == 1 { 352 } else { 544 };
+    let mut h = vec![0u8; header + pad];
     macro_rules! put {
         ($at:expr, $v:expr) => {{
             let b = if big {
@@ -55,7 +61,7 @@ fn write_nifti(path: &Path, spec: &Spec, data: &[u8]) {
         for (n, p) in [1.0f32, 0.5, 0.75, 2.0].iter().enumerate() {
             put!(76 + 4 * n, *p);
         }
-        put!(108, 352f32);
+        put!(108, (header + pad) as f32);
         put!(112, slope as f32);
         put!(116, inter as f32);
         put!(254, 1i16);
@@ -86,7 +92,7 @@ fn write_nifti(path: &Path, spec: &Spec, data: &[u8]) {
         for (n, p) in [1.0f64, 0.5, 0.75, 2.0].iter().enumerate() {
             put!(104 + 8 * n, *p);
         }
-        put!(168, 544i64);
+        put!(168, (header + pad) as i64);
         put!(176, slope);
         put!(184, inter);
         put!(348, 1i32);
@@ -103,9 +109,13 @@ fn write_nifti(path: &Path, spec: &Spec, data: &[u8]) {
             }
         }
     }
-    let mut f = std::fs::File::create(path).unwrap();
-    f.write_all(&h).unwrap();
-    f.write_all(data).unwrap();
+    h.extend_from_slice(data);
+    if gzip {
+        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(&h).unwrap();
+        h = z.finish().unwrap();
+    }
+    std::fs::write(path, h).unwrap();
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -115,61 +125,63 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 #[test]
-fn every_datatype_in_both_byte_orders_and_both_versions() {
+fn every_datatype_in_both_byte_orders_and_both_versions_plain_and_gzipped() {
     let dims = [3, 2, 2];
     let values: Vec<f64> = (0..12)
         .map(|v| v as f64 * 3.0 - 7.0 + if v == 5 { 0.5 } else { 0.0 })
         .collect();
     macro_rules! case {
         ($code:expr, $t:ty, $variant:ident) => {{
-            for version in [1u8, 2] {
-                for big in [false, true] {
-                    let typed: Vec<$t> = values
-                        .iter()
-                        .map(|&v| {
-                            if <$t>::MIN as f64 == 0.0 {
-                                v.abs() as $t
-                            } else {
-                                v as $t
-                            }
-                        })
-                        .collect();
-                    let bytes: Vec<u8> = typed
-                        .iter()
-                        .flat_map(|v| {
-                            if big {
-                                v.to_be_bytes().to_vec()
-                            } else {
-                                v.to_le_bytes().to_vec()
-                            }
-                        })
-                        .collect();
-                    let path = scratch(&format!("t{}_{version}_{big}.nii", $code));
-                    let spec = Spec {
-                        version,
-                        big,
-                        datatype: $code,
-                        bytes_per: std::mem::size_of::<$t>(),
-                        dims,
-                        slope: 2.0,
-                        inter: -1.0,
-                    };
-                    write_nifti(&path, &spec, &bytes);
-                    let vol = nifti::read(&path).unwrap_or_else(|e| panic!("{e}"));
-                    assert_eq!(vol.dims, [3, 2, 2]);
-                    match &vol.samples {
-                        Samples::$variant(got) => {
-                            assert_eq!(got, &typed, "datatype {} v{version} big {big}", $code)
+            // Plain and gzipped; the padded data start on no whole sample but a byte's.
+            for n in 0..16usize {
+                let (version, big, pad, gzip) =
+                    ((1 + n % 2) as u8, n / 2 % 2 == 1, n / 4 % 2 * 3, n >= 8);
+                let typed: Vec<$t> = values
+                    .iter()
+                    .map(|&v| {
+                        if <$t>::MIN as f64 == 0.0 {
+                            v.abs() as $t
+                        } else {
+                            v as $t
                         }
-                        other => panic!("datatype {} read as {other:?}", $code),
+                    })
+                    .collect();
+                let bytes: Vec<u8> = typed
+                    .iter()
+                    .flat_map(|v| {
+                        if big {
+                            v.to_be_bytes().to_vec()
+                        } else {
+                            v.to_le_bytes().to_vec()
+                        }
+                    })
+                    .collect();
+                let gz = if gzip { ".gz" } else { "" };
+                let path = scratch(&format!("t{}_{version}_{big}_{pad}.nii{gz}", $code));
+                let spec = Spec {
+                    version,
+                    big,
+                    datatype: $code,
+                    bytes_per: std::mem::size_of::<$t>(),
+                    dims,
+                    slope: 2.0,
+                    inter: -1.0,
+                };
+                write_nifti_with(&path, &spec, &bytes, pad, gzip);
+                let vol = nifti::read(&path).unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(vol.dims, [3, 2, 2]);
+                match &vol.samples {
+                    Samples::$variant(got) => {
+                        assert_eq!(got, &typed, "{}", path.display())
                     }
-                    let r = vol.rescale_of(0);
-                    assert_eq!((r.slope, r.inter), (2.0, -1.0));
-                    // sform RAS diag(-0.5, 0.75, 2) is LPS diag(0.5, -0.75, 2).
-                    assert_eq!(vol.affine[0], [0.5, 0.0, 0.0, -10.0]);
-                    assert_eq!(vol.affine[1], [0.0, -0.75, 0.0, 20.0]);
-                    assert_eq!(vol.spacing(), [0.5, 0.75, 2.0]);
+                    other => panic!("{} read as {other:?}", path.display()),
                 }
+                let r = vol.rescale_of(0);
+                assert_eq!((r.slope, r.inter), (2.0, -1.0));
+                // sform RAS diag(-0.5, 0.75, 2) is LPS diag(0.5, -0.75, 2).
+                assert_eq!(vol.affine[0], [0.5, 0.0, 0.0, -10.0]);
+                assert_eq!(vol.affine[1], [0.0, -0.75, 0.0, 20.0]);
+                assert_eq!(vol.spacing(), [0.5, 0.75, 2.0]);
             }
         }};
     }

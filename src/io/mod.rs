@@ -198,28 +198,48 @@ pub fn require_regular(path: &Path) -> Result<(), IoError> {
     }
 }
 
+/// Which bytes of a file are its samples, and of what type: what [`read_bounded`]'s plan
+/// answers.
+pub(crate) struct Plan {
+    pub range: std::ops::Range<u64>,
+    pub ty: volume::SampleType,
+    pub big_endian: bool,
+}
+
 /// The data of a file read by [`read_bounded`].
-pub(crate) struct Bounded {
-    bytes: Vec<u8>,
-    skip: usize,
+pub(crate) enum Bounded {
+    /// The planned bytes from `skip` on: fewer when the file ends first.
+    Bytes { bytes: Vec<u8>, skip: usize },
+    /// A gzip file inflated in one call straight into its samples.
+    Samples(Samples),
 }
 
 impl Bounded {
-    /// The data: shorter than planned when the file ends first.
-    pub fn data(&self) -> &[u8] {
-        &self.bytes[self.skip..]
+    /// The `count` samples of `ty` the data hold, or how many bytes were missing.
+    pub fn into_samples(
+        self,
+        ty: volume::SampleType,
+        count: usize,
+        big_endian: bool,
+    ) -> Result<Samples, String> {
+        match self {
+            Bounded::Bytes { bytes, skip } => {
+                Samples::decode(ty, &bytes[skip..], count, big_endian)
+            }
+            Bounded::Samples(samples) => Ok(samples),
+        }
     }
 }
 
 /// A plain or gzip file read in two steps, so that its header bounds what is read: `plan`
 /// sees the first `head` bytes (all of them, in a shorter file) and answers which bytes the
-/// data are. Nothing past their end is read or inflated, and nothing is allocated ahead of
+/// samples are. Nothing past their end is read or inflated, and nothing is allocated ahead of
 /// what arrives, so a header that claims more than the file holds costs no memory: the data
 /// come back short, for the caller to name the truncation.
 pub(crate) fn read_bounded(
     path: &Path,
     head: usize,
-    plan: impl FnOnce(&[u8]) -> Result<std::ops::Range<u64>, IoError>,
+    plan: impl FnOnce(&[u8]) -> Result<Plan, IoError>,
 ) -> Result<Bounded, IoError> {
     require_regular(path)?;
     let file = std::fs::File::open(path).map_err(|e| IoError::io(path, e))?;
@@ -229,25 +249,25 @@ pub(crate) fn read_bounded(
         .starts_with(&[0x1f, 0x8b]);
     if !gzip {
         let head = read_up_to(path, &mut file, head as u64)?;
-        let range = plan(&head)?;
+        let range = plan(&head)?.range;
         let bytes = read_range(path, file, &head, range)?;
-        return Ok(Bounded { bytes, skip: 0 });
+        return Ok(Bounded::Bytes { bytes, skip: 0 });
     }
     let mut compressed = Vec::new();
     file.read_to_end(&mut compressed)
         .map_err(|e| IoError::io(path, e))?;
     let mut inflater = flate2::read::MultiGzDecoder::new(&compressed[..]);
     let head = read_up_to(path, &mut inflater, head as u64)?;
-    let range = plan(&head)?;
-    if let Some(whole) = inflate_whole(&compressed, range.end) {
-        let skip = (range.start as usize).min(whole.len());
-        return Ok(Bounded { bytes: whole, skip });
+    let plan = plan(&head)?;
+    if let Some(whole) = inflate_whole(&compressed, &plan) {
+        return Ok(whole);
     }
+    let range = plan.range;
     let bytes = read_range(path, &mut inflater, &head, range.clone())?;
     if bytes.len() as u64 == range.end.saturating_sub(range.start) {
         refuse_more(path, inflater, range.end)?;
     }
-    Ok(Bounded { bytes, skip: 0 })
+    Ok(Bounded::Bytes { bytes, skip: 0 })
 }
 
 /// The gzip stream `compressed` inflated to at most `claimed` bytes (fewer when it ends
@@ -315,20 +335,42 @@ fn read_range(
 }
 
 /// A gzip file inflated in one call when its trailer (the inflated size, mod 2^32) says it
-/// holds exactly `size` bytes: libdeflate is twice as fast as streaming. Deflate inflates at
-/// most 1032-fold, which bounds what a lying trailer can make this allocate.
-fn inflate_whole(compressed: &[u8], size: u64) -> Option<Vec<u8>> {
+/// holds exactly the planned bytes: libdeflate is twice as fast as streaming. Deflate
+/// inflates at most 1032-fold, which bounds what a lying trailer can make this allocate.
+/// Samples in the machine's byte order that start on a whole sample are inflated straight
+/// into their own vector, and the bytes before them dropped in place: no second copy.
+fn inflate_whole(compressed: &[u8], plan: &Plan) -> Option<Bounded> {
+    let Plan {
+        range,
+        ty,
+        big_endian,
+    } = plan;
     let at = compressed.len().checked_sub(4)?;
     let trailer = u32::from_le_bytes(compressed[at..].try_into().expect("four bytes"));
-    let plausible = size <= (compressed.len() as u64).saturating_mul(1032);
-    if !plausible || trailer != size as u32 {
+    let plausible = range.end <= (compressed.len() as u64).saturating_mul(1032);
+    if !plausible || trailer != range.end as u32 {
         return None;
     }
-    let mut whole = vec![0; usize::try_from(size).ok()?];
-    let n = libdeflater::Decompressor::new()
-        .gzip_decompress(compressed, &mut whole)
-        .ok()?;
-    (n == whole.len()).then_some(whole)
+    let size = usize::try_from(range.end).ok()?;
+    let start = usize::try_from(range.start).ok()?.min(size);
+    let sample = ty.size();
+    let typed =
+        *big_endian == cfg!(target_endian = "big") && start % sample == 0 && size % sample == 0;
+    let mut decompressor = libdeflater::Decompressor::new();
+    if typed {
+        let mut samples = Samples::zeroed(*ty, size / sample);
+        let n = decompressor
+            .gzip_decompress(compressed, samples.bytes_mut())
+            .ok()?;
+        if n != size {
+            return None;
+        }
+        samples.drop_front(start / sample);
+        return Some(Bounded::Samples(samples));
+    }
+    let mut bytes = vec![0; size];
+    let n = decompressor.gzip_decompress(compressed, &mut bytes).ok()?;
+    (n == size).then_some(Bounded::Bytes { bytes, skip: start })
 }
 
 fn read_error(path: &Path, e: std::io::Error) -> IoError {

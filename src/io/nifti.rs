@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::volume::{Format, Rescale, SampleType, Samples, Volume};
-use super::{IoError, limits, read_bounded};
+use super::{IoError, Plan, limits, read_bounded};
 
 /// Little- or big-endian field access into a header.
 struct Fields<'a> {
@@ -357,19 +357,30 @@ pub fn read(path: &Path) -> Result<Volume, IoError> {
         } else {
             0..0
         };
+        let plan = Plan {
+            range,
+            ty: l.ty,
+            big_endian: h.big_endian,
+        };
         planned = Some((h, l, bytes));
-        Ok(range)
+        Ok(plan)
     })?;
     let (h, Layout { shape, count, ty }, bytes) = planned.expect("planned when read");
-    let image;
-    let (sources, data): (Vec<PathBuf>, &[u8]) = if h.single_file {
-        (vec![path.to_path_buf()], file.data())
+    let (sources, data) = if h.single_file {
+        (vec![path.to_path_buf()], file)
     } else {
         let img = image_file(path)?;
-        image = read_bounded(&img, 0, |_| Ok(0..bytes))?;
-        (vec![path.to_path_buf(), img], image.data())
+        let image = read_bounded(&img, 0, |_| {
+            Ok(Plan {
+                range: 0..bytes,
+                ty,
+                big_endian: h.big_endian,
+            })
+        })?;
+        (vec![path.to_path_buf(), img], image)
     };
-    let samples = Samples::decode(ty, data, count, h.big_endian)
+    let samples = data
+        .into_samples(ty, count, h.big_endian)
         .map_err(|reason| IoError::invalid(sources.last().expect("one or two sources"), reason))?;
     // nibabel ignores a zero or non-finite slope, and a non-finite intercept.
     let rescale = if h.scl_slope == 0.0 || !h.scl_slope.is_finite() {

@@ -165,6 +165,33 @@ impl Samples {
     pub fn get(&self, i: usize) -> f64 {
         with_samples!(self, v => v[i].to_f64())
     }
+
+    /// `count` zeros of `ty`. A fresh allocation of zeros costs no writes: the system hands
+    /// out zeroed pages.
+    pub(crate) fn zeroed(ty: SampleType, count: usize) -> Samples {
+        match ty {
+            SampleType::U8 => Samples::U8(bytemuck::zeroed_vec(count)),
+            SampleType::I8 => Samples::I8(bytemuck::zeroed_vec(count)),
+            SampleType::U16 => Samples::U16(bytemuck::zeroed_vec(count)),
+            SampleType::I16 => Samples::I16(bytemuck::zeroed_vec(count)),
+            SampleType::U32 => Samples::U32(bytemuck::zeroed_vec(count)),
+            SampleType::I32 => Samples::I32(bytemuck::zeroed_vec(count)),
+            SampleType::U64 => Samples::U64(bytemuck::zeroed_vec(count)),
+            SampleType::I64 => Samples::I64(bytemuck::zeroed_vec(count)),
+            SampleType::F32 => Samples::F32(bytemuck::zeroed_vec(count)),
+            SampleType::F64 => Samples::F64(bytemuck::zeroed_vec(count)),
+        }
+    }
+
+    /// The samples' bytes, in the machine's byte order.
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
+        with_samples!(self, v => bytemuck::cast_slice_mut(v))
+    }
+
+    /// Drops the first `n` samples, moving the rest to the front in place.
+    pub(crate) fn drop_front(&mut self, n: usize) {
+        with_samples!(self, v => drop(v.drain(..n)))
+    }
 }
 
 /// `physical = stored * slope + inter`, in f64 with two roundings (as numpy computes it).
