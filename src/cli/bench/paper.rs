@@ -11,6 +11,7 @@ use std::time::Instant;
 use lim::hash::HashKind;
 use lim::preprocess::{self, Mode, NoProgress, Stage, StageClock};
 use lim::select::{self, Hashing, Strategy};
+use rayon::prelude::*;
 use serde_json::{Value, json};
 
 use super::super::CliResult;
@@ -51,6 +52,8 @@ type Failed = Box<dyn std::error::Error>;
 
 /// One timed row: who did the work, on how many threads, in how many seconds.
 struct Row {
+    /// The paper's scripts: what the other rows are compared with.
+    script: bool,
     what: String,
     tool: String,
     threads: usize,
@@ -264,6 +267,7 @@ fn measure(
             seconds.push(start.elapsed().as_secs_f64());
         }
         rows.push(Row {
+            script: false,
             what: command.to_string(),
             tool: lim_tool.clone(),
             threads: t,
@@ -273,6 +277,7 @@ fn measure(
             break;
         }
     }
+    rows.extend(inflate_bound(&input, threads, args.passes)?);
     let mut same = Err("not compared: the scripts were not run (--python none)".to_string());
     if args.python != "none" {
         let steps = scripts(name, work);
@@ -291,6 +296,7 @@ fn measure(
         }
         let what: Vec<&str> = steps.iter().map(|s| s.1).collect();
         rows.push(Row {
+            script: true,
             what: what.join(" + "),
             tool,
             threads: 1,
@@ -309,6 +315,51 @@ fn measure(
     })
 }
 
+/// The bound of a layout of gzip volumes: every file read and inflated (libdeflate, in one
+/// call, as lim's reader does) and nothing else, on one thread and on `threads`; no rows for
+/// a layout without gzip files.
+fn inflate_bound(input: &Path, threads: usize, passes: usize) -> Result<Vec<Row>, Failed> {
+    let files: Vec<PathBuf> = lim::io::walk(&[input.to_path_buf()])?
+        .files
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "gz"))
+        .collect();
+    if files.is_empty() {
+        return Ok(Vec::new());
+    }
+    let inflate = |path: &PathBuf| -> Result<usize, String> {
+        let gz = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let size = gz.len().checked_sub(4).map_or(0, |at| {
+            u32::from_le_bytes(gz[at..].try_into().expect("four bytes")) as usize
+        });
+        let mut out = vec![0; size];
+        libdeflater::Decompressor::new()
+            .gzip_decompress(&gz, &mut out)
+            .map_err(|e| format!("{}: {e:?} (over 4 GiB inflated?)", path.display()))
+    };
+    let mut rows = Vec::new();
+    for t in [1, threads] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build()?;
+        let mut seconds = Vec::new();
+        for _ in 0..passes.max(1) {
+            let start = Instant::now();
+            pool.install(|| files.par_iter().map(inflate).collect::<Result<Vec<_>, _>>())?;
+            seconds.push(start.elapsed().as_secs_f64());
+        }
+        rows.push(Row {
+            script: false,
+            what: "read + inflate the volumes only: the bound".into(),
+            tool: "libdeflate".into(),
+            threads: t,
+            seconds: median(seconds),
+        });
+        if threads == 1 {
+            break;
+        }
+    }
+    Ok(rows)
+}
+
 pub fn run(work: Work, args: &Args) -> CliResult {
     let scratch = std::env::temp_dir().join(format!("lim-bench-preprocess-{}", std::process::id()));
     let layouts = args
@@ -324,10 +375,7 @@ pub fn run(work: Work, args: &Args) -> CliResult {
     }
     let _ = std::fs::remove_dir_all(&scratch);
     for layout in &measured {
-        let script = layout
-            .rows
-            .iter()
-            .find(|r| r.threads == 1 && !r.tool.starts_with("lim"));
+        let script = layout.rows.iter().find(|r| r.script);
         let vs = |r: &Row| script.map(|s| s.seconds / r.seconds);
         if args.json {
             let mut line = json!({
