@@ -715,7 +715,8 @@ fn the_stage_clock_counts_each_stage_only_when_on() {
 }
 
 /// `lim bench preprocess` and `lim bench pipeline` build the paper's two layouts from the
-/// samples, and report every stage, each thread count and what was made, for both layouts.
+/// samples, and report every stage, each thread count, what was made and, for the gzip NIfTI
+/// layout, the bound of inflating alone, for both layouts.
 #[test]
 fn the_preprocess_and_pipeline_benches_report_every_stage_of_both_layouts() {
     let layouts = fresh_dir("bench-layouts");
@@ -784,6 +785,18 @@ fn the_preprocess_and_pipeline_benches_report_every_stage_of_both_layouts() {
                 } else {
                     assert_eq!(kept, None);
                 }
+            }
+            // The inflate bound, for the gzip NIfTI layout only.
+            let bound = of("read + inflate the volumes only: the bound");
+            let counts: Vec<u64> = bound
+                .iter()
+                .map(|r| r["threads"].as_u64().unwrap())
+                .collect();
+            if layout == "petct" {
+                assert_eq!(counts, want, "{bench} {layout}");
+                assert!(bound.iter().all(|r| r["seconds"].as_f64().unwrap() > 0.0));
+            } else {
+                assert!(counts.is_empty(), "{bench} {layout}: {counts:?}");
             }
             let outputs = of("outputs");
             assert_eq!(outputs[0]["identical"], false);
