@@ -1,7 +1,8 @@
 //! The stages of `lim preprocess --mode paper` on the CPU, one thread, on the inputs of
 //! `lim bench preprocess` (the sample chest CTs as a gzipped NIfTI volume and a DICOM series
-//! of 48 files of 512 x 512): decoding a volume, the paper's arithmetic on a slice, PNG
-//! encoding, and a whole volume to PNG files; throughput is in slices/s.
+//! of 48 files of 512 x 512, and the gzip NRRD the NIfTI volume is made from): decoding a
+//! volume, the paper's arithmetic on a slice, PNG encoding, and a whole volume to PNG files;
+//! throughput is in slices/s.
 
 use std::path::{Path, PathBuf};
 
@@ -47,6 +48,12 @@ fn stages(c: &mut Criterion) {
     group.throughput(Throughput::Elements(dicom.dims[2] as u64));
     group.bench_function(BenchmarkId::from_parameter("DICOM series"), |b| {
         b.iter(|| dicom::read_series(&series, dicom::SliceOrder::FileName).unwrap())
+    });
+    // The same chest CT as the NIfTI file, as the sample data hold it: gzip NRRD.
+    let nrrd = Path::new("data/samples/ct_volumes/lung1_image.nrrd");
+    group.throughput(Throughput::Elements(slices as u64));
+    group.bench_function(BenchmarkId::from_parameter("NRRD gzip"), |b| {
+        b.iter(|| lim::io::read_volume(nrrd).unwrap())
     });
     group.finish();
 

@@ -26,9 +26,15 @@ fn header(encoding: &str, endian: &str, space: &str) -> String {
 fn raw_gzip_big_endian_and_detached_data_read_the_same() {
     let le: Vec<u8> = VALUES.iter().flat_map(|v| v.to_le_bytes()).collect();
     let be: Vec<u8> = VALUES.iter().flat_map(|v| v.to_be_bytes()).collect();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    std::io::Write::write_all(&mut gz, &le).unwrap();
-    let gz = gz.finish().unwrap();
+    let gzip = |bytes: &[u8]| {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, bytes).unwrap();
+        gz.finish().unwrap()
+    };
+    let gz = gzip(&le);
+    let gz_big = gzip(&be);
+    // Two gzip members (as `cat a.gz b.gz` makes): inflated as one stream, not in one call.
+    let members = [gzip(&le[..10]), gzip(&le[10..])].concat();
     let cases: Vec<(&str, Vec<u8>)> = vec![
         (
             "raw.nrrd",
@@ -51,6 +57,22 @@ fn raw_gzip_big_endian_and_detached_data_read_the_same() {
             [
                 header("gzip", "little", "left-posterior-superior").into_bytes(),
                 gz,
+            ]
+            .concat(),
+        ),
+        (
+            "gzip-big.nrrd",
+            [
+                header("gzip", "big", "left-posterior-superior").into_bytes(),
+                gz_big,
+            ]
+            .concat(),
+        ),
+        (
+            "gzip-members.nrrd",
+            [
+                header("gzip", "little", "left-posterior-superior").into_bytes(),
+                members,
             ]
             .concat(),
         ),

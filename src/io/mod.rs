@@ -334,12 +334,14 @@ fn read_range(
     Ok(out)
 }
 
-/// A gzip file inflated in one call when its trailer (the inflated size, mod 2^32) says it
-/// holds exactly the planned bytes: libdeflate is twice as fast as streaming. Deflate
-/// inflates at most 1032-fold, which bounds what a lying trailer can make this allocate.
-/// Samples in the machine's byte order that start on a whole sample are inflated straight
-/// into their own vector, and the bytes before them dropped in place: no second copy.
-fn inflate_whole(compressed: &[u8], plan: &Plan) -> Option<Bounded> {
+/// The gzip stream `compressed` inflated in one call, where its trailer (the inflated size,
+/// mod 2^32) says it holds exactly the planned bytes and it does: libdeflate is twice as
+/// fast as streaming. None otherwise (several members, a lying trailer, corrupt data), for
+/// the caller to stream it and name what is wrong. Deflate inflates at most 1032-fold, which
+/// bounds what a lying trailer can make this allocate. Samples in the machine's byte order
+/// that start on a whole sample are inflated straight into their own vector, and the bytes
+/// before them dropped in place: no second copy.
+pub(crate) fn inflate_whole(compressed: &[u8], plan: &Plan) -> Option<Bounded> {
     let Plan {
         range,
         ty,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::volume::{Format, Rescale, SampleType, Samples, Volume};
-use super::{IoError, limits, read_file};
+use super::{Bounded, IoError, Plan, inflate_at_most, inflate_whole, limits, read_file};
 
 /// The sample type of a NRRD type name.
 fn type_name(t: &str) -> Option<SampleType> {
@@ -118,13 +118,23 @@ pub fn read(path: &Path) -> Result<Volume, IoError> {
         None => (vec![path.to_path_buf()], attached),
     };
     let data_path = sources.last().unwrap().as_path();
-    let decoded;
-    let data: &[u8] = match field("encoding")?.as_str() {
-        "raw" => raw,
+    let samples = match field("encoding")?.as_str() {
+        "raw" => Samples::decode(ty, raw, count, big),
         "gzip" | "gz" => {
             let claimed = (count as u64).saturating_mul(ty.size() as u64);
-            decoded = super::inflate_at_most(data_path, raw, claimed)?;
-            &decoded
+            let plan = Plan {
+                range: 0..claimed,
+                ty,
+                big_endian: big,
+            };
+            let data = match inflate_whole(raw, &plan) {
+                Some(whole) => whole,
+                None => Bounded::Bytes {
+                    bytes: inflate_at_most(data_path, raw, claimed)?,
+                    skip: 0,
+                },
+            };
+            data.into_samples(ty, count, big)
         }
         other => {
             return Err(IoError::unsupported(
@@ -132,9 +142,8 @@ pub fn read(path: &Path) -> Result<Volume, IoError> {
                 format!("NRRD encoding `{other}`"),
             ));
         }
-    };
-    let samples = Samples::decode(ty, data, count, big)
-        .map_err(|reason| IoError::invalid(data_path, reason))?;
+    }
+    .map_err(|reason| IoError::invalid(data_path, reason))?;
 
     let affine = geometry(path, &fields, dimension)?;
     Ok(Volume {
