@@ -31,53 +31,21 @@ fn raw_gzip_big_endian_and_detached_data_read_the_same() {
         std::io::Write::write_all(&mut gz, bytes).unwrap();
         gz.finish().unwrap()
     };
-    let gz = gzip(&le);
-    let gz_big = gzip(&be);
     // Two gzip members (as `cat a.gz b.gz` makes): inflated as one stream, not in one call.
     let members = [gzip(&le[..10]), gzip(&le[10..])].concat();
-    let cases: Vec<(&str, Vec<u8>)> = vec![
-        (
-            "raw.nrrd",
-            [
-                header("raw", "little", "left-posterior-superior").into_bytes(),
-                le.clone(),
-            ]
-            .concat(),
-        ),
-        (
-            "big.nrrd",
-            [
-                header("raw", "big", "left-posterior-superior").into_bytes(),
-                be,
-            ]
-            .concat(),
-        ),
-        (
-            "gzip.nrrd",
-            [
-                header("gzip", "little", "left-posterior-superior").into_bytes(),
-                gz,
-            ]
-            .concat(),
-        ),
-        (
-            "gzip-big.nrrd",
-            [
-                header("gzip", "big", "left-posterior-superior").into_bytes(),
-                gz_big,
-            ]
-            .concat(),
-        ),
-        (
-            "gzip-members.nrrd",
-            [
-                header("gzip", "little", "left-posterior-superior").into_bytes(),
-                members,
-            ]
-            .concat(),
-        ),
+    let cases = [
+        ("raw.nrrd", "raw", "little", le.clone()),
+        ("big.nrrd", "raw", "big", be.clone()),
+        ("gzip.nrrd", "gzip", "little", gzip(&le)),
+        ("gzip-big.nrrd", "gzip", "big", gzip(&be)),
+        ("gzip-members.nrrd", "gzip", "little", members),
     ];
-    for (name, bytes) in cases {
+    for (name, encoding, endian, data) in cases {
+        let bytes = [
+            header(encoding, endian, "left-posterior-superior").into_bytes(),
+            data,
+        ]
+        .concat();
         let path = scratch(name);
         std::fs::write(&path, bytes).unwrap();
         let vol = nrrd::read(&path).unwrap_or_else(|e| panic!("{e}"));
