@@ -234,8 +234,9 @@ impl Bounded {
 /// A plain or gzip file read in two steps, so that its header bounds what is read: `plan`
 /// sees the first `head` bytes (all of them, in a shorter file) and answers which bytes the
 /// samples are. Nothing past their end is read or inflated, and nothing is allocated ahead of
-/// what arrives, so a header that claims more than the file holds costs no memory: the data
-/// come back short, for the caller to name the truncation.
+/// what arrives (or of what a plain file's length says it holds), so a header that claims
+/// more than the file holds costs no memory: the data come back short, for the caller to name
+/// the truncation.
 pub(crate) fn read_bounded(
     path: &Path,
     head: usize,
@@ -248,9 +249,13 @@ pub(crate) fn read_bounded(
         .map_err(|e| IoError::io(path, e))?
         .starts_with(&[0x1f, 0x8b]);
     if !gzip {
+        let length = file.get_ref().metadata().map_err(|e| IoError::io(path, e))?.len();
         let head = read_up_to(path, &mut file, head as u64)?;
-        let range = plan(&head)?.range;
-        let bytes = read_range(path, file, &head, range)?;
+        let plan = plan(&head)?;
+        if let Some(samples) = read_samples(path, &mut file, &head, &plan, length)? {
+            return Ok(Bounded::Samples(samples));
+        }
+        let bytes = read_range(path, file, &head, plan.range)?;
         return Ok(Bounded::Bytes { bytes, skip: 0 });
     }
     let mut compressed = Vec::new();
@@ -332,6 +337,48 @@ fn read_range(
         .read_to_end(&mut out)
         .map_err(|e| read_error(path, e))?;
     Ok(out)
+}
+
+/// The planned samples of a plain file of `length` bytes, read straight into their own
+/// vector where the file holds all of them (so that its length bounds what is allocated) in
+/// the machine's byte order; None otherwise, with nothing read past `head`, whose first
+/// `head.len()` bytes of the file `rest` has already given.
+fn read_samples(
+    path: &Path,
+    mut rest: impl Read,
+    head: &[u8],
+    plan: &Plan,
+    length: u64,
+) -> Result<Option<Samples>, IoError> {
+    let Plan {
+        range,
+        ty,
+        big_endian,
+    } = plan;
+    let sample = ty.size() as u64;
+    let bytes = range.end.saturating_sub(range.start);
+    let native = *big_endian == cfg!(target_endian = "big");
+    let Ok(count) = usize::try_from(bytes / sample) else {
+        return Ok(None);
+    };
+    if !native || length < range.end || bytes % sample != 0 {
+        return Ok(None);
+    }
+    let mut samples = Samples::zeroed(*ty, count);
+    let out = samples.bytes_mut();
+    let at = head.len() as u64;
+    let from_head = &head[(range.start.min(at) as usize)..(range.end.min(at) as usize)];
+    out[..from_head.len()].copy_from_slice(from_head);
+    if range.start > at {
+        std::io::copy(
+            &mut (&mut rest).take(range.start - at),
+            &mut std::io::sink(),
+        )
+        .map_err(|e| read_error(path, e))?;
+    }
+    rest.read_exact(&mut out[from_head.len()..])
+        .map_err(|e| read_error(path, e))?;
+    Ok(Some(samples))
 }
 
 /// The gzip stream `compressed` inflated in one call, where its trailer (the inflated size,
