@@ -125,7 +125,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 #[test]
-fn every_datatype_in_both_byte_orders_and_both_versions_plain_and_gzipped() {
+fn every_datatype_in_both_byte_orders_and_both_versions() {
     let dims = [3, 2, 2];
     let values: Vec<f64> = (0..12)
         .map(|v| v as f64 * 3.0 - 7.0 + if v == 5 { 0.5 } else { 0.0 })
