@@ -210,7 +210,7 @@ pub(crate) struct Plan {
 pub(crate) enum Bounded {
     /// The planned bytes from `skip` on: fewer when the file ends first.
     Bytes { bytes: Vec<u8>, skip: usize },
-    /// A gzip file inflated in one call straight into its samples.
+    /// The samples themselves, read or inflated straight into their own vector.
     Samples(Samples),
 }
 
@@ -249,7 +249,11 @@ pub(crate) fn read_bounded(
         .map_err(|e| IoError::io(path, e))?
         .starts_with(&[0x1f, 0x8b]);
     if !gzip {
-        let length = file.get_ref().metadata().map_err(|e| IoError::io(path, e))?.len();
+        let length = file
+            .get_ref()
+            .metadata()
+            .map_err(|e| IoError::io(path, e))?
+            .len();
         let head = read_up_to(path, &mut file, head as u64)?;
         let plan = plan(&head)?;
         if let Some(samples) = read_samples(path, &mut file, &head, &plan, length)? {
@@ -315,6 +319,22 @@ fn read_up_to(path: &Path, reader: &mut impl Read, limit: u64) -> Result<Vec<u8>
     Ok(out)
 }
 
+/// The part of `range` that `head` (a stream's first bytes) holds, with `rest` (the stream
+/// after them) moved on to where `range` starts, when that is past `head`.
+fn head_part<'h>(
+    path: &Path,
+    rest: &mut impl Read,
+    head: &'h [u8],
+    range: &std::ops::Range<u64>,
+) -> Result<&'h [u8], IoError> {
+    let at = head.len() as u64;
+    if range.start > at {
+        std::io::copy(&mut rest.take(range.start - at), &mut std::io::sink())
+            .map_err(|e| read_error(path, e))?;
+    }
+    Ok(&head[(range.start.min(at) as usize)..(range.end.min(at) as usize)])
+}
+
 /// The bytes `range` of a stream whose first `head.len()` bytes were `head` and the rest
 /// `rest`; shorter when the stream ends first.
 fn read_range(
@@ -323,16 +343,8 @@ fn read_range(
     head: &[u8],
     range: std::ops::Range<u64>,
 ) -> Result<Vec<u8>, IoError> {
-    let at = head.len() as u64;
-    let mut out = head[(range.start.min(at) as usize)..(range.end.min(at) as usize)].to_vec();
-    if range.start > at {
-        std::io::copy(
-            &mut (&mut rest).take(range.start - at),
-            &mut std::io::sink(),
-        )
-        .map_err(|e| read_error(path, e))?;
-    }
-    let wanted = range.end.saturating_sub(range.start.max(at));
+    let mut out = head_part(path, &mut rest, head, &range)?.to_vec();
+    let wanted = range.end.saturating_sub(range.start.max(head.len() as u64));
     rest.take(wanted)
         .read_to_end(&mut out)
         .map_err(|e| read_error(path, e))?;
@@ -366,16 +378,8 @@ fn read_samples(
     }
     let mut samples = Samples::zeroed(*ty, count);
     let out = samples.bytes_mut();
-    let at = head.len() as u64;
-    let from_head = &head[(range.start.min(at) as usize)..(range.end.min(at) as usize)];
+    let from_head = head_part(path, &mut rest, head, range)?;
     out[..from_head.len()].copy_from_slice(from_head);
-    if range.start > at {
-        std::io::copy(
-            &mut (&mut rest).take(range.start - at),
-            &mut std::io::sink(),
-        )
-        .map_err(|e| read_error(path, e))?;
-    }
     rest.read_exact(&mut out[from_head.len()..])
         .map_err(|e| read_error(path, e))?;
     Ok(Some(samples))
